@@ -1,0 +1,30 @@
+"""Command-line helpers shared by the scripts in experiments/ and benchmarks/."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def fail(message: str, status: int = 2):
+    """One line on stderr, no traceback, non-zero exit."""
+    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "ae_jax"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump) with exit status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        fail(f"{message} (see --help)")
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
+
+
+def name_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]

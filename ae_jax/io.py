@@ -1,0 +1,81 @@
+"""Files: atomic writes, JSON that holds no NaN, and mean ± std over seeds."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def clean_json(obj: Any) -> Any:
+    """numpy -> python, non-finite floats -> None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_json(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(clean_json(obj), indent=1) + "\n")
+
+
+def read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def aggregate(values: Sequence[float]) -> dict:
+    """{"values", "mean", "std", "n"} over the finite values; std is the sample std (ddof 1).
+
+    Non-finite values stay in "values" (as null) but are left out of mean and
+    std, and "n" counts only what was averaged; std is null below two values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    return {"values": [float(x) for x in v],
+            "mean": float(ok.mean()) if ok.size else float("nan"),
+            "std": float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+            "n": int(ok.size)}
+
+
+def fmt_mean_std(m: dict, digits: int = 4) -> str:
+    mean, std = m.get("mean"), m.get("std")
+    if mean is None or (isinstance(mean, float) and not math.isfinite(mean)):
+        return "n/a"
+    s = f"{mean:.{digits}g}"
+    if std is not None and math.isfinite(std):
+        s += f" ± {std:.2g}"
+    return s

@@ -1,0 +1,110 @@
+"""Losses and bottlenecks: small pure functions, explicit reductions.
+
+Per-example functions return one value per image ([B]); the caller reduces.
+Bottlenecks map the encoder output h to the code z and return the extra loss
+term already reduced over the batch (some, like the sparse penalty, are
+functions of batch means and have no per-example form).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+LOG_CLAMP = -100.0
+
+
+def bce_from_logits(logits: jax.Array, x: jax.Array) -> jax.Array:
+    """Binary cross-entropy summed over pixels, one value per image.
+
+    BCE(p, x) = -Σ_i [x_i log p_i + (1 - x_i) log(1 - p_i)],  p = sigmoid(logits),
+    with each log clamped at -100 as PyTorch's BCELoss does. The logs are taken
+    as log-sigmoid of the logits, which is exact where PyTorch's value is finite
+    and keeps the gradient finite where sigmoid saturates.
+
+    logits, x: [B, ...] -> [B]
+    """
+    log_p = jnp.maximum(jax.nn.log_sigmoid(logits), LOG_CLAMP)
+    log_1mp = jnp.maximum(jax.nn.log_sigmoid(-logits), LOG_CLAMP)
+    per_pixel = -(x * log_p + (1.0 - x) * log_1mp)
+    return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
+
+
+def gaussian_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent dims: ½Σ(σ² + μ² − 1 − 2 log σ). [B, n] -> [B]"""
+    return 0.5 * jnp.sum(jnp.exp(2 * log_sigma) + mu**2 - 1.0 - 2 * log_sigma, axis=-1)
+
+
+def bernoulli_kl(p: float | jax.Array, q: jax.Array, eps: float = 1e-10) -> jax.Array:
+    """KL(Bern(p) || Bern(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)), elementwise."""
+    q = jnp.clip(q, eps, 1 - eps)
+    return p * jnp.log(p / q) + (1 - p) * jnp.log((1 - p) / (1 - q))
+
+
+def masked_mean(v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Mean over the leading (batch) axis, counting only rows where mask is 1."""
+    if mask is None:
+        return v.mean(0)
+    w = mask.reshape((-1,) + (1,) * (v.ndim - 1))
+    return (v * w).sum(0) / jnp.maximum(mask.sum(), 1.0)
+
+
+class Hparams(NamedTuple):
+    """Hyperparameters that change no shape: traced, so a sweep is a vmap."""
+    beta: jax.Array       # weight of the bottleneck term
+    noise_std: jax.Array  # denoising input noise (0 elsewhere)
+    sparsity: jax.Array   # sparse target activation p
+    lr: jax.Array         # Adam learning rate
+
+
+class Bottleneck(NamedTuple):
+    z: jax.Array      # [B, n] code passed to the decoder
+    extra: jax.Array  # [] bottleneck loss term, reduced over the batch, beta applied
+
+
+def identity_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
+    """z = h, no extra loss."""
+    return Bottleneck(h, jnp.zeros((), h.dtype))
+
+
+def sparse_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
+    """z = sigmoid(h); extra = β Σ_j KL(p || mean_batch z_j)."""
+    z = jax.nn.sigmoid(h)
+    rho = masked_mean(z, mask)
+    return Bottleneck(z, hp.beta * bernoulli_kl(hp.sparsity, rho).sum())
+
+
+def gaussian_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
+    """h = [μ, log σ]; z = μ + σ ε with ε ~ N(0, I); extra = β mean_batch ½Σ_j(σ² + μ² − 1 − 2 log σ)."""
+    mu, log_sigma = jnp.split(h, 2, axis=-1)
+    eps = jax.random.normal(key, mu.shape, mu.dtype)
+    z = mu + jnp.exp(log_sigma) * eps
+    return Bottleneck(z, hp.beta * masked_mean(gaussian_kl(mu, log_sigma), mask))
+
+
+def vq_quantise(h: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Each latent dim j independently to its nearest scalar in codebook[j]. h: [B, n], codebook: [n, K]."""
+    idx = jnp.argmin(jnp.abs(h[:, :, None] - codebook[None]), axis=-1)  # [B, n]
+    return jnp.take_along_axis(codebook[None], idx[:, :, None], axis=-1)[..., 0]
+
+
+def vq_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
+    """z = h + sg(q − h) (straight-through); extra = mean_batch Σ_j[(sg(h) − q)² + β(h − sg(q))²]."""
+    q = vq_quantise(h, codebook)
+    sg = jax.lax.stop_gradient
+    per_ex = jnp.sum((sg(h) - q) ** 2 + hp.beta * (h - sg(q)) ** 2, axis=-1)
+    return Bottleneck(h + sg(q - h), masked_mean(per_ex, mask))
+
+
+def add_input_noise(key, x: jax.Array, std: jax.Array) -> jax.Array:
+    """Denoising corruption x' = clip(x + std·ε, 0, 1), ε ~ N(0, I)."""
+    return jnp.clip(x + std * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+
+
+BOTTLENECKS = {
+    "identity": identity_bottleneck,
+    "sparse": sparse_bottleneck,
+    "gaussian": gaussian_bottleneck,
+    "vq": vq_bottleneck,
+}

@@ -1,0 +1,224 @@
+"""Training: every run (seed x hyperparameter) at once in one compiled program.
+
+The shape follows "a whole training run is a pure function": ``make_epoch``
+builds, at Python level with static shapes, the function that trains one run
+for one epoch (a ``lax.scan`` over minibatch steps, then the validation loss).
+``jax.vmap`` turns it into a function of a batch of runs: each run has its own
+key (init, shuffle, noise) and its own hyperparameters (``losses.Hparams`` are
+traced arrays, so a sweep over beta is the same program, not a recompile). The
+data is an argument, never a closure constant.
+
+One host dispatch per epoch: the compiled epoch is called once per epoch; the
+host then reads the per-run losses (a few floats) to print progress and to
+checkpoint every few epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .losses import BOTTLENECKS, Bottleneck, Hparams, add_input_noise, bce_from_logits
+from .models import Autoencoder
+from .registry import ModelSpec
+
+EVAL_CHUNK = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What shapes the compiled program (static)."""
+    latent_dim: int = 20
+    epochs: int = 60
+    batch_size: int = 256
+
+
+class TrainState(NamedTuple):
+    params: Any       # flax params; every leaf gets a leading run axis when vmapped
+    batch_stats: Any  # BatchNorm running statistics
+    opt_state: Any    # Adam moments
+
+
+class Phase(NamedTuple):
+    """Which layers run and train. One phase for most models, three for stacked."""
+    enc_layers: tuple[int, ...] = (0, 1, 2)
+    dec_layers: tuple[int, ...] = (0, 1, 2)
+    trainable: tuple[str, ...] | None = None  # parameter path prefixes; None = all
+    enc_bn: tuple[bool, ...] = (True, True, True)
+    dec_bn: tuple[bool, ...] = (True, True, True)
+
+    @property
+    def full(self) -> bool:
+        return self.enc_layers == (0, 1, 2) and self.dec_layers == (0, 1, 2)
+
+
+FULL = Phase()
+EVAL = Phase(enc_bn=(False,) * 3, dec_bn=(False,) * 3)
+
+
+def stacked_phases() -> tuple[Phase, Phase, Phase]:
+    """Phase k trains encoder layer k and decoder layer 2-k; earlier layers frozen, BN in eval."""
+    phases = []
+    for k in range(3):
+        d = 2 - k
+        phases.append(Phase(
+            enc_layers=tuple(range(k + 1)), dec_layers=tuple(range(d, 3)),
+            trainable=(f"enc/dense{k}", f"enc/bn{k}", f"dec/dense{d}", f"dec/bn{d}"),
+            enc_bn=tuple(i == k for i in range(3)), dec_bn=tuple(i == d for i in range(3))))
+    return tuple(phases)
+
+
+def phase_schedule(spec: ModelSpec, epochs: int) -> list[tuple[Phase, int]]:
+    """[(phase, first epoch)]: stacked splits the epochs in three (the remainder goes last)."""
+    if not spec.stacked:
+        return [(FULL, 0)]
+    if epochs < 3:
+        raise ValueError("the stacked model trains in 3 phases and needs --epochs >= 3")
+    per = epochs // 3
+    return [(p, k * per) for k, p in enumerate(stacked_phases())]
+
+
+def phase_at(schedule, epoch: int) -> tuple[int, Phase]:
+    idx = max(i for i, (_, start) in enumerate(schedule) if start <= epoch)
+    return idx, schedule[idx][0]
+
+
+def make_model(spec: ModelSpec, latent_dim: int) -> Autoencoder:
+    return Autoencoder(latent_dim=latent_dim, encoder_out=spec.encoder_factor * latent_dim,
+                       shallow=spec.shallow, codebook_size=spec.codebook_size)
+
+
+def spec_hparams(spec: ModelSpec, beta: float | None = None, lr: float = 1e-3) -> Hparams:
+    return Hparams(beta=np.float32(spec.beta if beta is None else beta), noise_std=np.float32(spec.noise_std),
+                   sparsity=np.float32(spec.sparsity), lr=np.float32(lr))
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+    """Keys named for their purpose, derived from the seed alone."""
+    key = jax.random.key(seed)
+    return {name: jax.random.fold_in(key, i) for i, name in enumerate(("init", "train", "eval", "task"))}
+
+
+def _forward(module: Autoencoder, x, key, hp: Hparams, spec: ModelSpec, phase: Phase, mask=None):
+    """x -> (h, bottleneck, logits). The bottleneck applies only when every layer runs."""
+    h = module.encode(x, layers=phase.enc_layers, train_bn=phase.enc_bn)
+    if phase.full:
+        b = BOTTLENECKS[spec.bottleneck](h, key, hp, module.codebook if spec.codebook_size else None, mask)
+    else:
+        b = Bottleneck(h, jnp.zeros((), h.dtype))
+    logits = module.decode(b.z, layers=phase.dec_layers, train_bn=phase.dec_bn)
+    return h, b, logits
+
+
+def _trainable_mask(params, phase: Phase):
+    if phase.trainable is None:
+        return jax.tree.map(lambda _: True, params)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    def path_str(path):
+        return "/".join(str(getattr(p, "key", p)) for p in path)
+    masks = [any(path_str(p).startswith(t) for t in phase.trainable) for p, _ in flat]
+    return jax.tree_util.tree_unflatten(jax.tree.structure(params), masks)
+
+
+OPTIMIZER = optax.scale_by_adam()  # the learning rate is applied by hand: it is a traced hparam
+
+
+def init_state(spec: ModelSpec, cfg: TrainConfig, key) -> TrainState:
+    model = make_model(spec, cfg.latent_dim)
+    variables = model.init(key, jnp.zeros((2, 32, 32), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(params, variables.get("batch_stats", {}), OPTIMIZER.init(params))
+
+
+def reset_optimizer(state: TrainState) -> TrainState:
+    return state._replace(opt_state=OPTIMIZER.init(state.params))
+
+
+def make_loss(spec: ModelSpec, cfg: TrainConfig, phase: Phase):
+    model = make_model(spec, cfg.latent_dim)
+
+    def loss_fn(params, batch_stats, x, key, hp: Hparams):
+        """x: [B, 32, 32] -> (loss, (new batch_stats, reconstruction term))."""
+        k_noise, k_z = jax.random.split(key)
+        x_in = add_input_noise(k_noise, x, hp.noise_std) if spec.denoise else x
+        (h, b, logits), upd = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x_in, k_z, hp, spec, phase,
+            method=_forward, mutable=["batch_stats"])
+        rec = bce_from_logits(logits, x).mean()
+        return rec + b.extra, (upd["batch_stats"], rec)
+
+    return loss_fn
+
+
+def make_eval(spec: ModelSpec, cfg: TrainConfig, phase: Phase = EVAL):
+    """eval_fn(state, x, key, hp) -> dict of per-image arrays, in chunks of EVAL_CHUNK.
+
+    Returns "bce" [N] (summed over pixels), "loss" [N] (bce plus the chunk's
+    bottleneck term, so its mean is the validation loss), "h" [N, e] encoder
+    outputs and "z" [N, n] codes. BatchNorm uses running statistics, no input
+    noise; the VAE family still samples z.
+    """
+    model = make_model(spec, cfg.latent_dim)
+
+    def eval_fn(state: TrainState, x, key, hp: Hparams):
+        n = x.shape[0]
+        chunk = min(EVAL_CHUNK, n)
+        n_chunks = -(-n // chunk)
+        pad = n_chunks * chunk - n
+        xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0))).reshape(n_chunks, chunk, *x.shape[1:])
+        mask = (jnp.arange(n_chunks * chunk) < n).astype(x.dtype).reshape(n_chunks, chunk)
+        keys = jax.random.split(key, n_chunks)
+
+        def one(args):
+            xc, mc, kc = args
+            h, b, logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                       xc, kc, hp, spec, phase, mc, method=_forward)
+            bce = bce_from_logits(logits, xc)
+            return {"bce": bce, "loss": bce + b.extra, "h": h, "z": b.z}
+
+        out = jax.lax.map(one, (xs, mask, keys))
+        return jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:n], out)
+
+    return eval_fn
+
+
+def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
+    """Return epoch(state, key, epoch, hp, x_train, x_val) for ONE run.
+
+    Shuffles with a key folded from (run key, epoch), scans over
+    n_train // batch_size full minibatches (the remainder is dropped; a fresh
+    permutation each epoch covers it over training), then computes the
+    validation loss. Returns (state, train_loss, val_loss).
+    """
+    loss_fn = make_loss(spec, cfg, phase)
+    eval_fn = make_eval(spec, cfg, EVAL if phase.full else phase._replace(enc_bn=(False,) * 3, dec_bn=(False,) * 3))
+    bs = cfg.batch_size
+    steps = n_train // bs
+    if steps < 1:
+        raise ValueError(f"the training set has {n_train} images, fewer than one batch of {bs}")
+
+    def epoch_fn(state: TrainState, key, epoch, hp: Hparams, x_train, x_val):
+        ekey = jax.random.fold_in(key, epoch)
+        k_perm, k_steps, k_val = jax.random.split(ekey, 3)
+        idx = jax.random.permutation(k_perm, n_train)[: steps * bs].reshape(steps, bs)
+        mask = _trainable_mask(state.params, phase)
+
+        def step(st: TrainState, inp):
+            batch_idx, k = inp
+            x = x_train[batch_idx]
+            (loss, (bstats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                st.params, st.batch_stats, x, k, hp)
+            grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
+            updates, opt_state = OPTIMIZER.update(grads, st.opt_state)
+            params = jax.tree.map(lambda p, u: p - hp.lr * u, st.params, updates)
+            return TrainState(params, bstats, opt_state), loss
+
+        state, losses = jax.lax.scan(step, state, (idx, jax.random.split(k_steps, steps)))
+        val = eval_fn(state, x_val, k_val, hp)["loss"].mean()
+        return state, losses.mean(), val
+
+    return epoch_fn
