@@ -54,6 +54,36 @@ def _checkpoint_manager(path: Path):
     return ocp.CheckpointManager(path.absolute(), options=opts)
 
 
+def _ckpt_tree(state: TrainState, epochs: int, n_runs: int) -> dict:
+    """What a checkpoint holds: the batched state, the epoch reached, curves and timings."""
+    return {"state": state, "epoch": np.asarray(0, np.int32), "train_curve": np.full((epochs, n_runs), np.nan, np.float32),
+            "val_curve": np.full((epochs, n_runs), np.nan, np.float32), "epoch_time": np.zeros(epochs, np.float32),
+            "compile_time": np.asarray(0.0, np.float32)}
+
+
+def _restore(manager, template: dict) -> dict:
+    import orbax.checkpoint as ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    ckpt = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
+
+
+def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: Path) -> TrainState | None:
+    """The batched state of a finished run's last checkpoint, or None if there is no complete one."""
+    if not Path(ckpt_dir).is_dir():
+        return None
+    manager = _checkpoint_manager(Path(ckpt_dir))
+    try:
+        if manager.latest_step() != cfg.epochs:
+            return None
+        shapes = jax.eval_shape(jax.vmap(lambda k: init_state(spec, cfg, k)),
+                                jnp.stack([run_keys(0)["init"]] * n_runs))
+        template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs)
+        return jax.device_get(_restore(manager, template)["state"])
+    finally:
+        manager.close()
+
+
 def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log) -> None:
     for r in np.nonzero(~np.isfinite(curves).all(0))[0]:
         if int(r) not in diverged:
@@ -81,16 +111,11 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     xt, xv = place_rep(jnp.asarray(x_train)), place_rep(jnp.asarray(x_val))
 
     state = jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys)
-    ckpt = {"state": state, "epoch": np.int32(0), "train_curve": np.full((E, R), np.nan, np.float32),
-            "val_curve": np.full((E, R), np.nan, np.float32), "epoch_time": np.zeros(E, np.float32),
-            "compile_time": np.float32(0.0)}
+    ckpt = _ckpt_tree(state, E, R)
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
     start = 0
     if manager is not None and manager.latest_step() is not None:
-        import orbax.checkpoint as ocp
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, ckpt)
-        ckpt = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
-        ckpt = {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
+        ckpt = _restore(manager, ckpt)
         state = place_runs(ckpt["state"])
         start = int(ckpt["epoch"])
         log(f"  resuming from the checkpoint after epoch {start}")
@@ -127,8 +152,8 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         done = epoch + 1
         if manager is not None and (done % ckpt_every == 0 or done == E):
             import orbax.checkpoint as ocp
-            ckpt = {"state": state, "epoch": np.int32(done), "train_curve": train_curve, "val_curve": val_curve,
-                    "epoch_time": epoch_time, "compile_time": np.float32(compile_time)}
+            ckpt = {"state": state, "epoch": np.asarray(done, np.int32), "train_curve": train_curve, "val_curve": val_curve,
+                    "epoch_time": epoch_time, "compile_time": np.asarray(compile_time, np.float32)}
             manager.save(done, args=ocp.args.StandardSave(ckpt), force=True)
             manager.wait_until_finished()
     if manager is not None:

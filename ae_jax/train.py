@@ -159,7 +159,8 @@ def make_eval(spec: ModelSpec, cfg: TrainConfig, phase: Phase = EVAL):
 
     Returns "bce" [N] (summed over pixels), "loss" [N] (bce plus the chunk's
     bottleneck term, so its mean is the validation loss), "h" [N, e] encoder
-    outputs and "z" [N, n] codes. BatchNorm uses running statistics, no input
+    outputs, "z" [N, n] codes and "signed_error" [N], Σ(reconstruction − input),
+    the score the original study's anomaly AUCs were computed with by mistake. BatchNorm uses running statistics, no input
     noise; the VAE family still samples z.
     """
     model = make_model(spec, cfg.latent_dim)
@@ -178,7 +179,8 @@ def make_eval(spec: ModelSpec, cfg: TrainConfig, phase: Phase = EVAL):
             h, b, logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                        xc, kc, hp, spec, phase, mc, method=_forward)
             bce = bce_from_logits(logits, xc)
-            return {"bce": bce, "loss": bce + b.extra, "h": h, "z": b.z}
+            signed = (jax.nn.sigmoid(logits) - xc).reshape(xc.shape[0], -1).sum(-1)
+            return {"bce": bce, "loss": bce + b.extra, "h": h, "z": b.z, "signed_error": signed}
 
         out = jax.lax.map(one, (xs, mask, keys))
         return jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:n], out)

@@ -1,0 +1,100 @@
+"""Figures: PNG grids, animated GIFs, latent scatters, ROC curves (matplotlib / Pillow)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .io import atomic_write_bytes  # noqa: E402
+
+GIF_SCALE = 4
+
+
+def _save_fig(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def image_rows(rows: Sequence[np.ndarray], path: Path, titles: Sequence[str] | None = None, pad: int = 2) -> None:
+    """Rows of [k, 32, 32] images in [0, 1] tiled into one grey PNG (titles label the rows)."""
+    k = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(k * 0.5, len(rows) * 0.65), squeeze=False)
+    for ax, r, t in zip(axes[:, 0], rows, titles or [None] * len(rows)):
+        tiles = np.concatenate([np.pad(im, pad, constant_values=1.0) for im in r], axis=1)
+        ax.imshow(tiles, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_axis_off()
+        if t:
+            ax.set_title(t, fontsize=8, loc="left")
+    _save_fig(fig, path)
+
+
+def image_grid(images: np.ndarray, path: Path, cols: int = 4, title: str | None = None) -> None:
+    """[k, 32, 32] images -> a cols-wide grid PNG."""
+    rows = [images[i: i + cols] for i in range(0, len(images), cols)]
+    image_rows(rows, path, [title] + [None] * (len(rows) - 1) if title else None)
+
+
+def write_gif(frames: np.ndarray, path: Path, ms_per_frame: int = 30) -> int:
+    """[T, 32, 32] in [0, 1] -> GIF that plays forward then back, enlarged GIF_SCALE x.
+
+    The sequence is T frames forward and T - 2 back (the end frames are not
+    repeated, so the loop is seamless): 258 frames for T = 130. Pillow merges
+    consecutive identical frames into one longer frame, so the frame count can
+    be lower when the decoder repeats itself; the total duration is always
+    (2T - 2) x ms_per_frame. Returns the length of the sequence.
+    """
+    seq = np.concatenate([frames, frames[-2:0:-1]])
+    imgs = [Image.fromarray((np.clip(f, 0, 1) * 255).astype(np.uint8)).resize(
+        (f.shape[1] * GIF_SCALE, f.shape[0] * GIF_SCALE), Image.NEAREST) for f in seq]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=ms_per_frame, loop=0,
+                 optimize=False, disposal=1)
+    atomic_write_bytes(path, buf.getvalue())
+    return len(imgs)
+
+
+def latent_scatter(emb: np.ndarray, labels: np.ndarray, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=1.5, alpha=0.7, vmin=-0.5, vmax=9.5,
+                    rasterized=True)
+    fig.colorbar(sc, ax=ax, ticks=range(10), fraction=0.046)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    _save_fig(fig, path)
+
+
+def roc_figure(curves: Sequence[tuple[np.ndarray, np.ndarray, float]], seeds: Sequence[int], path: Path,
+               title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    for (fpr, tpr, auc), s in zip(curves, seeds):
+        ax.plot(fpr, tpr, lw=1, label=f"seed {s}: AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    _save_fig(fig, path)
+
+
+def compose(paths: Sequence[Path], titles: Sequence[str], out: Path, cols: int = 3) -> None:
+    """Tile existing PNGs into one figure (the report's per-task grids)."""
+    paths = [(p, t) for p, t in zip(paths, titles) if Path(p).exists()]
+    if not paths:
+        return
+    rows = -(-len(paths) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 4, rows * 3.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (p, t) in zip(axes.flat, paths):
+        ax.imshow(plt.imread(p))
+        ax.set_title(t, fontsize=10)
+    fig.tight_layout()
+    _save_fig(fig, out)

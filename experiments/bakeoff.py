@@ -1,0 +1,61 @@
+"""Reproduce the whole bake-off: train what is missing, run every task, write the report.
+
+    python experiments/bakeoff.py --dataset=digits --seeds=5
+    python experiments/bakeoff.py --dataset=mnist --seeds=5 --data-dir=../shared/data/mnist
+
+Trains all nine models at n = 20 and at n = 2 on the anomaly split, runs the
+seven tasks for every seed, and writes results/<dataset>/summary.json and
+results/<dataset>/README.md. Finished models are reused; --force redoes them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ae_jax.cli import ArgParser, fail, name_list  # noqa: E402
+
+
+def main(argv=None) -> int:
+    from ae_jax.registry import CONTESTANTS, MODELS
+    from ae_jax.data import DATASETS
+    p = ArgParser(prog="bakeoff.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--models", type=name_list, default=list(CONTESTANTS), help="comma list (default: all nine)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="results folder (default results/<dataset>)")
+    p.add_argument("--force", action="store_true", help="retrain and re-evaluate every selected model")
+    args = p.parse_args(argv)
+    from ae_jax.bakeoff import BakeoffConfig, run_bakeoff
+    from ae_jax.data import DataError
+    from ae_jax.experiment import ConfigError
+    if args.dataset not in DATASETS:
+        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    bad = [m for m in args.models if m not in MODELS]
+    if bad or not args.models:
+        fail(f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}" if bad else "--models is empty")
+    if args.seeds < 1:
+        fail(f"--seeds must be at least 1, got {args.seeds}")
+    if args.epochs < 3:
+        fail(f"--epochs must be at least 3 (the stacked model trains in 3 phases), got {args.epochs}")
+    command = "python experiments/bakeoff.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    cfg = BakeoffConfig(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
+                        data_dir=args.data_dir, out=args.out, force=args.force, command=command)
+    try:
+        run_bakeoff(cfg)
+    except (ConfigError, DataError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished models and checkpoints are kept; rerun the same command to go on",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
