@@ -90,11 +90,14 @@ def compose(paths: Sequence[Path], titles: Sequence[str], out: Path, cols: int =
     if not paths:
         return
     rows = -(-len(paths) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 4, rows * 3.6), squeeze=False)
+    images = [plt.imread(p) for p, _ in paths]
+    cell_w = 12.0 / cols
+    aspect = max(im.shape[0] / im.shape[1] for im in images)  # cells sized to the tallest image
+    fig, axes = plt.subplots(rows, cols, figsize=(12.0, rows * (cell_w * aspect + 0.4)), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (p, t) in zip(axes.flat, paths):
-        ax.imshow(plt.imread(p))
+    for ax, im, (_, t) in zip(axes.flat, images, paths):
+        ax.imshow(im)
         ax.set_title(t, fontsize=10)
     fig.tight_layout()
     _save_fig(fig, out)

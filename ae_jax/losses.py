@@ -25,8 +25,9 @@ def bce_from_logits(logits: jax.Array, x: jax.Array) -> jax.Array:
 
     logits, x: [B, ...] -> [B]
     """
-    log_p = jnp.maximum(jax.nn.log_sigmoid(logits), LOG_CLAMP)
-    log_1mp = jnp.maximum(jax.nn.log_sigmoid(-logits), LOG_CLAMP)
+    ls = jax.nn.log_sigmoid(logits)
+    log_p = jnp.maximum(ls, LOG_CLAMP)
+    log_1mp = jnp.maximum(ls - logits, LOG_CLAMP)  # log(1 - sigmoid(l)) = log_sigmoid(l) - l: one transcendental pass
     per_pixel = -(x * log_p + (1.0 - x) * log_1mp)
     return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
 
