@@ -133,6 +133,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
     t = m["timing"]
     per_seed["train_time_s"] = [t["train_time_s"]] * len(seeds)
     per_seed["compile_time_s"] = [t["compile_time_s"]] * len(seeds)
+    per_seed["seed_samples_per_s"] = [t["seed_samples_per_s"]] * len(seeds)
     out = {"model": cfg.model, "variant": cfg.variant, "latent_dim": cfg.latent, "seeds": seeds,
            "metrics": {k: aggregate(np.asarray(v, np.float64)) for k, v in per_seed.items()},
            "figures": figs, "task_time_s": time.perf_counter() - t0,
@@ -215,5 +216,19 @@ def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict
     summary = summarize(root, dirs)
     write_json(root / "summary.json", summary)
     write_report(root, summary, bcfg, dirs, session_s=time.perf_counter() - t_start)
-    log(f"bake-off summary: {root / 'summary.json'}; report: {root / 'README.md'}")
+    log("\n" + summary_table(summary))
+    log(f"\nbake-off summary: {root / 'summary.json'}; report: {root / 'README.md'}")
     return summary
+
+
+SUMMARY_COLUMNS = ("test_bce", "probe_accuracy", "knn_accuracy", "anomaly_auc", "train_time_s")
+
+
+def summary_table(summary: dict) -> str:
+    """The headline numbers, one row per model, mean ± std."""
+    from .io import fmt_mean_std
+    rows = [("model",) + SUMMARY_COLUMNS]
+    for m, e in summary.items():
+        rows.append((m,) + tuple(fmt_mean_std(e[k]) if k in e else "" for k in SUMMARY_COLUMNS))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows)

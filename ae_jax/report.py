@@ -45,6 +45,7 @@ TABLES = [
     ("Training time",
      [("train_time_s", "n = 20: wall-clock s, all seeds together", False),
       ("compile_time_s", "n = 20: compile s", False),
+      ("seed_samples_per_s", "n = 20: seed-samples per s", True),
       ("anomaly_train_time_s", "n = 2: wall-clock s, all seeds together", False)],
      "All seeds of a model train together in one compiled program, so they share one wall-clock "
      "(the std across seeds is therefore 0)."),

@@ -84,11 +84,11 @@ def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: P
         manager.close()
 
 
-def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log) -> None:
+def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log, labels: Sequence[str]) -> None:
     for r in np.nonzero(~np.isfinite(curves).all(0))[0]:
         if int(r) not in diverged:
             diverged[int(r)] = epoch
-            log(f"  WARNING: run {int(r)} produced a non-finite loss at epoch {epoch}; "
+            log(f"  WARNING: {labels[r]} produced a non-finite loss at epoch {epoch}; "
                 "it is left out of every mean and std")
 
 
@@ -121,8 +121,10 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         log(f"  resuming from the checkpoint after epoch {start}")
     train_curve, val_curve = ckpt["train_curve"].copy(), ckpt["val_curve"].copy()
     epoch_time, compile_time = ckpt["epoch_time"].copy(), float(ckpt["compile_time"])
+    labels = list(run_labels) if run_labels is not None else [f"seed {s}" for s in seeds]
     diverged: dict[int, int] = {}
-    _finite_first(np.concatenate([train_curve[:start], val_curve[:start]]), diverged, start, lambda s: None)
+    for e in range(start):  # divergences before a resume keep their epoch
+        _finite_first(np.stack([train_curve[e], val_curve[e]]), diverged, e + 1, lambda s: None, labels)
 
     compiled: dict[int, Callable] = {}
     vepoch_in_axes = (0, 0, None, 0, None, None)
@@ -144,7 +146,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         tl, vl = np.asarray(tl), np.asarray(vl)  # waits for the epoch
         dt = time.perf_counter() - t0
         train_curve[epoch], val_curve[epoch], epoch_time[epoch] = tl, vl, dt
-        _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log)
+        _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log, labels)
         ok = np.isfinite(tl) & np.isfinite(vl)
         sps = R * steps * cfg.batch_size / dt
         log(f"  epoch {epoch + 1:3d}/{E}  train {_ms(tl[ok])}  val {_ms(vl[ok])}  "
