@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import sys
@@ -244,12 +245,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         f"{splits.x_val.shape[0]} val images), n = {cfg.latent}, {len(runs)} run(s) "
         f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
     t0 = time.perf_counter()
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
     result = train_runs(spec, tcfg, seeds, hps, splits.x_train, splits.x_val, ckpt_dir=run_dir / "checkpoints",
                         log=log, run_labels=labels)
     test = evaluate_runs(spec, tcfg, result.state, seeds, hps, splits.x_test)
     metrics = result_metrics(cfg, result, test["bce"].mean(axis=1))
     metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
+    metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
     curves = "".join(json.dumps({"epoch": e + 1, "train_loss": result.train_curve[e].tolist(),
                                  "val_loss": result.val_curve[e].tolist(), "seconds": float(result.epoch_time[e])},
                                 allow_nan=True) + "\n" for e in range(cfg.epochs))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 from pathlib import Path
 from typing import Sequence
@@ -10,6 +11,7 @@ import jax
 import numpy as np
 
 from . import figures
+from .data import SPLIT_SIZES
 from .io import atomic_write_text, read_json
 from .registry import CONTESTANTS, get_model
 
@@ -27,11 +29,11 @@ TABLES = [
     ("Reconstruction", [("test_bce", "test BCE (summed per image)", False)],
      "Mean over the test set of the per-image BCE summed over the 1024 pixels (n = 20); "
      "the VAE family samples z here too."),
-    ("Classification (linear probe, 550 labels)",
+    ("Classification (linear probe, {n_labelled} labels)",
      [("probe_accuracy", "test accuracy", True), ("probe_best_epoch", "best validation epoch", None)],
-     "Frozen encoder + bottleneck, linear layer 20 → 10, Adam 1e-3, batch 32, ≤ 20 epochs, "
-     "early stopping (patience 3) on validation accuracy. `scratch` trains the same encoder plus linear layer "
-     "from scratch on the same labels."),
+     "Frozen encoder + bottleneck, linear layer 20 → 10, Adam 1e-3, batch 32 ({steps} steps per epoch), "
+     "≤ 20 epochs, early stopping (patience 3) on validation accuracy. `scratch` trains the same encoder plus "
+     "linear layer from scratch on the same labels."),
     ("Latent structure (n = 20, UMAP to 2-D)",
      [("knn_accuracy", "5-NN accuracy in 2-D (5-fold)", True), ("silhouette", "silhouette by label", True)],
      "UMAP with default parameters (random_state = seed) of the test-set codes."),
@@ -108,7 +110,8 @@ def task_table(summary: dict, rows: list, models: Sequence[str]) -> str:
         cells = []
         for m in cols:
             e = summary.get(m, {}).get(metric)
-            c = _fmt(e["mean"], e["std"]) if e else ""
+            same = e and len(set(e["values"])) == 1  # e.g. a wall-clock shared by all seeds
+            c = (_fmt(e["mean"]) if same else _fmt(e["mean"], e["std"])) if e else ""
             cells.append(f"**{c}**" if m == best and c else c)
         sig = best_line(summary, metric, higher) if higher is not None else ""
         out.append(f"| {label} | " + " | ".join(cells) + f" | {sig} |")
@@ -155,6 +158,10 @@ def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
         out = root / f"grid_{name}.png"
         figures.compose(paths, [d for d, _ in items], out, cols=cols)
         lines += [f"### {title}", "", f"![{title}]({out.name})", ""]
+        if name == "samples" and "vq" in models:
+            lines += ["vq samples draw one of 512 learned scalars per latent dimension uniformly; entries that "
+                      "were never nearest to an encoder output get no gradient and stay near their "
+                      "uniform(±1/512) initialisation, so most draws decode to nearly the same image.", ""]
     gifs = [(m, dirs[m]["full"], f) for m in models for f in ("interpolation.gif", "interpolation_fixed_noise.gif")
             if (root / dirs[m]["full"] / f).exists()]
     if gifs:
@@ -171,6 +178,9 @@ def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) 
                 read_json(p.parent / "metrics.json")["timing"]["compile_time_s"]
                 for p in task_files if (p.parent / "metrics.json").exists())
     devices = sorted({read_json(p).get("device", "") for p in task_files} - {""})
+    loads = [read_json(p.parent / "metrics.json")["timing"].get("load_average_at_start") for p in task_files
+             if (p.parent / "metrics.json").exists()]
+    loads = [x for x in loads if x is not None]
     lines = [f"# Bake-off on {bcfg.dataset}", "",
              "Produced by (rerun it to reproduce; finished models are reused, `--force` redoes them):", "",
              f"    {bcfg.command}", "",
@@ -178,13 +188,19 @@ def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) 
              f"training devices recorded: {', '.join(devices) or 'n/a'}",
              f"- Seeds: {bcfg.seeds}; epochs: {bcfg.epochs}. Every number is mean ± sample std over seeds.",
              f"- Compute: {train:.0f} s training + compile, {compute:.0f} s tasks, summed over models "
-             f"(this invocation: {session_s:.0f} s; models trained earlier were reused).",
+             f"(this invocation: {session_s:.0f} s; models trained earlier were reused)."
+             + (f" Load average when training started: up to {max(loads):.1f} on {os.cpu_count()} cores, so "
+                "wall-clock figures include time shared with other jobs; `benchmarks/` has uncontended figures."
+                if loads and max(loads) > (os.cpu_count() or 1) else ""),
              "- Best mean in **bold**; the last column is a Welch t-test of the best model against the runner-up "
              f"over seeds (significant at p < {SIGNIFICANCE}).",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks.json`, `<model>/curves.jsonl`.", ""]
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
+    n_labelled = SPLIT_SIZES["digits" if bcfg.dataset == "digits" else "idx"][2]
+    fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}
     for title, rows, note in TABLES:
+        title, note = title.format(**fill), note.format(**fill)
         cols = order + (["scratch"] if rows[0][0] == "probe_accuracy" and "scratch" in summary else [])
         t = task_table(summary, rows, cols)
         if t:
