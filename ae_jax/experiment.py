@@ -142,10 +142,10 @@ def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test_bce: np.ndarray
     """metrics.json content: per run group (one per beta), each metric's values, mean and std."""
     runs = cfg.runs()
     E = cfg.epochs
-    per_run = {
-        "final_train_loss": out.train_curve[E - 1],
-        "final_val_loss": out.val_curve[E - 1],
-        "test_bce": test_bce,
+    per_run = {  # copies: the NaN-masking below must not write into the curves
+        "final_train_loss": out.train_curve[E - 1].copy(),
+        "final_val_loss": out.val_curve[E - 1].copy(),
+        "test_bce": np.array(test_bce, dtype=np.float64),
     }
     for r in out.diverged:  # a diverged run is not averaged in, even if its last loss is finite again
         for v in per_run.values():

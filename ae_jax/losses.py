@@ -37,8 +37,12 @@ def gaussian_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(2 * log_sigma) + mu**2 - 1.0 - 2 * log_sigma, axis=-1)
 
 
-def bernoulli_kl(p: float | jax.Array, q: jax.Array, eps: float = 1e-10) -> jax.Array:
-    """KL(Bern(p) || Bern(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)), elementwise."""
+def bernoulli_kl(p: float | jax.Array, q: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """KL(Bern(p) || Bern(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)), elementwise.
+
+    q is clipped to [eps, 1 - eps]; eps must survive float32 rounding (1 - 1e-10 == 1
+    in float32), or a saturated unit makes the penalty infinite.
+    """
     q = jnp.clip(q, eps, 1 - eps)
     return p * jnp.log(p / q) + (1 - p) * jnp.log((1 - p) / (1 - q))
 

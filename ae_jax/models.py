@@ -51,7 +51,7 @@ class TorchBatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (f,))
         if train:
             mean = x.mean(0)
-            var = jnp.mean(jnp.square(x - mean), 0)
+            var = jnp.mean(jnp.square(x - mean[None]), 0)
             if not self.is_initializing():
                 n = x.shape[0]
                 m = self.momentum
@@ -59,7 +59,7 @@ class TorchBatchNorm(nn.Module):
                 ra_var.value = (1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))
         else:
             mean, var = ra_mean.value, ra_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+        return (x - mean[None]) * jax.lax.rsqrt(var + self.eps)[None] * scale[None] + bias[None]
 
 
 class DenseStack(nn.Module):

@@ -110,7 +110,9 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     hp = place_runs(jax.tree.map(jnp.asarray, stack_hparams(hparams)))
     xt, xv = place_rep(jnp.asarray(x_train)), place_rep(jnp.asarray(x_val))
 
-    state = jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys)
+    # Placed explicitly: leaves that do not depend on the key (biases, BN scales) would come out replicated,
+    # and the compiled epoch would then disagree with its own run-sharded output from the second epoch on.
+    state = place_runs(jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys))
     ckpt = _ckpt_tree(state, E, R)
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
     start = 0
@@ -140,7 +142,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
                 f"for {R} run(s) in {dt:.1f} s")
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
-            state = jax.vmap(reset_optimizer)(state)  # a fresh Adam each phase
+            state = place_runs(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase
         t0 = time.perf_counter()
         state, tl, vl = compiled[pi](state, train_keys, jnp.int32(epoch), hp, xt, xv)
         tl, vl = np.asarray(tl), np.asarray(vl)  # waits for the epoch

@@ -1,0 +1,56 @@
+"""Helpers shared by the test modules (paths, subprocesses, tree comparison)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_PY = REPO / "experiments" / "run.py"
+MNIST_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
+
+CACHE_DIR = tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
+CACHE_ENV = {
+    "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def subprocess_env(cache: bool = True, **extra) -> dict:
+    """The current environment (less XLA_FLAGS), the shared compilation cache, and `extra`."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if cache:
+        env.update(CACHE_ENV)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli_command(args) -> list[str]:
+    return [sys.executable, str(RUN_PY), *args]
+
+
+def run_cli(args, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """Run experiments/run.py with `args` in `cwd`, capturing its output."""
+    return subprocess.run(cli_command(args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def leaves_with_paths(tree) -> dict[str, np.ndarray]:
+    """{"enc/dense0/kernel": array, ...}"""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): np.asarray(v)
+            for path, v in flat}
+
+
+def assert_trees_close(a, b, rtol=1e-4, atol=1e-4, what="tree"):
+    la, lb = leaves_with_paths(a), leaves_with_paths(b)
+    assert la.keys() == lb.keys(), f"{what}: different structure"
+    for k in la:
+        np.testing.assert_allclose(la[k], lb[k], rtol=rtol, atol=atol, err_msg=f"{what}: {k}")

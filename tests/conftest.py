@@ -1,0 +1,48 @@
+"""Shared fixtures: the digits data and a small slice of it.
+
+Speed: most of the suite's time is XLA compilation of the epoch programs, and
+many tests compile the very same program (seed 3 alone and seed 7 alone, the
+interrupted and the resumed run, ...). A persistent compilation cache in a
+temporary folder, fresh for every session, makes each identical program
+compile once; the CLI subprocesses share it through the environment
+(_helpers.subprocess_env).
+
+Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
+so an accidental broadcast in the package fails loudly.
+"""
+from __future__ import annotations
+
+import shutil
+
+import jax
+import pytest
+
+from _helpers import CACHE_DIR
+
+for _opt, _val in (("jax_compilation_cache_dir", CACHE_DIR),
+                   ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                   ("jax_persistent_cache_min_entry_size_bytes", 0)):
+    try:
+        jax.config.update(_opt, _val)
+    except (AttributeError, KeyError, ValueError):  # an older jax without the option: only slower
+        pass
+
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn digits in the protocol's split (1350 train / 150 val / 297 test)."""
+    from ae_jax.data import load_splits
+    return load_splits("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny(digits):
+    """(x_train, x_val): a small slice of digits, enough for a few quick steps."""
+    return digits.x_train[:512], digits.x_val[:128]

@@ -1,0 +1,257 @@
+"""experiments/run.py end to end (subprocesses), its errors, resume after kill -9, and metrics.json."""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from _helpers import cli_command, run_cli, subprocess_env
+from ae_jax.data import IDX_FILES
+from ae_jax.experiment import ConfigError, ExperimentConfig, format_table, result_metrics, run_experiment
+from ae_jax.io import aggregate, read_json, write_json
+from ae_jax.runner import TrainOutput
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def write_idx_set(folder, corrupt: str | None = None):
+    """Four small IDX files (12 train, 5 test images); `corrupt` names a file written as garbage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = {"train_images": (12, 28, 28), "train_labels": (12,), "test_images": (5, 28, 28), "test_labels": (5,)}
+    for key, shape in shapes.items():
+        arr = np.zeros(shape, np.uint8)
+        payload = bytes([0, 0, 8, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape) + arr.tobytes()
+        if key == corrupt:
+            payload = b"\x12\x34" + payload[2:]
+        with gzip.open(folder / IDX_FILES[key], "wb") as f:
+            f.write(payload)
+
+
+ERRORS = {
+    # id: (arguments, fragments the one line must contain)
+    "unknown_model": (["--model=nope"], ["unknown model 'nope'", "vanilla"]),
+    "unknown_dataset": (["--model=vanilla", "--dataset=cifar"], ["unknown dataset 'cifar'"]),
+    "seeds_0": (["--model=vanilla", "--seeds=0"], ["--seeds"]),
+    "epochs_0": (["--model=vanilla", "--epochs=0"], ["--epochs"]),
+    "beta_negative": (["--model=vae", "--beta=-1"], ["--beta", "-1"]),
+    "beta_on_identity_model": (["--model=vanilla", "--beta=2"], ["--beta"]),
+    "lr_0": (["--model=vanilla", "--lr=0"], ["--lr"]),
+    "stacked_2_epochs": (["--model=stacked", "--epochs=2"], ["at least 3"]),
+    "seeds_not_a_number": (["--model=vanilla", "--seeds=two"], ["--seeds"]),
+    "missing_data_dir": (["--model=vanilla", "--dataset=mnist", "--data-dir={tmp}/no_such_dir"], ["no such folder"]),
+    "data_dir_without_files": (["--model=vanilla", "--dataset=mnist", "--data-dir={tmp}/empty"],
+                               ["lacks", IDX_FILES["train_images"]]),
+    "corrupt_data": (["--model=vanilla", "--dataset=mnist", "--data-dir={tmp}/corrupt"],
+                     [IDX_FILES["test_images"], "magic"]),
+    "batch_larger_than_data": (["--model=vanilla", "--dataset=digits", "--batch-size=5000"], ["5000"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
+    args, fragments = ERRORS[case]
+    data = tmp_path / "data"
+    (data / "empty").mkdir(parents=True)
+    write_idx_set(data / "corrupt", corrupt="test_images")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "run"
+    args = [a.format(tmp=data) for a in args] + [f"--out={out}"]
+    proc = run_cli(args, cwd=work)
+    assert_one_line_error(proc, *fragments)
+    assert not out.exists()
+    assert list(work.iterdir()) == []  # nothing in the working directory either (no results/)
+
+
+# ------------------------------------------------------------------ end to end
+E2E_ARGS = ["--model=vanilla", "--dataset=digits", "--epochs=3", "--seeds=2"]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    out = root / "run"
+    proc = run_cli(E2E_ARGS + [f"--out={out}"], cwd=root)
+    return proc, out
+
+
+def test_cli_run_writes_metrics_config_and_curves(e2e):
+    proc, out = e2e
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "curves.jsonl", "metrics.json"]
+
+    config = read_json(out / "config.json")
+    assert config["command"] == "python experiments/run.py " + " ".join(E2E_ARGS + [f"--out={out}"])
+    assert (config["model"], config["dataset"], config["epochs"], config["seeds"]) == ("vanilla", "digits", 3, 2)
+    assert config["seed_list"] == [0, 1] and config["latent_dim"] == 20
+
+    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert [c["epoch"] for c in curves] == [1, 2, 3]
+    for c in curves:
+        assert len(c["train_loss"]) == len(c["val_loss"]) == 2
+        assert all(math.isfinite(v) for v in c["train_loss"] + c["val_loss"]) and c["seconds"] > 0
+    assert all(a > b for a, b in zip(curves[0]["train_loss"], curves[-1]["train_loss"]))
+
+    metrics = read_json(out / "metrics.json")
+    assert (metrics["model"], metrics["dataset"], metrics["variant"], metrics["latent_dim"]) == \
+        ("vanilla", "digits", "full", 20)
+    assert metrics["diverged"] == []
+    assert len(metrics["groups"]) == 1
+    group = metrics["groups"][0]
+    assert group["beta"] is None and group["seeds"] == [0, 1]
+    assert metrics["metrics"] == group["metrics"]
+    for key in ("final_train_loss", "final_val_loss", "test_bce", "train_time_s"):
+        m = group["metrics"][key]
+        assert len(m["values"]) == 2 and m["n"] == 2
+        assert m["mean"] == pytest.approx(np.mean(m["values"]))
+        assert m["std"] == pytest.approx(np.std(m["values"], ddof=1))
+    assert group["metrics"]["final_train_loss"]["values"] == pytest.approx(curves[-1]["train_loss"])
+    assert group["metrics"]["final_val_loss"]["values"] == pytest.approx(curves[-1]["val_loss"])
+    assert 50 < group["metrics"]["test_bce"]["mean"] < 1024 * math.log(2)  # learnt something, per image sum
+    assert metrics["timing"]["train_time_s"] > 0
+    assert "test_bce" in proc.stdout and "mean ± std" in proc.stdout and str(out) in proc.stdout
+
+
+def test_cli_rerun_reports_complete_without_retraining(e2e):
+    proc, out = e2e
+    assert proc.returncode == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.json*")}
+    again = run_cli(E2E_ARGS + [f"--out={out}"], cwd=out.parent)
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout
+    assert "epoch   1/3" not in again.stdout and "compiled" not in again.stdout
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.json*")} == before
+    assert "test_bce" in again.stdout  # still prints the table
+
+
+def test_cli_refuses_a_different_config_in_a_finished_run_dir(e2e):
+    proc, out = e2e
+    assert proc.returncode == 0
+    before = (out / "metrics.json").read_bytes()
+    other = run_cli(["--model=vanilla", "--dataset=digits", "--epochs=4", "--seeds=2", f"--out={out}"], cwd=out.parent)
+    assert_one_line_error(other, "different epochs", "--force")
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_cli_resumes_after_kill_9_to_the_uninterrupted_numbers(tmp_path, digits):
+    """SIGKILL a run once its epoch-5 checkpoint exists, rerun it: the same numbers as a run never
+    killed (trained in-process with the same configuration)."""
+    args = ["--model=vanilla", "--dataset=digits", "--epochs=12", "--seeds=2", "--batch-size=32"]
+    killed = tmp_path / "killed"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:  # a file, not a pipe: a full pipe would stall the child
+        proc = subprocess.Popen(cli_command(args + [f"--out={killed}"]), cwd=tmp_path, env=subprocess_env(),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "checkpoints" / "5").is_dir():
+            assert proc.poll() is None, f"the run ended before its first checkpoint: {stderr.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+
+    resumed = run_cli(args + [f"--out={killed}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint after epoch" in resumed.stdout
+    assert "epoch   1/12" not in resumed.stdout
+
+    cfg = ExperimentConfig(model="vanilla", dataset="digits", epochs=12, seeds=2, batch_size=32)
+    clean, _ = run_experiment(cfg, out=tmp_path / "clean", splits=digits, command="in-process", log=lambda m: None)
+    killed_metrics = read_json(killed / "metrics.json")
+    for key in ("final_train_loss", "final_val_loss", "test_bce"):
+        np.testing.assert_allclose(killed_metrics["metrics"][key]["values"], clean["metrics"][key]["values"],
+                                   rtol=1e-4, atol=1e-4, err_msg=key)
+    ca = [json.loads(x) for x in (killed / "curves.jsonl").read_text().splitlines()]
+    cb = [json.loads(x) for x in (tmp_path / "clean" / "curves.jsonl").read_text().splitlines()]
+    assert len(ca) == len(cb) == 12
+    np.testing.assert_allclose([c["train_loss"] for c in ca], [c["train_loss"] for c in cb], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose([c["val_loss"] for c in ca], [c["val_loss"] for c in cb], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ metrics.json (no training)
+def fake_output(train_curve, val_curve, diverged) -> TrainOutput:
+    E = len(train_curve)
+    return TrainOutput(state=None, train_curve=np.asarray(train_curve, np.float32),
+                       val_curve=np.asarray(val_curve, np.float32), epoch_time=np.full(E, 0.5, np.float32),
+                       compile_time_s=1.0, diverged=diverged, resumed_from=0, samples_per_epoch=100)
+
+
+def test_beta_grid_metrics_are_grouped_per_beta():
+    cfg = ExperimentConfig(model="beta_vae", dataset="digits", seeds=2, first_seed=5, betas=(0.5, 2.0), epochs=2)
+    assert cfg.runs() == [(5, 0.5), (6, 0.5), (5, 2.0), (6, 2.0)]
+    curve = [[10.0, 11.0, 20.0, 21.0], [1.0, 2.0, 3.0, 5.0]]
+    metrics = result_metrics(cfg, fake_output(curve, curve, {}), np.array([7.0, 8.0, 9.0, 10.0]))
+    assert metrics["metrics"] is None  # more than one group: no single top-level table
+    assert [g["beta"] for g in metrics["groups"]] == [0.5, 2.0]
+    assert [g["seeds"] for g in metrics["groups"]] == [[5, 6], [5, 6]]
+    g0, g1 = (g["metrics"] for g in metrics["groups"])
+    assert g0["final_train_loss"]["values"] == [1.0, 2.0] and g1["final_train_loss"]["values"] == [3.0, 5.0]
+    assert g1["final_train_loss"]["mean"] == 4.0 and g1["final_train_loss"]["std"] == pytest.approx(math.sqrt(2))
+    assert g1["test_bce"]["values"] == [9.0, 10.0]
+    assert metrics["timing"]["train_time_s"] == pytest.approx(1.0)
+    assert metrics["timing"]["seed_samples_per_s"] == pytest.approx(4 * 100 * 2 / 1.0)
+    table = format_table(metrics)
+    assert "beta = 0.5" in table and "beta = 2" in table
+
+
+def test_a_run_that_diverged_is_excluded_even_if_its_last_loss_is_finite(tmp_path):
+    cfg = ExperimentConfig(model="vae", dataset="digits", seeds=3, epochs=3)
+    train = [[5.0, 5.0, 5.0], [4.0, float("nan"), 4.0], [3.0, 2.0, 3.0]]  # run 1 nan in epoch 2 only
+    metrics = result_metrics(cfg, fake_output(train, train, {1: 2}), np.array([1.0, 100.0, 3.0]))
+    assert metrics["diverged"] == [{"run": 1, "seed": 1, "beta": None, "epoch": 2}]
+    for key in ("final_train_loss", "test_bce"):
+        m = metrics["metrics"][key]
+        assert m["n"] == 2 and math.isnan(m["values"][1])
+    assert metrics["metrics"]["test_bce"]["mean"] == 2.0  # (1 + 3) / 2, not 104 / 3
+    assert "WARNING: seed 1 diverged at epoch 2" in format_table(metrics)
+    write_json(tmp_path / "m.json", metrics)  # JSON holds no NaN: null instead
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text
+    back = read_json(tmp_path / "m.json")
+    assert back["metrics"]["test_bce"]["values"] == [1.0, None, 3.0]
+
+
+def test_result_metrics_leaves_the_training_curves_alone():
+    # run_experiment writes curves.jsonl from the same TrainOutput after computing the metrics
+    cfg = ExperimentConfig(model="vae", dataset="digits", seeds=2, epochs=2)
+    train = [[5.0, float("nan")], [4.0, 6.0]]  # run 1 diverged in epoch 1, finite again in epoch 2
+    out = fake_output(train, train, {1: 1})
+    result_metrics(cfg, out, np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(out.train_curve, np.asarray(train, np.float32))
+    np.testing.assert_array_equal(out.val_curve, np.asarray(train, np.float32))
+
+
+def test_aggregate_uses_sample_std_over_finite_values():
+    m = aggregate([1.0, 3.0, float("inf"), float("nan")])
+    assert (m["mean"], m["n"]) == (2.0, 2) and m["std"] == pytest.approx(math.sqrt(2))
+    one = aggregate([4.0])
+    assert one["mean"] == 4.0 and math.isnan(one["std"])
+
+
+def test_run_experiment_validates_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="--seeds"):
+        run_experiment(ExperimentConfig(model="vanilla", seeds=0), out=tmp_path / "r", log=lambda m: None)
+    with pytest.raises(ConfigError, match="finite"):
+        run_experiment(ExperimentConfig(model="vae", betas=(float("inf"),)), out=tmp_path / "r", log=lambda m: None)
+    assert not (tmp_path / "r").exists()

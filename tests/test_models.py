@@ -1,0 +1,152 @@
+"""Architecture: the built layer sizes equal PROTOCOL.md's table; PyTorch-style BatchNorm."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _helpers import leaves_with_paths
+from ae_jax.models import TorchBatchNorm, decoder_units, encoder_units, shrink
+from ae_jax.registry import MODELS, VQ_CODEBOOK_SIZE
+from ae_jax.train import TrainConfig, init_state, make_model
+
+# PROTOCOL.md "Resulting sizes": (model, n) -> encoder units, decoder units (input size first)
+TABLE = {
+    ("vanilla", 20): ((1024, 341, 113, 20), (20, 113, 341, 1024)),
+    ("vae", 20): ((1024, 512, 256, 40), (20, 113, 341, 1024)),
+    ("vanilla", 2): ((1024, 146, 20, 2), (2, 20, 146, 1024)),
+    ("vae", 2): ((1024, 170, 28, 4), (2, 20, 146, 1024)),
+}
+
+
+_init = jax.jit(init_state, static_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def initial_state(name: str, n: int, seed: int = 0):
+    """train.init_state for model `name` with latent size n (the real initialisation, compiled)."""
+    return _init(MODELS[name], TrainConfig(latent_dim=n), jax.random.key(seed))
+
+
+def built(name: str, n: int, seed: int = 0):
+    """Flattened (params, batch_stats) of the initial state: {"enc/dense0/kernel": array, ...}."""
+    state = initial_state(name, n, seed)
+    return leaves_with_paths(state.params), leaves_with_paths(state.batch_stats)
+
+
+def test_shrink_uses_the_float_cube_root():
+    assert shrink(1024, 2) == 7  # 512 ** (1/3) = 7.999...
+    assert shrink(1024, 20) == 3
+    assert shrink(1024, 40) == 2
+    assert shrink(1024, 4) == 6
+
+
+@pytest.mark.parametrize("case", list(TABLE), ids=[f"{m}-n{n}" for m, n in TABLE])
+def test_unit_helpers_match_protocol_table(case):
+    name, n = case
+    enc, dec = TABLE[case]
+    assert encoder_units(MODELS[name].encoder_factor * n) == enc[1:]
+    assert decoder_units(n) == dec[1:]
+
+
+@pytest.mark.parametrize("case", list(TABLE), ids=[f"{m}-n{n}" for m, n in TABLE])
+def test_initialised_kernels_match_protocol_table(case):
+    name, n = case
+    enc, dec = TABLE[case]
+    params, stats = built(name, n)
+    for half, units in (("enc", enc), ("dec", dec)):
+        for i in range(3):
+            assert params[f"{half}/dense{i}/kernel"].shape == (units[i], units[i + 1]), f"{half}/dense{i}"
+        # hidden layers: Linear without bias -> BatchNorm over its units; the last layer has a bias
+        for i in range(2):
+            assert f"{half}/dense{i}/bias" not in params, f"{half}/dense{i} must have no bias"
+            for leaf in (params[f"{half}/bn{i}/scale"], params[f"{half}/bn{i}/bias"],
+                         stats[f"{half}/bn{i}/mean"], stats[f"{half}/bn{i}/var"]):
+                assert leaf.shape == (units[i + 1],)
+        assert params[f"{half}/dense2/bias"].shape == (units[3],)
+    assert not any(k.startswith("codebook") for k in params)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_encodes_to_its_encoder_output_and_decodes_to_an_image(name):
+    spec = MODELS[name]
+    n = 5
+    model = make_model(spec, n)
+
+    def forward(key, x):
+        state = init_state(spec, TrainConfig(latent_dim=n), key)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        h = model.apply(variables, x, method=model.encode)
+        return h, model.apply(variables, h[:, :n], method=model.decode)
+
+    h, logits = jax.eval_shape(forward, jax.random.key(1), jnp.zeros((3, 32, 32)))  # traced, not compiled
+    assert h.shape == (3, spec.encoder_factor * n)
+    assert logits.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("n", [20, 2])
+def test_shallow_is_one_dense_layer_each_way(n):
+    params, stats = built("shallow", n)
+    assert set(params) == {"enc/kernel", "enc/bias", "dec/kernel", "dec/bias"}
+    assert params["enc/kernel"].shape == (1024, n) and params["enc/bias"].shape == (n,)
+    assert params["dec/kernel"].shape == (n, 1024) and params["dec/bias"].shape == (1024,)
+    assert stats == {}
+    # encoder is Linear -> ReLU: codes are non-negative
+    model = make_model(MODELS["shallow"], n)
+    x = jnp.asarray(np.random.default_rng(1).uniform(size=(64, 32, 32)).astype(np.float32))
+    h = np.asarray(model.apply({"params": initial_state("shallow", n).params}, x, method=model.encode))
+    assert h.min() == 0.0 and h.max() > 0.0
+
+
+def test_vq_codebook_shape_and_init_range():
+    params, _ = built("vq", 20)
+    cb = params["codebook"]
+    assert cb.shape == (20, VQ_CODEBOOK_SIZE) == (20, 512)
+    assert cb.min() >= -1 / 512 and cb.max() <= 1 / 512
+    # uniform over the whole interval, and a different draw per dimension
+    assert cb.min() < -0.95 / 512 and cb.max() > 0.95 / 512
+    assert np.abs(cb.mean()) < 0.1 / 512
+    assert not np.allclose(cb[0], cb[1])
+    params2, _ = built("vq", 20, seed=1)
+    assert not np.allclose(cb, params2["codebook"])  # depends on the init key
+
+
+# ------------------------------------------------------------------ BatchNorm
+def test_torch_batchnorm_training_statistics_and_running_update():
+    r = np.random.default_rng(0)
+    x1 = r.normal(2.0, 3.0, size=(6, 4)).astype(np.float32)
+    x2 = r.normal(-1.0, 0.5, size=(6, 4)).astype(np.float32)
+    bn = TorchBatchNorm()
+    variables = bn.init(jax.random.key(0), x1, train=True)
+    np.testing.assert_array_equal(np.asarray(variables["batch_stats"]["mean"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(variables["batch_stats"]["var"]), 1.0)  # init does not update
+
+    apply = jax.jit(lambda v, x: bn.apply(v, x, train=True, mutable=["batch_stats"]))
+    y1, upd = apply(variables, x1)
+    x64 = x1.astype(np.float64)
+    # normalisation with the biased batch variance, eps 1e-5
+    np.testing.assert_allclose(np.asarray(y1), (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5), rtol=1e-4,
+                               atol=1e-5)
+    # running stats: momentum 0.1, UNBIASED variance (ddof=1), as PyTorch
+    rm = 0.9 * 0.0 + 0.1 * x64.mean(0)
+    rv = 0.9 * 1.0 + 0.1 * x64.var(0, ddof=1)
+    np.testing.assert_allclose(np.asarray(upd["batch_stats"]["mean"]), rm, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(upd["batch_stats"]["var"]), rv, rtol=1e-5)
+
+    _, upd2 = apply({"params": variables["params"], **upd}, x2)
+    x64 = x2.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(upd2["batch_stats"]["mean"]), 0.9 * rm + 0.1 * x64.mean(0), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(np.asarray(upd2["batch_stats"]["var"]), 0.9 * rv + 0.1 * x64.var(0, ddof=1),
+                               rtol=1e-5)
+
+    # evaluation normalises with the running statistics and changes nothing
+    stats = {k: np.asarray(v) for k, v in upd2["batch_stats"].items()}
+    y_eval, upd3 = bn.apply({"params": variables["params"], "batch_stats": stats}, x1, train=False,
+                            mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(y_eval), (x1 - stats["mean"]) / np.sqrt(stats["var"] + 1e-5), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(upd3["batch_stats"]["var"]), stats["var"])
