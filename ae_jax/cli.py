@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 
 def fail(message: str, status: int = 2):
@@ -28,3 +29,16 @@ def float_list(text: str) -> list[float]:
 
 def name_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def guarded(body: Callable[[], int], on_interrupt: str) -> int:
+    """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130."""
+    from .data import DataError
+    from .experiment import ConfigError
+    try:
+        return body()
+    except (ConfigError, DataError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
+        return 130

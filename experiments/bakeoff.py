@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, name_list  # noqa: E402
+from ae_jax.cli import ArgParser, fail, guarded, name_list  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,8 +32,6 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every selected model")
     args = p.parse_args(argv)
     from ae_jax.bakeoff import BakeoffConfig, run_bakeoff
-    from ae_jax.data import DataError
-    from ae_jax.experiment import ConfigError
     if args.dataset not in DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     bad = [m for m in args.models if m not in MODELS]
@@ -46,15 +44,11 @@ def main(argv=None) -> int:
     command = "python experiments/bakeoff.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     cfg = BakeoffConfig(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
                         data_dir=args.data_dir, out=args.out, force=args.force, command=command)
-    try:
+    def body() -> int:
         run_bakeoff(cfg)
-    except (ConfigError, DataError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished models and checkpoints are kept; rerun the same command to go on",
-              file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return guarded(body, "finished models and checkpoints are kept; rerun the same command to go on")
 
 
 if __name__ == "__main__":

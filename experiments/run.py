@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, float_list  # noqa: E402
+from ae_jax.cli import ArgParser, fail, float_list, guarded  # noqa: E402
 
 
 def parse(argv=None):
@@ -42,8 +42,8 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from ae_jax.data import DATASETS, DataError
-    from ae_jax.experiment import ConfigError, ExperimentConfig, format_table, run_experiment
+    from ae_jax.data import DATASETS
+    from ae_jax.experiment import ExperimentConfig, format_table, run_experiment
     if args.dataset not in DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
@@ -51,19 +51,16 @@ def main(argv=None) -> int:
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr)
     command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
+
+    def body() -> int:
         metrics, run_dir = run_experiment(cfg, out=args.out, data_dir=args.data_dir, force=args.force,
                                           command=command)
-    except (ConfigError, DataError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        print("\ninterrupted: completed epochs are kept in the last checkpoint; rerun the same command to resume",
-              file=sys.stderr)
-        return 130
-    print()
-    print(format_table(metrics))
-    print(f"\nwritten to {run_dir}")
-    return 0
+        print()
+        print(format_table(metrics))
+        print(f"\nwritten to {run_dir}")
+        return 0
+
+    return guarded(body, "completed epochs are kept in the last checkpoint; rerun the same command to resume")
 
 
 if __name__ == "__main__":
