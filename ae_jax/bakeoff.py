@@ -17,7 +17,7 @@ import numpy as np
 
 from . import figures, tasks
 from .data import Splits, load_splits
-from .experiment import ExperimentConfig, run_experiment
+from .experiment import ConfigError, ExperimentConfig, _config_record, _same_config, run_experiment
 from .io import aggregate, read_json, write_json
 from .registry import CONTESTANTS, get_model
 from .runner import evaluate_runs, load_final_state
@@ -144,11 +144,15 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
 
 def scratch_tasks(bcfg: BakeoffConfig, splits: Callable[[str], Splits], log=print) -> dict:
     path = bcfg.root / SCRATCH / "tasks.json"
+    seeds = list(range(bcfg.seeds))
     if path.exists() and not bcfg.force:
-        return read_json(path)
+        done = read_json(path)
+        if done.get("seeds") != seeds:
+            raise ConfigError(f"{path} was made with seeds {done.get('seeds')}, not {seeds}; "
+                              "pass --force to redo it or --out to write elsewhere")
+        return done
     log(f"[{SCRATCH}] encoder + linear layer from scratch on the labelled images")
     lab = splits("labelled")
-    seeds = list(range(bcfg.seeds))
     t0 = time.perf_counter()
     r = tasks.scratch_baseline(seeds, lab.x_train, lab.y_train, lab.x_val, lab.y_val, lab.x_test, lab.y_test)
     out = {"model": SCRATCH, "seeds": seeds, "n_labelled": int(len(lab.x_train)),
@@ -199,6 +203,11 @@ def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict
                                    epochs=bcfg.epochs)
             run_dir = root / cfg.name()
             tag = f"[{cfg.name()}]"
+            if (run_dir / "config.json").exists() and not bcfg.force:
+                diff = _same_config(read_json(run_dir / "config.json"), _config_record(cfg, ""))
+                if diff:
+                    raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
+                                      "pass --force to redo it or --out to write elsewhere")
             if _done(run_dir) and not bcfg.force:
                 log(f"{tag} done already (--force redoes it)")
                 continue

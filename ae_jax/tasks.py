@@ -7,6 +7,7 @@ program, as training does.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -67,7 +68,7 @@ def interpolation_frames(spec, cfg, state1, hp, x_pair: np.ndarray, key, fixed_n
     """
     h = encode_h(spec, cfg, state1, x_pair)                    # [2, e]
     w = jnp.linspace(0.0, 1.0, N_FRAMES)[:, None]
-    hs = (1 - w) * h[0] + w * h[1]                              # [130, e]
+    hs = (1 - w) * h[0][None] + w * h[1][None]                  # [130, e]
     if fixed_noise:
         keys = jnp.broadcast_to(key, (N_FRAMES,))
     else:
@@ -89,7 +90,9 @@ def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np
     if not _UMAP_WARM:
         log("    (the first UMAP fit in a process compiles numba code: ~40 s)")
     t0 = time.perf_counter()
-    emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
+        emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
     _UMAP_WARM = True
     log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {time.perf_counter() - t0:.1f} s")
     return emb
@@ -194,13 +197,13 @@ def linear_probe_one(spec: ModelSpec, key, hp: Hparams, codebook, h_tr, y_tr, h_
         def step(c, inp):
             p, o = c
             bi, m, k = inp
-            loss_fn = lambda p: _xent(feats(h_tr[bi], k) @ p["w"] + p["b"], y_tr[bi], m)
+            loss_fn = lambda p: _xent(feats(h_tr[bi], k) @ p["w"] + p["b"][None], y_tr[bi], m)
             g = jax.grad(loss_fn)(p)
             u, o = opt.update(g, o)
             return (optax.apply_updates(p, u), o), None
         (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), (idx, mask, jax.random.split(k_steps, len(idx))))
-        va = _accuracy(feats(h_val, k_val) @ params["w"] + params["b"], y_val)
-        te = _accuracy(feats(h_te, k_te) @ params["w"] + params["b"], y_te)
+        va = _accuracy(feats(h_val, k_val) @ params["w"] + params["b"][None], y_val)
+        te = _accuracy(feats(h_te, k_te) @ params["w"] + params["b"][None], y_te)
         return (params, opt_state), (va, te)
 
     return _early_stopping_scan(epoch_fn, (params, opt.init(params)), PROBE_EPOCHS, PROBE_PATIENCE)

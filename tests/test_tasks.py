@@ -1,0 +1,409 @@
+"""The gauntlet's building blocks (ae_jax.tasks, figures.write_gif) on hand-made inputs.
+
+AUC against hand counts and scikit-learn, early stopping on a scripted sequence
+of validation accuracies, the GIF's frames and timing, interpolation frames
+against an independent forward pass, prior samples, and the latent-structure
+scores on synthetic clusters. Models are freshly initialised (no training):
+these tests check the plumbing, not what a model learns. The probe and the
+from-scratch baseline on real data are in test_bakeoff.py, which reuses the
+models the end-to-end bake-off trains.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from ae_jax import figures, tasks
+from ae_jax.data import ANOMALY_CLASS
+from ae_jax.models import Autoencoder
+from ae_jax.registry import MODELS
+from ae_jax.train import TrainConfig, init_state, run_keys, spec_hparams
+
+LATENT = 20
+CFG = TrainConfig(latent_dim=LATENT, epochs=1, batch_size=64)
+
+
+# ------------------------------------------------------------------ AUC
+def pair_auc(scores, positive) -> float:
+    """AUC by its definition: P(score of a positive > score of a negative), ties count 1/2."""
+    s, p = np.asarray(scores, np.float64), np.asarray(positive).astype(bool)
+    pos, neg = s[p][:, None], s[~p][None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def test_auc_of_a_perfectly_separating_score_is_1_and_of_its_reverse_0():
+    y = np.array([0, 0, 1, 0, 1, 1, 0, 1])
+    s = np.where(y == 1, 5.0, 1.0) + np.arange(8) * 0.01
+    auc, fpr, tpr = tasks.roc_auc(s, y)
+    assert auc == 1.0
+    assert tasks.roc_auc(-s, y)[0] == 0.0
+    # a perfect score's ROC curve passes through the top-left corner
+    assert np.any((fpr == 0.0) & (tpr == 1.0))
+
+
+@pytest.mark.parametrize("scores, positive, expected", [
+    # positives 0.35 and 0.8 against negatives 0.1 and 0.4: 0.35 > 0.1, 0.35 < 0.4, 0.8 > both -> 3 of 4
+    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),
+    # a tie counts one half: positives {2, 3}, negatives {1, 2} -> 1 + 0.5 + 1 + 1 of 4
+    ([1.0, 2.0, 2.0, 3.0], [0, 1, 0, 1], 0.875),
+    # one positive ranked above 2 of 4 negatives
+    ([5.0, 1.0, 2.0, 7.0, 9.0], [1, 0, 0, 0, 0], 0.5),
+], ids=["three_of_four_pairs", "tie_counts_half", "middle_of_the_pack"])
+def test_auc_on_small_examples_counted_by_hand(scores, positive, expected):
+    auc, fpr, tpr = tasks.roc_auc(np.array(scores), np.array(positive))
+    assert auc == pytest.approx(expected, abs=1e-12)
+    assert pair_auc(scores, positive) == pytest.approx(expected, abs=1e-12)  # the helper agrees with the hand count
+    assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
+    assert np.trapezoid(tpr, fpr) == pytest.approx(expected, abs=1e-12)  # the curve is the one the AUC is of
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_equals_scikit_learn_and_the_pair_count_on_random_data(seed):
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(seed)
+    y = (rng.random(300) < 0.15).astype(np.int32)
+    s = rng.normal(size=300) + 0.8 * y
+    s[::7] = np.round(s[::7], 1)  # some ties
+    auc, fpr, tpr = tasks.roc_auc(s, y)
+    assert isinstance(auc, float)
+    assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert auc == pytest.approx(pair_auc(s, y), abs=1e-12)
+    assert 0.6 < auc < 0.9  # the shift is visible but not perfect: a sign error would give < 0.5
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auc, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_auc_of_non_finite_scores_is_nan(bad):
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.1, 0.9, bad, 0.7])
+    auc, fpr, tpr = tasks.roc_auc(s, y)
+    assert np.isnan(auc)
+    assert np.isfinite(fpr).all() and np.isfinite(tpr).all()  # still a drawable (diagonal) curve
+
+
+def test_anomaly_labels_mark_exactly_class_1():
+    assert ANOMALY_CLASS == 1
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 1, 7, 0], np.int32)
+    lab = tasks.anomaly_labels(y)
+    np.testing.assert_array_equal(lab, [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0])
+    assert lab.dtype.kind == "i"
+    assert tasks.roc_auc(y == 1, lab)[0] == 1.0
+
+
+# ------------------------------------------------------------------ early stopping
+def scripted(vals, tests):
+    """epoch_fn returning (vals[e], tests[e]) and counting its calls in the carry."""
+    vals, tests = jnp.asarray(vals, jnp.float32), jnp.asarray(tests, jnp.float32)
+
+    def epoch_fn(carry, e):
+        return carry + 1, (vals[e], tests[e])
+    return epoch_fn
+
+
+def reference_early_stopping(vals, patience):
+    """Plain Python: (best epoch 1-based, its index) under 'stop after `patience` epochs without improvement'."""
+    best, best_i, since = -np.inf, None, 0
+    for i, v in enumerate(vals):
+        if v > best:
+            best, best_i, since = v, i, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return best_i + 1, best_i
+
+
+PADDED = 20  # PROBE_EPOCHS
+
+
+@pytest.mark.parametrize("vals, best_epoch", [
+    # 0.3 at epoch 2, then 3 epochs without improvement: stopped, so the 0.9 at epoch 6 is NOT picked
+    ([0.1, 0.3, 0.2, 0.25, 0.28, 0.9], 2),
+    # two epochs without improvement and then one: the counter resets, 0.5 at epoch 5 is picked
+    ([0.1, 0.3, 0.2, 0.25, 0.5, 0.4, 0.45, 0.3, 0.95], 5),
+    # an equal value is no improvement: the first 0.4 wins, then 3 epochs without improvement
+    ([0.2, 0.4, 0.4, 0.4, 0.4, 0.9], 2),
+    # always improving: the last epoch
+    (list(np.linspace(0.1, 0.8, PADDED)), PADDED),
+    # best at the first epoch
+    ([0.7, 0.1, 0.2, 0.3, 0.99], 1),
+], ids=["stops_before_late_peak", "counter_resets", "ties_do_not_improve", "always_improving", "first_epoch"])
+def test_early_stopping_keeps_the_best_validation_epoch_and_stops_after_3_without_improvement(vals, best_epoch):
+    vals = list(vals) + [0.99] * (PADDED - len(vals))  # late high values that must never be picked after a stop
+    tests = 0.5 + np.arange(PADDED) / 100.0             # a distinct test accuracy per epoch
+    assert reference_early_stopping(vals, tasks.PROBE_PATIENCE)[0] == best_epoch
+    out = jax.jit(lambda: tasks._early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED,
+                                                     tasks.PROBE_PATIENCE))()
+    assert int(out["best_epoch"]) == best_epoch
+    assert float(out["val_accuracy"]) == pytest.approx(vals[best_epoch - 1])
+    assert float(out["test_accuracy"]) == pytest.approx(tests[best_epoch - 1])  # the test accuracy OF that epoch
+
+
+def test_early_stopping_matches_a_plain_reference_on_random_sequences():
+    rng = np.random.default_rng(0)
+    tests = rng.random(PADDED)
+    for patience in (1, 3, 5):
+        for _ in range(8):
+            vals = np.round(rng.random(PADDED), 2)  # rounding makes ties
+            ep, idx = reference_early_stopping(vals, patience)
+            out = tasks._early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED, patience)
+            assert int(out["best_epoch"]) == ep, (patience, vals)
+            assert float(out["test_accuracy"]) == pytest.approx(tests[idx], abs=1e-6)
+
+
+def test_protocol_constants_of_the_probe():
+    assert (tasks.PROBE_BATCH, tasks.PROBE_EPOCHS, tasks.PROBE_PATIENCE, tasks.PROBE_LR) == (32, 20, 3, 1e-3)
+    assert tasks.N_FRAMES == 130 and tasks.N_SHOW == 16
+
+
+# ------------------------------------------------------------------ GIF
+def distinct_frames(t=130):
+    """t different [32, 32] frames in [0, 1]: a gradient with one white pixel that walks the image."""
+    base = np.tile(np.linspace(0.0, 0.6, 32, dtype=np.float32), (32, 1))
+    frames = np.repeat(base[None], t, axis=0)
+    for i in range(t):
+        frames[i, i // 32, i % 32] = 1.0
+    return frames
+
+
+def read_gif(path):
+    """(frames as uint8 [K, H, W], per-frame durations in ms, loop) read back with Pillow."""
+    with Image.open(path) as im:
+        assert im.format == "GIF"
+        loop = im.info.get("loop")
+        frames, durations = [], []
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.asarray(im.convert("L")))
+            durations.append(im.info["duration"])
+    return np.stack(frames), durations, loop
+
+
+def test_gif_plays_130_frames_forward_and_128_back_at_128_px_looping(tmp_path):
+    frames = distinct_frames()
+    path = tmp_path / "interp.gif"
+    n = figures.write_gif(frames, path)
+    assert n == 258
+    got, durations, loop = read_gif(path)
+    assert got.shape == (258, 128, 128)
+    assert loop == 0  # loops forever
+    assert durations == [30] * 258 and sum(durations) == 258 * 30
+    # content and order: 0..129 forward, then 128..1 back (neither end repeated), each enlarged 4x
+    order = list(range(130)) + list(range(128, 0, -1))
+    expected = (frames * 255).astype(np.uint8)
+    for k, i in enumerate(order):
+        np.testing.assert_array_equal(got[k], np.kron(expected[i], np.ones((4, 4), np.uint8)), err_msg=f"frame {k}")
+
+
+def test_gif_total_duration_survives_merged_identical_frames(tmp_path):
+    """Pillow merges consecutive identical frames; the sequence still lasts (2T - 2) x ms_per_frame."""
+    frames = distinct_frames(10)
+    frames[3:6] = frames[3]  # three identical frames in a row
+    n = figures.write_gif(frames, tmp_path / "g.gif", ms_per_frame=40)
+    assert n == 18
+    got, durations, _ = read_gif(tmp_path / "g.gif")
+    assert sum(durations) == 18 * 40
+    assert len(got) < 18
+
+
+# ------------------------------------------------------------------ interpolation
+@pytest.fixture(scope="module")
+def x_pair(digits):
+    return digits.x_test[:2]
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """fresh(name) -> (spec, unbatched initial TrainState, Hparams) at n = 20."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            spec = MODELS[name]
+            cache[name] = (spec, init_state(spec, CFG, run_keys(0)["init"]), spec_hparams(spec))
+        return cache[name]
+    return get
+
+
+def module_vars(state):
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def frames_of(name, fresh, x, key, fixed_noise=False):
+    spec, st, hp = fresh(name)
+    return tasks.interpolation_frames(spec, CFG, st, hp, x, key, fixed_noise)
+
+
+def test_interpolation_frames_of_a_deterministic_model_run_from_one_reconstruction_to_the_other(fresh, x_pair):
+    spec, st, _ = fresh("vanilla")
+    frames = frames_of("vanilla", fresh, x_pair, run_keys(0)["task"])
+    assert frames.shape == (130, 32, 32)
+    assert frames.min() >= 0.0 and frames.max() <= 1.0
+    # independent forward pass: Autoencoder.__call__ decodes h directly (vanilla's bottleneck is the identity)
+    model = Autoencoder(latent_dim=LATENT, encoder_out=LATENT)
+    recon = np.asarray(jax.nn.sigmoid(model.apply(module_vars(st), jnp.asarray(x_pair), train=False)))
+    np.testing.assert_allclose(frames[0], recon[0], atol=1e-5)
+    np.testing.assert_allclose(frames[-1], recon[1], atol=1e-5)
+    assert np.abs(frames[0] - frames[-1]).max() > 0.01  # the ends differ (untrained: by little), so the checks mean something
+    # frame k decodes (1 - k/129) h0 + (k/129) h1
+    h = model.apply(module_vars(st), jnp.asarray(x_pair), method=Autoencoder.encode)
+    for k in (1, 43, 100):
+        w = k / 129
+        hk = (1 - w) * h[0:1] + w * h[1:2]
+        ref = np.asarray(jax.nn.sigmoid(model.apply(module_vars(st), hk, method=Autoencoder.decode)))[0]
+        np.testing.assert_allclose(frames[k], ref, atol=1e-5, err_msg=f"frame {k}")
+
+
+def vae_reference(st, x, eps):
+    """sigmoid(decode(mu + sigma * eps)) for each image, with the given noise [1, n]."""
+    model = Autoencoder(latent_dim=LATENT, encoder_out=2 * LATENT)
+    h = model.apply(module_vars(st), jnp.asarray(x), method=Autoencoder.encode)
+    mu, log_sigma = h[:, :LATENT], h[:, LATENT:]
+    z = mu + jnp.exp(log_sigma) * eps
+    return np.asarray(jax.nn.sigmoid(model.apply(module_vars(st), z, method=Autoencoder.decode)))
+
+
+def test_vae_interpolation_with_fixed_noise_shares_one_noise_draw(fresh, x_pair):
+    _, st, _ = fresh("vae")
+    key = jax.random.fold_in(run_keys(0)["task"], 4)
+    fixed = frames_of("vae", fresh, x_pair, key, fixed_noise=True)
+    assert fixed.shape == (130, 32, 32) and fixed.min() >= 0.0 and fixed.max() <= 1.0
+    np.testing.assert_array_equal(fixed, frames_of("vae", fresh, x_pair, key, fixed_noise=True))  # same key, same frames
+    # both ends decode mu + sigma * eps with the SAME eps
+    ref = vae_reference(st, x_pair, jax.random.normal(key, (1, LATENT)))
+    np.testing.assert_allclose(fixed[0], ref[0], atol=1e-5)
+    np.testing.assert_allclose(fixed[-1], ref[1], atol=1e-5)
+    # another key gives other noise
+    other = frames_of("vae", fresh, x_pair, jax.random.fold_in(key, 1), fixed_noise=True)
+    assert np.abs(other[0] - fixed[0]).max() > 1e-3
+
+
+def test_vae_interpolation_noise_is_shared_only_when_fixed(fresh, x_pair):
+    """Same image at both ends: with fixed noise every frame is the same; with per-frame noise they differ."""
+    key = jax.random.fold_in(run_keys(0)["task"], 4)
+    same = np.stack([x_pair[0], x_pair[0]])
+    fixed = frames_of("vae", fresh, same, key, fixed_noise=True)
+    np.testing.assert_allclose(fixed, np.broadcast_to(fixed[0], fixed.shape), atol=1e-6)
+    jitter = frames_of("vae", fresh, same, key, fixed_noise=False)
+    np.testing.assert_array_equal(jitter, frames_of("vae", fresh, same, key, fixed_noise=False))  # deterministic
+    step = np.abs(np.diff(jitter, axis=0)).reshape(129, -1).max(1)
+    assert np.all(step > 1e-3), "consecutive frames with fresh noise should differ"
+
+
+# ------------------------------------------------------------------ prior samples
+def test_vae_prior_samples_are_standard_normal(fresh):
+    spec, st, _ = fresh("vae")
+    key = run_keys(0)["task"]
+    z = np.asarray(tasks.prior_samples(spec, st, key, tasks.N_SHOW, LATENT))
+    assert z.shape == (16, LATENT) and np.isfinite(z).all()
+    assert np.asarray(tasks.prior_samples(spec, st, key, 16, 7)).shape == (16, 7)
+    np.testing.assert_array_equal(z, tasks.prior_samples(spec, st, key, 16, LATENT))
+    assert not np.allclose(z, tasks.prior_samples(spec, st, jax.random.fold_in(key, 1), 16, LATENT))
+    big = np.asarray(tasks.prior_samples(spec, st, key, 4096, LATENT))
+    assert abs(big.mean()) < 0.03 and abs(big.std() - 1.0) < 0.03
+    assert np.all(np.abs(big.mean(0)) < 0.1) and np.all(np.abs(big.std(0) - 1.0) < 0.1)  # every dimension
+
+
+def test_vq_prior_samples_draw_each_dimension_from_its_own_codebook_row(fresh):
+    spec, st, _ = fresh("vq")
+    K = spec.codebook_size
+    # a codebook whose entries tell their row and column apart: cb[j, k] = j + (k + 0.5) / K
+    cb = np.arange(LATENT, dtype=np.float32)[:, None] + (np.arange(K, dtype=np.float32)[None] + 0.5) / K
+    assert st.params["codebook"].shape == cb.shape
+    st = st._replace(params={**st.params, "codebook": jnp.asarray(cb)})
+    z = np.asarray(tasks.prior_samples(spec, st, run_keys(0)["task"], 16, LATENT))
+    assert z.shape == (16, LATENT)
+    for j in range(LATENT):
+        assert np.isin(z[:, j], cb[j]).all(), f"dimension {j} drew values outside its codebook row"
+    assert len(np.unique(z[:, 0])) > 8  # 16 draws out of 512 are (almost) all different
+    # categories are uniform over all K entries, both ends included
+    big = np.asarray(tasks.prior_samples(spec, st, run_keys(1)["task"], 2048, LATENT))
+    k = np.rint((big - np.arange(LATENT)[None]) * K - 0.5).astype(int)
+    np.testing.assert_allclose(cb[np.arange(LATENT)[None], k], big)
+    assert k.min() == 0 and k.max() == K - 1
+    counts = np.bincount(k.ravel(), minlength=K)
+    assert counts.min() > 0 and abs(k.mean() - (K - 1) / 2) < 5
+
+
+def test_models_without_a_prior_refuse_to_sample(fresh):
+    spec, st, _ = fresh("vanilla")
+    with pytest.raises(ValueError, match="no prior"):
+        tasks.prior_samples(spec, st, run_keys(0)["task"], 16, LATENT)
+
+
+# ------------------------------------------------------------------ latent structure
+def clusters(n_per=40, k=10, dim=2, spread=0.3, seed=0):
+    """k tight clusters (labels 0..k-1): on a circle of radius 10 in 2-D, at 10 x the unit vectors otherwise."""
+    rng = np.random.default_rng(seed)
+    if dim == 2:
+        a = 2 * np.pi * np.arange(k) / k
+        centres = 10 * np.stack([np.cos(a), np.sin(a)], axis=1)
+    else:
+        centres = 10 * np.eye(k, dim)
+    labels = np.repeat(np.arange(k), n_per)
+    return (centres[labels] + spread * rng.normal(size=(k * n_per, dim))).astype(np.float32), labels
+
+
+def test_structure_scores_on_well_separated_clusters_are_near_perfect():
+    emb, y = clusters()
+    s = tasks.structure_scores(emb, y, seed=0)
+    assert set(s) == {"knn_accuracy", "silhouette"}
+    assert s["knn_accuracy"] > 0.98
+    assert s["silhouette"] > 0.5
+
+
+def test_structure_scores_on_random_labels_are_near_chance():
+    emb, y = clusters()
+    y = np.random.default_rng(1).permutation(y)
+    s = tasks.structure_scores(emb, y, seed=0)
+    assert s["knn_accuracy"] < 0.25  # chance is 0.1
+    assert s["silhouette"] < 0.1
+
+
+def test_structure_scores_of_a_non_finite_embedding_are_nan():
+    emb, y = clusters()
+    emb[3, 1] = np.nan
+    s = tasks.structure_scores(emb, y)
+    assert np.isnan(s["knn_accuracy"]) and np.isnan(s["silhouette"])
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_embed_2d_returns_codes_of_at_most_2_dimensions_as_they_are(monkeypatch, n):
+    monkeypatch.setitem(sys.modules, "umap", None)  # any attempt to import umap now fails
+    z = np.random.default_rng(0).normal(size=(50, n)).astype(np.float64)
+    logs = []
+    emb = tasks.embed_2d(z, seed=0, log=logs.append)
+    assert emb.shape == (50, n) and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, z, rtol=1e-6)
+    assert logs == []
+
+
+def test_embed_2d_reduces_higher_dimensional_codes_with_umap():
+    """One small UMAP fit (the first in a process compiles numba code; the bake-off test pays it otherwise)."""
+    z, y = clusters(n_per=30, k=5, dim=10)
+    emb = tasks.embed_2d(z, seed=0, log=lambda s: None)
+    assert emb.shape == (150, 2) and np.isfinite(emb).all()
+    assert tasks.structure_scores(emb, y)["knn_accuracy"] > 0.95  # clusters survive the reduction
+
+
+# ------------------------------------------------------------------ probe (on digits: test_bakeoff.py)
+def separable_features(seed, n, e):
+    """Encoder outputs h whose first 10 coordinates carry the label; y in 0..9."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    h = rng.normal(size=(n, e)).astype(np.float32) * 0.3
+    h[np.arange(n), y] += 3.0
+    return h, y
+
+
+def probe_inputs(n_runs=2, e=LATENT):
+    h, y = {}, {}
+    for i, (split, n) in enumerate((("train", 135), ("val", 150), ("test", 297))):
+        hs, y[split] = separable_features(i, n, e)
+        h[split] = np.repeat(hs[None], n_runs, axis=0)  # [R, N, e]
