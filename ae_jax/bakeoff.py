@@ -74,8 +74,19 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
     fig_key = tasks.run_keys(seeds[0])["task"]
     per_seed: dict[str, list] = {}
     figs: dict[str, str] = {}
+    laps: dict[str, float] = {}
+    lap = {"name": None, "t": time.perf_counter()}
 
-    log("    reconstructing the test set")
+    def step(name: str, message: str) -> None:
+        """Log the next task and charge the time since the last call to the previous one."""
+        now = time.perf_counter()
+        if lap["name"]:
+            laps[lap["name"]] = laps.get(lap["name"], 0.0) + now - lap["t"]
+        lap.update(name=name, t=now)
+        if message:
+            log(message)
+
+    step("reconstruction", "    reconstructing the test set")
     ev = evaluate_runs(spec, tcfg, state, seeds, hps, s.x_test)
     recon = tasks.decode_images(spec, tcfg, one, ev["z"][0, : tasks.N_SHOW])
     figures.image_rows([s.x_test[: tasks.N_SHOW], recon], run_dir / "reconstructions.png",
@@ -83,7 +94,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
     figs["reconstructions"] = "reconstructions.png"
     per_seed["test_bce"] = ev["bce"].mean(1)
 
-    log("    interpolating")
+    step("interpolation", "    interpolating")
     hp1 = hps[0]
     for fixed in ([False, True] if spec.is_vae else [False]):
         frames = tasks.interpolation_frames(spec, tcfg, one, hp1, s.x_test[:2], jax.random.fold_in(fig_key, 4), fixed)
@@ -92,12 +103,13 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
         figs[name.removesuffix(".gif")] = name
 
     if spec.has_prior:
+        step("samples", "")
         z = tasks.prior_samples(spec, one, jax.random.fold_in(fig_key, 3), tasks.N_SHOW, cfg.latent)
         figures.image_grid(tasks.decode_images(spec, tcfg, one, z), run_dir / "samples.png", cols=4,
                            title=f"{cfg.model} samples")
         figs["samples"] = "samples.png"
 
-    log(f"    latent structure ({len(seeds)} seeds)")
+    step("latent_structure", f"    latent structure ({len(seeds)} seeds)")
     for i, sd in enumerate(seeds):
         emb = tasks.embed_2d(ev["z"][i], sd, log)
         for k, v in tasks.structure_scores(emb, s.y_test, sd).items():
@@ -109,7 +121,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
             figs["latent"] = "latent.png"
 
     if cfg.anomaly:
-        log("    anomaly scores")
+        step("anomaly", "    anomaly scores")
         pos = tasks.anomaly_labels(s.y_test)
         curves = []
         for i in range(len(seeds)):
@@ -121,7 +133,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
         figs["roc"] = "roc.png"
     else:
         lab = splits("labelled")
-        log(f"    linear probe on {len(lab.x_train)} labels (all seeds in one program)")
+        step("probe", f"    linear probe on {len(lab.x_train)} labels (all seeds in one program)")
         h = {"train": evaluate_runs(spec, tcfg, state, seeds, hps, lab.x_train)["h"], "val": None, "test": ev["h"]}
         h["val"] = evaluate_runs(spec, tcfg, state, seeds, hps, lab.x_val)["h"]
         probe = tasks.linear_probe(spec, tcfg, state, seeds, hps, h,
@@ -129,6 +141,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
         per_seed["probe_accuracy"] = probe["test_accuracy"]
         per_seed["probe_best_epoch"] = probe["best_epoch"]
 
+    step("", "")
     m = read_json(run_dir / "metrics.json")
     t = m["timing"]
     per_seed["train_time_s"] = [t["train_time_s"]] * len(seeds)
@@ -136,7 +149,7 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
     per_seed["seed_samples_per_s"] = [t["seed_samples_per_s"]] * len(seeds)
     out = {"model": cfg.model, "variant": cfg.variant, "latent_dim": cfg.latent, "seeds": seeds,
            "metrics": {k: aggregate(np.asarray(v, np.float64)) for k, v in per_seed.items()},
-           "figures": figs, "task_time_s": time.perf_counter() - t0,
+           "figures": figs, "task_time_s": time.perf_counter() - t0, "task_seconds": laps,
            "seed_samples_per_s": t["seed_samples_per_s"], "device": m["device"]}
     write_json(run_dir / "tasks.json", out)
     return out
