@@ -185,20 +185,21 @@ def read_gif(path):
     return np.stack(frames), durations, loop
 
 
-def test_gif_plays_130_frames_forward_and_128_back_at_128_px_looping(tmp_path):
+def test_gif_plays_130_frames_forward_and_128_back_enlarged_looping(tmp_path):
     frames = distinct_frames()
     path = tmp_path / "interp.gif"
     n = figures.write_gif(frames, path)
     assert n == 258
     got, durations, loop = read_gif(path)
-    assert got.shape == (258, 128, 128)
+    px = 32 * figures.GIF_SCALE
+    assert got.shape == (258, px, px)
     assert loop == 0  # loops forever
     assert durations == [30] * 258 and sum(durations) == 258 * 30
-    # content and order: 0..129 forward, then 128..1 back (neither end repeated), each enlarged 4x
+    # content and order: 0..129 forward, then 128..1 back (neither end repeated), each enlarged
     order = list(range(130)) + list(range(128, 0, -1))
     expected = (frames * 255).astype(np.uint8)
     for k, i in enumerate(order):
-        np.testing.assert_array_equal(got[k], np.kron(expected[i], np.ones((4, 4), np.uint8)), err_msg=f"frame {k}")
+        np.testing.assert_array_equal(got[k], np.kron(expected[i], np.ones((figures.GIF_SCALE,) * 2, np.uint8)), err_msg=f"frame {k}")
 
 
 def test_gif_total_duration_survives_merged_identical_frames(tmp_path):
