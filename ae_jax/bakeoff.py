@@ -67,7 +67,8 @@ def model_tasks(cfg: ExperimentConfig, run_dir: Path, splits: Callable[[str], Sp
     seeds = cfg.seed_list
     hps = [spec_hparams(spec, None, cfg.lr)] * len(seeds)
     state = load_final_state(spec, tcfg, len(seeds), run_dir / "checkpoints")
-    assert state is not None, f"{run_dir}: no final checkpoint"
+    if state is None:
+        raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")
     t0 = time.perf_counter()
     s = splits(cfg.variant)
     one = jax.tree.map(lambda a: a[0], state)  # the first seed draws the figures
@@ -160,11 +161,8 @@ def scratch_tasks(bcfg: BakeoffConfig, splits: Callable[[str], Splits], log=prin
     path = bcfg.root / SCRATCH / "tasks.json"
     seeds = list(range(bcfg.seeds))
     if path.exists() and not bcfg.force:
-        done = read_json(path)
-        if done.get("seeds") != seeds:
-            raise ConfigError(f"{path} was made with seeds {done.get('seeds')}, not {seeds}; "
-                              "pass --force to redo it or --out to write elsewhere")
-        return done
+        _check_scratch_seeds(bcfg)
+        return read_json(path)
     log(f"[{SCRATCH}] encoder + linear layer from scratch on the labelled images")
     lab = splits("labelled")
     t0 = time.perf_counter()
@@ -180,6 +178,14 @@ def run_dirs(bcfg: BakeoffConfig, models: Sequence[str]) -> dict[str, dict[str, 
     """{model: {"full": dir name, "anomaly": dir name}} under the bake-off root."""
     return {m: {v: ExperimentConfig(model=m, dataset=bcfg.dataset, anomaly=v == "anomaly", seeds=bcfg.seeds,
                                     epochs=bcfg.epochs).name() for v in ("full", "anomaly")} for m in models}
+
+
+def _check_scratch_seeds(bcfg: BakeoffConfig) -> None:
+    path = bcfg.root / SCRATCH / "tasks.json"
+    seeds = list(range(bcfg.seeds))
+    if path.exists() and read_json(path).get("seeds") != seeds:
+        raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {seeds}; "
+                          "pass --force to redo it or --out to write elsewhere")
 
 
 def summarize(root: Path, dirs: dict[str, dict[str, str]]) -> dict:
@@ -211,29 +217,37 @@ def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict
     splits("full")  # missing data fails before anything is written
     root = bcfg.root
     t_start = time.perf_counter()
-    for m in bcfg.models:
-        for anomaly in (False, True):
-            cfg = ExperimentConfig(model=m, dataset=bcfg.dataset, anomaly=anomaly, seeds=bcfg.seeds,
-                                   epochs=bcfg.epochs)
+    plan = [ExperimentConfig(model=m, dataset=bcfg.dataset, anomaly=anomaly, seeds=bcfg.seeds, epochs=bcfg.epochs)
+            for m in bcfg.models for anomaly in (False, True)]
+    if not bcfg.force:  # refuse mismatches before hours of training, not after
+        for cfg in plan:
             run_dir = root / cfg.name()
-            tag = f"[{cfg.name()}]"
-            if (run_dir / "config.json").exists() and not bcfg.force:
+            if (run_dir / "config.json").exists():
                 diff = _same_config(read_json(run_dir / "config.json"), _config_record(cfg, ""))
                 if diff:
                     raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
                                       "pass --force to redo it or --out to write elsewhere")
-            if _done(run_dir) and not bcfg.force:
-                log(f"{tag} done already (--force redoes it)")
-                continue
-            spec = get_model(m)
-            need_train = bcfg.force or not (run_dir / "metrics.json").exists() or \
-                load_final_state(spec, _tcfg(cfg), bcfg.seeds, run_dir / "checkpoints") is None
-            if need_train:
-                log(f"{tag} training")
-                run_experiment(cfg, out=run_dir, force=bcfg.force or (run_dir / "metrics.json").exists(),
-                               command=bcfg.command, log=log, splits=splits(cfg.variant))
-            log(f"{tag} tasks")
-            model_tasks(cfg, run_dir, splits, log)
+        _check_scratch_seeds(bcfg)
+    for cfg in plan:
+        run_dir = root / cfg.name()
+        tag = f"[{cfg.name()}]"
+        if _done(run_dir) and not bcfg.force:
+            log(f"{tag} done already (--force redoes it)")
+            continue
+        spec = get_model(cfg.model)
+        has_metrics = (run_dir / "metrics.json").exists()
+        if bcfg.force or not has_metrics:
+            log(f"{tag} training")
+            run_experiment(cfg, out=run_dir, force=bcfg.force, command=bcfg.command, log=log,
+                           splits=splits(cfg.variant))
+        elif load_final_state(spec, _tcfg(cfg), bcfg.seeds, run_dir / "checkpoints") is None:
+            # e.g. a fresh clone: checkpoints are not committed. Train again (resuming any partial
+            # checkpoint); the committed metrics.json is replaced only once the new one is written.
+            log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")
+            run_experiment(cfg, out=run_dir, command=bcfg.command, log=log, splits=splits(cfg.variant),
+                           reuse_complete=False)
+        log(f"{tag} tasks")
+        model_tasks(cfg, run_dir, splits, log)
     scratch_tasks(bcfg, splits, log)
     dirs = run_dirs(bcfg, list(CONTESTANTS) + [m for m in bcfg.models if m not in CONTESTANTS])
     summary = summarize(root, dirs)

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from .data import Splits, load_splits
-from .io import aggregate, fmt_mean_std, read_json, write_json, atomic_write_text
+from .io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json
 from .registry import get_model
 from .runner import TrainOutput, evaluate_runs, train_runs
 from .train import TrainConfig, spec_hparams
@@ -98,8 +98,9 @@ class ExperimentConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.latent < 1:
-            raise ConfigError(f"--latent-dim must be at least 1, got {self.latent}")
+        if not 1 <= self.latent * spec.encoder_factor <= 1024:
+            raise ConfigError(f"--latent-dim must be between 1 and {1024 // spec.encoder_factor} for {self.model}, "
+                              f"got {self.latent}")
         if self.betas is not None:
             if not self.betas:
                 raise ConfigError("--beta needs at least one value")
@@ -209,10 +210,13 @@ def format_table(metrics: dict) -> str:
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_dir: str | None = None,
                    force: bool = False, command: str | None = None, log: Callable[[str], None] = print,
-                   splits: Splits | None = None) -> tuple[dict, Path]:
+                   splits: Splits | None = None, reuse_complete: bool = True) -> tuple[dict, Path]:
     """Train (or resume, or reuse) one experiment; return (metrics, run dir).
 
-    Raises ConfigError / data.DataError before anything is written.
+    ``reuse_complete=False`` trains again (resuming any checkpoint) even when
+    metrics.json exists, replacing it only when the new one is written; unlike
+    ``force`` it deletes nothing first. Raises ConfigError / data.DataError
+    before anything is written.
     """
     cfg.validate()
     spec = get_model(cfg.model)
@@ -224,7 +228,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         if diff:
             raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
                               "pass --force to replace it or --out to write elsewhere")
-        if (run_dir / "metrics.json").exists():
+        if (run_dir / "metrics.json").exists() and reuse_complete:
             log(f"{run_dir} is already complete (--force retrains)")
             return read_json(run_dir / "metrics.json"), run_dir
     if splits is None:
@@ -232,7 +236,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     if splits.x_train.shape[0] < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
     if force and run_dir.exists():
-        for p in ("metrics.json", "curves.jsonl", "config.json"):
+        for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json"):  # tasks.json: of the old models
             (run_dir / p).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     write_json(run_dir / "config.json", record)
@@ -253,9 +257,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     metrics = result_metrics(cfg, result, test["bce"].mean(axis=1))
     metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
     metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
-    curves = "".join(json.dumps({"epoch": e + 1, "train_loss": result.train_curve[e].tolist(),
-                                 "val_loss": result.val_curve[e].tolist(), "seconds": float(result.epoch_time[e])},
-                                allow_nan=True) + "\n" for e in range(cfg.epochs))
-    atomic_write_text(run_dir / "curves.jsonl", curves.replace("NaN", "null"))
+    curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],
+                                            "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
+                     + "\n" for e in range(cfg.epochs))  # non-finite losses become null
+    atomic_write_text(run_dir / "curves.jsonl", curves)
     write_json(run_dir / "metrics.json", metrics)
     return metrics, run_dir

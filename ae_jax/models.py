@@ -11,6 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 D_PIXELS = 1024
 
@@ -62,6 +63,27 @@ class TorchBatchNorm(nn.Module):
         return (x - mean[None]) * jax.lax.rsqrt(var + self.eps)[None] * scale[None] + bias[None]
 
 
+class TorchDense(nn.Module):
+    """Linear layer with PyTorch's default initialisation, as the original study had.
+
+    Weight and bias both ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (what nn.Linear's
+    kaiming_uniform(a=sqrt(5)) amounts to); Flax's default would be lecun-normal
+    weights and zero bias.
+    """
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, fan_in] -> [B, features]
+        fan_in = x.shape[-1]
+        bound = 1.0 / np.sqrt(fan_in)
+        init = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)  # noqa: E731
+        y = x @ self.param("kernel", init, (fan_in, self.features))
+        if self.use_bias:
+            y = y + self.param("bias", init, (self.features,))[None]
+        return y
+
+
 class DenseStack(nn.Module):
     """Three dense layers; the first two are Linear(no bias) -> BatchNorm -> ReLU.
 
@@ -77,11 +99,11 @@ class DenseStack(nn.Module):
     def __call__(self, x, layers=(0, 1, 2), train_bn=(False, False, False)):
         for i in layers:
             if i < 2:
-                x = nn.Dense(self.units[i], use_bias=False, name=f"dense{i}")(x)
+                x = TorchDense(self.units[i], use_bias=False, name=f"dense{i}")(x)
                 x = TorchBatchNorm(name=f"bn{i}")(x, train=train_bn[i])
                 x = nn.relu(x)
             else:
-                x = nn.Dense(self.units[i], use_bias=self.final_bias, name=f"dense{i}")(x)
+                x = TorchDense(self.units[i], use_bias=self.final_bias, name=f"dense{i}")(x)
         return x
 
 
@@ -100,8 +122,8 @@ class Autoencoder(nn.Module):
 
     def setup(self):
         if self.shallow:
-            self.enc = nn.Dense(self.latent_dim, name="enc")
-            self.dec = nn.Dense(D_PIXELS, name="dec")
+            self.enc = TorchDense(self.latent_dim, name="enc")
+            self.dec = TorchDense(D_PIXELS, name="dec")
         else:
             self.enc = DenseStack(encoder_units(self.encoder_out), name="enc")
             self.dec = DenseStack(decoder_units(self.latent_dim), name="dec")
@@ -129,6 +151,3 @@ class Autoencoder(nn.Module):
     def __call__(self, x, train: bool = False):  # used for init: touches every parameter
         h = self.encode(x, train)
         return self.decode(h[:, : self.latent_dim], train)
-
-    def get_codebook(self):
-        return self.codebook

@@ -18,7 +18,7 @@ import optax
 
 from .data import ANOMALY_CLASS
 from .losses import BOTTLENECKS, Hparams
-from .models import DenseStack, encoder_units
+from .models import DenseStack, TorchDense, encoder_units
 from .registry import ModelSpec
 from .runner import stack_hparams
 from .train import TrainConfig, TrainState, make_model, run_keys
@@ -86,6 +86,9 @@ def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np
     global _UMAP_WARM
     if z.shape[1] <= 2:
         return np.asarray(z, np.float32)
+    if not np.isfinite(z).all():  # a diverged seed: UMAP would raise; its scores become nan
+        log(f"    seed {seed}: non-finite codes, no UMAP embedding")
+        return np.full((z.shape[0], 2), np.nan, np.float32)
     import umap
     if not _UMAP_WARM:
         log("    (the first UMAP fit in a process compiles numba code: ~40 s)")
@@ -155,7 +158,7 @@ def _early_stopping_scan(epoch_fn, init_carry, max_epochs: int, patience: int):
         stopped = stopped | (since >= patience)
         return (inner, best_val, best_test, best_epoch, since, stopped), va
     c0 = (init_carry, jnp.float32(-1), jnp.float32(0), jnp.int32(0), jnp.int32(0), jnp.bool_(False))
-    (_, best_val, best_test, best_epoch, _, _), vals = jax.lax.scan(body, c0, jnp.arange(max_epochs))
+    (_, best_val, best_test, best_epoch, _, _), _ = jax.lax.scan(body, c0, jnp.arange(max_epochs))
     return {"val_accuracy": best_val, "test_accuracy": best_test, "best_epoch": best_epoch}
 
 
@@ -229,7 +232,7 @@ class ScratchClassifier(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         h = DenseStack(encoder_units(self.latent_dim), name="enc")(x.reshape(x.shape[0], -1), train_bn=(train,) * 3)
-        return nn.Dense(10, name="head")(h)
+        return TorchDense(10, name="head")(h)
 
 
 def scratch_baseline_one(key, x_tr, y_tr, x_val, y_val, x_te, y_te, latent_dim: int = 20):

@@ -57,6 +57,7 @@ ERRORS = {
                                ["lacks", IDX_FILES["train_images"]]),
     "corrupt_data": (["--model=vanilla", "--dataset=mnist", "--data-dir={tmp}/corrupt"],
                      [IDX_FILES["test_images"], "magic"]),
+    "latent_too_large": (["--model=vae", "--dataset=digits", "--latent-dim=600"], ["--latent-dim", "512"]),
     "batch_larger_than_data": (["--model=vanilla", "--dataset=digits", "--batch-size=5000"], ["5000"]),
 }
 

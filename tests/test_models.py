@@ -150,3 +150,17 @@ def test_torch_batchnorm_training_statistics_and_running_update():
     np.testing.assert_allclose(np.asarray(y_eval), (x1 - stats["mean"]) / np.sqrt(stats["var"] + 1e-5), rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_array_equal(np.asarray(upd3["batch_stats"]["var"]), stats["var"])
+
+
+@pytest.mark.parametrize("name", ["vanilla", "shallow", "vae"])
+def test_dense_layers_use_pytorch_default_initialisation(name):
+    """nn.Linear's default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) - not Flax's zero bias."""
+    params, _ = built(name, 20)
+    kernels = {k.rsplit("/", 1)[0]: v for k, v in params.items() if k.endswith("kernel")}
+    assert len(kernels) >= 2
+    for layer, kernel in kernels.items():
+        bound = 1 / np.sqrt(kernel.shape[0])  # fan_in
+        for leaf in [kernel] + ([params[f"{layer}/bias"]] if f"{layer}/bias" in params else []):
+            a = np.asarray(leaf)
+            assert np.abs(a).max() <= bound + 1e-7, layer
+            assert np.abs(a).max() > 0.8 * bound, layer  # spread over the interval, not near zero

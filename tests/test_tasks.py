@@ -408,3 +408,12 @@ def probe_inputs(n_runs=2, e=LATENT):
     for i, (split, n) in enumerate((("train", 135), ("val", 150), ("test", 297))):
         hs, y[split] = separable_features(i, n, e)
         h[split] = np.repeat(hs[None], n_runs, axis=0)  # [R, N, e]
+
+
+def test_embed_2d_gives_nan_for_non_finite_codes_instead_of_crashing_umap():
+    """A diverged seed's codes: UMAP would raise; the scores come out nan and the study goes on."""
+    z = np.ones((50, 20), np.float32)
+    z[3, 4] = np.nan
+    emb = tasks.embed_2d(z, 0, log=lambda s: None)
+    assert emb.shape == (50, 2) and np.isnan(emb).all()
+    assert all(np.isnan(v) for v in tasks.structure_scores(emb, np.arange(50) % 10).values())
