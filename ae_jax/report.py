@@ -73,11 +73,11 @@ def _fmt(v: float | None, std: float | None = None) -> str:
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value of a vs b (nan if either has < 2 finite values or no variance)."""
+    """Two-sided Welch t-test p-value of a vs b (nan if either has < 2 finite values or no spread)."""
     from scipy import stats
     a = np.asarray([x for x in a if x is not None and math.isfinite(x)])
     b = np.asarray([x for x in b if x is not None and math.isfinite(x)])
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+    if len(a) < 2 or len(b) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant sample (shared wall-clock)
         return float("nan")
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
