@@ -54,3 +54,13 @@ def assert_trees_close(a, b, rtol=1e-4, atol=1e-4, what="tree"):
     assert la.keys() == lb.keys(), f"{what}: different structure"
     for k in la:
         np.testing.assert_allclose(la[k], lb[k], rtol=rtol, atol=atol, err_msg=f"{what}: {k}")
+
+
+def assert_one_line_error(proc, *fragments: str):
+    """A script refused bad input: exit 2, exactly one stderr line naming each fragment, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, subprocess_env
+from _helpers import REPO, assert_one_line_error, subprocess_env
 from ae_jax import figures, report, tasks
 from ae_jax.bakeoff import SCRATCH, BakeoffConfig, run_dirs
 from ae_jax.data import load_splits
@@ -377,11 +377,6 @@ def test_bakeoff_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path
     args = [a.format(tmp=tmp_path) for a in args] + [f"--out={out}"]
     proc = subprocess.run([sys.executable, str(BAKEOFF_PY), *args], cwd=work, env=subprocess_env(),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
+    assert_one_line_error(proc, *fragments)
     assert not out.exists()
     assert list(work.iterdir()) == []  # no results/ in the working directory either

@@ -12,20 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from _helpers import cli_command, run_cli, subprocess_env
+from _helpers import assert_one_line_error, cli_command, run_cli, subprocess_env
 from ae_jax.data import IDX_FILES
 from ae_jax.experiment import ConfigError, ExperimentConfig, format_table, result_metrics, run_experiment
 from ae_jax.io import aggregate, read_json, write_json
 from ae_jax.runner import TrainOutput
 
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def write_idx_set(folder, corrupt: str | None = None):
