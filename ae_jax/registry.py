@@ -60,8 +60,6 @@ for _spec in (
 # The nine models of the bake-off (beta_vae is the same model with a free beta).
 CONTESTANTS = ("shallow", "vanilla", "stacked", "sparse", "denoising", "vae",
                "beta_vae_strict", "beta_vae_loose", "vq")
-# Models whose bottleneck term has a weight that --beta may set.
-BETA_MODELS = tuple(n for n, s in MODELS.items() if s.bottleneck != "identity")
 
 
 def get_model(name: str) -> ModelSpec:
