@@ -17,10 +17,10 @@ import numpy as np
 
 from . import figures, tasks
 from .data import Splits, load_splits
-from .experiment import ConfigError, ExperimentConfig, _config_record, _same_config, run_experiment
+from .experiment import ConfigError, ExperimentConfig, _config_record, _same_config, folder_lock, run_experiment
 from .io import aggregate, read_json, write_json
 from .registry import CONTESTANTS, get_model
-from .runner import evaluate_runs, load_final_state
+from .runner import evaluate_runs, has_final_checkpoint, load_final_state
 from .train import TrainConfig, spec_hparams
 
 SCRATCH = "scratch"
@@ -210,7 +210,6 @@ def summarize(root: Path, dirs: dict[str, dict[str, str]]) -> dict:
 
 
 def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict:
-    from .report import write_report
     for m in bcfg.models:
         get_model(m)  # unknown names fail before anything runs
     splits = _SplitCache(bcfg.dataset, bcfg.data_dir)
@@ -228,19 +227,26 @@ def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict
                     raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
                                       "pass --force to redo it or --out to write elsewhere")
         _check_scratch_seeds(bcfg)
+    with folder_lock(root):  # one bake-off per results folder at a time
+        return _train_and_report(bcfg, plan, splits, log, t_start)
+
+
+def _train_and_report(bcfg: BakeoffConfig, plan: Sequence[ExperimentConfig], splits: _SplitCache,
+                      log: Callable[[str], None], t_start: float) -> dict:
+    from .report import write_report
+    root = bcfg.root
     for cfg in plan:
         run_dir = root / cfg.name()
         tag = f"[{cfg.name()}]"
         if _done(run_dir) and not bcfg.force:
             log(f"{tag} done already (--force redoes it)")
             continue
-        spec = get_model(cfg.model)
         has_metrics = (run_dir / "metrics.json").exists()
         if bcfg.force or not has_metrics:
             log(f"{tag} training")
             run_experiment(cfg, out=run_dir, force=bcfg.force, command=bcfg.command, log=log,
                            splits=splits(cfg.variant))
-        elif load_final_state(spec, _tcfg(cfg), bcfg.seeds, run_dir / "checkpoints") is None:
+        elif not has_final_checkpoint(_tcfg(cfg), run_dir / "checkpoints"):
             # e.g. a fresh clone: checkpoints are not committed. Train again (resuming any partial
             # checkpoint); the committed metrics.json is replaced only once the new one is written.
             log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")

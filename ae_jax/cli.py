@@ -42,3 +42,15 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a hint; the rest re-raises
+        if not is_out_of_memory(e):
+            raise
+        fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
+             f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}", status=1)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """An allocation failure from XLA (any backend) rather than a bug."""
+    import jax
+    return isinstance(e, (jax.errors.JaxRuntimeError, MemoryError)) and (
+        isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e))

@@ -12,11 +12,13 @@ reported, not retrained, unless ``force``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -117,6 +119,59 @@ def get_model_or_error(name: str):
         return get_model(name)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
+
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold ``folder/.lock`` while writing into a run or study folder.
+
+    A second process asking for the same folder gets a ConfigError naming the
+    holder. A lock left by a process that no longer runs (killed, machine
+    restarted) on this host is taken over.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    host = socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder_host, holder_pid = lock.read_text().split()
+                holder = int(holder_pid)
+            except FileNotFoundError:  # released meanwhile
+                continue
+            except ValueError:  # being written by its holder this instant
+                time.sleep(0.1)
+                continue
+            if holder_host == host and holder != os.getpid() and not _pid_alive(holder):
+                lock.unlink(missing_ok=True)  # left by a process that is gone
+                continue
+            raise ConfigError(f"{folder} is in use by process {holder} on {holder_host}; wait for it to finish, "
+                              f"or delete {lock} if that process is gone") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host} {os.getpid()}\n")
+        break
+    else:
+        raise ConfigError(f"could not lock {folder}; delete {lock} if no other process is using it")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
@@ -235,31 +290,32 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         splits = load_splits(cfg.dataset, cfg.variant, data_dir)
     if splits.x_train.shape[0] < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
-    if force and run_dir.exists():
-        for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json"):  # tasks.json: of the old models
-            (run_dir / p).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    write_json(run_dir / "config.json", record)
+    with folder_lock(run_dir):
+        if force and run_dir.exists():
+            for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json"):  # tasks.json: of the old models
+                (run_dir / p).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        write_json(run_dir / "config.json", record)
 
-    runs = cfg.runs()
-    hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
-    seeds = [s for s, _ in runs]
-    tcfg = TrainConfig(latent_dim=cfg.latent, epochs=cfg.epochs, batch_size=cfg.batch_size)
-    log(f"training {cfg.model} on {cfg.dataset} ({cfg.variant}: {splits.x_train.shape[0]} train / "
-        f"{splits.x_val.shape[0]} val images), n = {cfg.latent}, {len(runs)} run(s) "
-        f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
-    t0 = time.perf_counter()
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
-    result = train_runs(spec, tcfg, seeds, hps, splits.x_train, splits.x_val, ckpt_dir=run_dir / "checkpoints",
-                        log=log, run_labels=labels)
-    test = evaluate_runs(spec, tcfg, result.state, seeds, hps, splits.x_test)
-    metrics = result_metrics(cfg, result, test["bce"].mean(axis=1))
-    metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
-    metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
-    curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],
-                                            "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
-                     + "\n" for e in range(cfg.epochs))  # non-finite losses become null
-    atomic_write_text(run_dir / "curves.jsonl", curves)
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics, run_dir
+        runs = cfg.runs()
+        hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
+        seeds = [s for s, _ in runs]
+        tcfg = TrainConfig(latent_dim=cfg.latent, epochs=cfg.epochs, batch_size=cfg.batch_size)
+        log(f"training {cfg.model} on {cfg.dataset} ({cfg.variant}: {splits.x_train.shape[0]} train / "
+            f"{splits.x_val.shape[0]} val images), n = {cfg.latent}, {len(runs)} run(s) "
+            f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
+        t0 = time.perf_counter()
+        load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
+        result = train_runs(spec, tcfg, seeds, hps, splits.x_train, splits.x_val, ckpt_dir=run_dir / "checkpoints",
+                            log=log, run_labels=labels)
+        test = evaluate_runs(spec, tcfg, result.state, seeds, hps, splits.x_test)
+        metrics = result_metrics(cfg, result, test["bce"].mean(axis=1))
+        metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
+        metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
+        curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],
+                                                "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
+                         + "\n" for e in range(cfg.epochs))  # non-finite losses become null
+        atomic_write_text(run_dir / "curves.jsonl", curves)
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics, run_dir

@@ -8,6 +8,7 @@ with the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -68,14 +69,23 @@ def _restore(manager, template: dict) -> dict:
     return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
 
 
+def has_final_checkpoint(cfg: TrainConfig, ckpt_dir: Path) -> bool:
+    """Whether ckpt_dir holds the checkpoint of the last epoch (reads no arrays)."""
+    if not Path(ckpt_dir).is_dir():
+        return False
+    manager = _checkpoint_manager(Path(ckpt_dir))
+    try:
+        return manager.latest_step() == cfg.epochs
+    finally:
+        manager.close()
+
+
 def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: Path) -> TrainState | None:
     """The batched state of a finished run's last checkpoint, or None if there is no complete one."""
-    if not Path(ckpt_dir).is_dir():
+    if not has_final_checkpoint(cfg, ckpt_dir):
         return None
     manager = _checkpoint_manager(Path(ckpt_dir))
     try:
-        if manager.latest_step() != cfg.epochs:
-            return None
         shapes = jax.eval_shape(jax.vmap(lambda k: init_state(spec, cfg, k)),
                                 jnp.stack([run_keys(0)["init"]] * n_runs))
         template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs)
@@ -177,5 +187,10 @@ def evaluate_runs(spec: ModelSpec, cfg: TrainConfig, state: TrainState, seeds: S
     """Per-run, per-image evaluation in one program: {"bce": [R, N], "loss", "h", "z"}."""
     keys = jnp.stack([run_keys(s)[purpose] for s in seeds])
     hp = jax.tree.map(jnp.asarray, stack_hparams(hparams))
-    fn = jax.jit(jax.vmap(make_eval(spec, cfg), in_axes=(0, None, 0, 0)))
-    return jax.device_get(fn(state, jnp.asarray(x), keys, hp))
+    return jax.device_get(_eval_program(spec, cfg)(state, jnp.asarray(x), keys, hp))
+
+
+@functools.lru_cache(maxsize=32)
+def _eval_program(spec: ModelSpec, cfg: TrainConfig):
+    """One jitted evaluation per (model, config): later calls with the same shapes reuse its compilation."""
+    return jax.jit(jax.vmap(make_eval(spec, cfg), in_axes=(0, None, 0, 0)))

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -14,7 +15,9 @@ import pytest
 
 from _helpers import assert_one_line_error, cli_command, run_cli, subprocess_env
 from ae_jax.data import IDX_FILES
-from ae_jax.experiment import ConfigError, ExperimentConfig, format_table, result_metrics, run_experiment
+from ae_jax.cli import guarded
+from ae_jax.experiment import (LOCK_NAME, ConfigError, ExperimentConfig, folder_lock, format_table,
+                               result_metrics, run_experiment)
 from ae_jax.io import aggregate, read_json, write_json
 from ae_jax.runner import TrainOutput
 
@@ -248,3 +251,49 @@ def test_run_experiment_validates_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="finite"):
         run_experiment(ExperimentConfig(model="vae", betas=(float("inf"),)), out=tmp_path / "r", log=lambda m: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_folder_in_use_is_refused_with_one_line_and_left_alone(tmp_path):
+    """A live process holds the folder's lock: a second run says who, exits 2 and writes nothing."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / LOCK_NAME).write_text(f"{socket.gethostname()} {holder.pid}\n")
+        proc = run_cli(E2E_ARGS + [f"--out={out}"], cwd=tmp_path)
+        assert_one_line_error(proc, "in use by process", str(holder.pid), LOCK_NAME)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid no longer runs
+    (tmp_path / LOCK_NAME).write_text(f"{socket.gethostname()} {gone.pid}\n")
+    with folder_lock(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text().split() == [socket.gethostname(), str(os.getpid())]
+        with pytest.raises(ConfigError, match="in use by process"):  # not twice, not even by its holder
+            with folder_lock(tmp_path):
+                pass
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys):
+    import jax
+
+    def oom():
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
+
+    with pytest.raises(SystemExit) as exit_info:
+        guarded(oom, "rerun to resume")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of device memory" in err[0] and "--seeds" in err[0] and "rerun to resume" in err[0]
+
+    def bug():
+        raise jax.errors.JaxRuntimeError("INVALID_ARGUMENT: a real bug")
+
+    with pytest.raises(jax.errors.JaxRuntimeError, match="a real bug"):
+        guarded(bug, "rerun to resume")

@@ -6,6 +6,7 @@ between tests through the session-scoped ``train`` fixture.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from _helpers import assert_trees_close, leaves_with_paths, subprocess_env
 from ae_jax.experiment import ExperimentConfig, format_table, result_metrics
 from ae_jax.registry import MODELS
-from ae_jax.runner import evaluate_runs, train_runs
+from ae_jax.runner import _eval_program, evaluate_runs, has_final_checkpoint, load_final_state, train_runs
 from ae_jax.train import (FULL, TrainConfig, init_state, make_epoch, phase_at, phase_schedule, reset_optimizer,
                           run_keys, spec_hparams, stacked_phases)
 
@@ -227,6 +228,31 @@ def test_interrupted_run_resumes_to_the_same_result(train, tiny, tmp_path, name,
     for i in range(2):
         assert_runs_equal(resumed, i, ref, i)
     assert_trees_close(resumed.state.opt_state, ref.state.opt_state, what="adam state")
+
+
+def test_final_checkpoint_is_recognised_only_after_the_last_epoch(tiny, tmp_path):
+    spec = MODELS["vanilla"]
+    hps = [spec_hparams(spec)] * 2
+    short = dataclasses.replace(CFG, epochs=2)
+    assert not has_final_checkpoint(short, tmp_path / "absent")
+    train_runs(spec, short, list(SEEDS), hps, *tiny, ckpt_dir=tmp_path / "ck", ckpt_every=1, log=lambda m: None)
+    assert has_final_checkpoint(short, tmp_path / "ck")
+    assert not has_final_checkpoint(dataclasses.replace(CFG, epochs=3), tmp_path / "ck")  # stopped short of 3
+    assert load_final_state(spec, dataclasses.replace(CFG, epochs=3), 2, tmp_path / "ck") is None
+    assert load_final_state(spec, short, 2, tmp_path / "ck") is not None
+
+
+def test_evaluation_compiles_once_per_model_and_shape(train, digits):
+    spec = MODELS["vae"]
+    out = train("vae")
+    hps = [spec_hparams(spec)] * 2
+    program = _eval_program(spec, CFG)
+    first = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, digits.x_test)
+    compiled = program._cache_size()
+    again = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, digits.x_test)
+    assert _eval_program(spec, CFG) is program
+    assert compiled >= 1 and program._cache_size() == compiled  # the second call traced nothing new
+    np.testing.assert_array_equal(first["bce"], again["bce"])  # same keys, same draws
 
 
 # ------------------------------------------------------------------ divergence
