@@ -161,7 +161,9 @@ def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
         if name == "samples" and "vq" in models:
             lines += ["vq samples draw one of 512 learned scalars per latent dimension uniformly; entries that "
                       "were never nearest to an encoder output get no gradient and stay near their "
-                      "uniform(±1/512) initialisation, so most draws decode to nearly the same image.", ""]
+                      "uniform(±1/512) initialisation, near 0. Uniform draws therefore land mostly on codes the decoder "
+                      "never saw in training, and the samples come out blurred or near-identical; the VAE family's "
+                      "KL term is what pulls its codes towards the prior it is sampled from.", ""]
     gifs = [(m, dirs[m]["full"], f) for m in models for f in ("interpolation.gif", "interpolation_fixed_noise.gif")
             if (root / dirs[m]["full"] / f).exists()]
     if gifs:
