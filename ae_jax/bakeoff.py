@@ -17,7 +17,7 @@ import numpy as np
 
 from . import figures, tasks
 from .data import Splits, load_splits
-from .experiment import ConfigError, ExperimentConfig, _config_record, _same_config, folder_lock, run_experiment
+from .experiment import ConfigError, ExperimentConfig, check_same_config, folder_lock, run_experiment
 from .io import aggregate, read_json, write_json
 from .registry import CONTESTANTS, get_model
 from .runner import evaluate_runs, has_final_checkpoint, load_final_state
@@ -183,8 +183,9 @@ def run_dirs(bcfg: BakeoffConfig, models: Sequence[str]) -> dict[str, dict[str, 
 def _check_scratch_seeds(bcfg: BakeoffConfig) -> None:
     path = bcfg.root / SCRATCH / "tasks.json"
     seeds = list(range(bcfg.seeds))
-    if path.exists() and read_json(path).get("seeds") != seeds:
-        raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {seeds}; "
+    made_with = read_json(path).get("seeds") if path.exists() else seeds
+    if made_with != seeds:
+        raise ConfigError(f"{path} was made with seeds {made_with}, not {seeds}; "
                           "pass --force to redo it or --out to write elsewhere")
 
 
@@ -220,12 +221,7 @@ def run_bakeoff(bcfg: BakeoffConfig, log: Callable[[str], None] = print) -> dict
             for m in bcfg.models for anomaly in (False, True)]
     if not bcfg.force:  # refuse mismatches before hours of training, not after
         for cfg in plan:
-            run_dir = root / cfg.name()
-            if (run_dir / "config.json").exists():
-                diff = _same_config(read_json(run_dir / "config.json"), _config_record(cfg, ""))
-                if diff:
-                    raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
-                                      "pass --force to redo it or --out to write elsewhere")
+            check_same_config(root / cfg.name(), cfg)
         _check_scratch_seeds(bcfg)
     with folder_lock(root):  # one bake-off per results folder at a time
         return _train_and_report(bcfg, plan, splits, log, t_start)

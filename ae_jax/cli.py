@@ -52,5 +52,6 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
 def is_out_of_memory(e: BaseException) -> bool:
     """An allocation failure from XLA (any backend) rather than a bug."""
     import jax
-    return isinstance(e, (jax.errors.JaxRuntimeError, MemoryError)) and (
-        isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e))
+    if isinstance(e, MemoryError):
+        return True
+    return isinstance(e, jax.errors.JaxRuntimeError) and ("RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e))

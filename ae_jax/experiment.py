@@ -194,6 +194,17 @@ def _same_config(a: dict, b: dict) -> list[str]:
     return [k for k in _COMPARED if a.get(k) != b.get(k)]
 
 
+def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse a run folder whose config.json asked for something else than cfg (no-op without one)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return
+    diff = _same_config(read_json(path), _config_record(cfg, ""))
+    if diff:
+        raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
+                          "pass --force to replace it or --out to write elsewhere")
+
+
 def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test_bce: np.ndarray) -> dict:
     """metrics.json content: per run group (one per beta), each metric's values, mean and std."""
     runs = cfg.runs()
@@ -279,10 +290,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     command = command or "python " + " ".join(sys.argv)
     record = _config_record(cfg, command)
     if (run_dir / "config.json").exists() and not force:
-        diff = _same_config(read_json(run_dir / "config.json"), record)
-        if diff:
-            raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
-                              "pass --force to replace it or --out to write elsewhere")
+        check_same_config(run_dir, cfg)
         if (run_dir / "metrics.json").exists() and reuse_complete:
             log(f"{run_dir} is already complete (--force retrains)")
             return read_json(run_dir / "metrics.json"), run_dir

@@ -199,14 +199,7 @@ def xla_step_flops() -> float | None:
 # ----------------------------------------------------------------------------- matmul peak
 
 def _best_rate(fn, args, flops: float, repeats: int) -> float:
-    fn(*args).block_until_ready()  # compile + warm up
-    fn(*args).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return flops / best / 1e9
+    return flops / _best_time(lambda: fn(*args), repeats) / 1e9
 
 
 def jax_matmul_peak(sizes, repeats: int) -> dict:
@@ -290,7 +283,7 @@ def step_floor(seeds: int, repeats: int) -> dict:
         return out
 
     mm_flops = 2.0 * seeds * BATCH * sum(i * o * (2 if k == 0 else 3) for k, (i, o) in enumerate(dims))
-    t_mm = _best_time(lambda: matmuls(xs, gs, ws), repeats)
+    t_mm = _best_time(lambda: matmuls(xs, gs, ws), max(repeats, 20))
 
     spec = get_model(MODEL)
     cfg = TrainConfig(latent_dim=LATENT, epochs=1, batch_size=BATCH)
@@ -306,7 +299,7 @@ def step_floor(seeds: int, repeats: int) -> dict:
         upd, opt_state = jax.vmap(opt.update)(grads, opt_state)
         return jax.tree.map(lambda p, d: p - LR * d, params, upd), opt_state
 
-    t_adam = _best_time(lambda: adam(params, grads, opt_state), repeats)
+    t_adam = _best_time(lambda: adam(params, grads, opt_state), max(repeats, 20))
     floor = t_mm + t_adam
     return {"seeds": seeds, "matmul_s": t_mm, "matmul_gflops": mm_flops / t_mm / 1e9, "adam_s": t_adam,
             "adam_gbytes_per_s": 7 * 4 * n_params / t_adam / 1e9, "parameters": n_params,
@@ -314,10 +307,11 @@ def step_floor(seeds: int, repeats: int) -> dict:
 
 
 def _best_time(call, repeats: int) -> float:
-    jax_block(call())  # compile + warm up
+    """Best wall-clock of `repeats` calls after two warm-ups (the first compiles), waiting for every result."""
+    jax_block(call())
     jax_block(call())
     best = float("inf")
-    for _ in range(max(repeats, 20)):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         jax_block(call())
         best = min(best, time.perf_counter() - t0)
