@@ -34,7 +34,7 @@ def name_list(text: str) -> list[str]:
 def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130."""
     from .data import DataError
-    from .experiment import ConfigError
+    from .trainer import ConfigError
     try:
         return body()
     except (ConfigError, DataError) as e:

@@ -224,3 +224,26 @@ def make_splits(raw: RawData, dataset: str, variant: str = "full") -> Splits:
 
 def load_splits(dataset: str, variant: str = "full", data_dir: str | None = None) -> Splits:
     return make_splits(load_raw(dataset, data_dir), dataset, variant)
+
+
+# ------------------------------------------------------------------ the pytree
+class Data(NamedTuple):
+    """What the trainer and the tasks take: images and their labels, indexed as one.
+
+    Batching, shuffling, vmapping and sharding treat it as a single argument
+    (``jax.tree.map(lambda a: a[idx], data)``); unconditional models ignore y.
+    """
+    x: np.ndarray  # [N, 32, 32] float32 in [0, 1]
+    y: np.ndarray  # [N] int32
+
+
+def train_data(s: Splits) -> Data:
+    return Data(s.x_train, s.y_train)
+
+
+def val_data(s: Splits) -> Data:
+    return Data(s.x_val, s.y_val)
+
+
+def test_data(s: Splits) -> Data:
+    return Data(s.x_test, s.y_test)

@@ -1,9 +1,8 @@
-"""Losses and bottlenecks: small pure functions, explicit reductions.
+"""Losses: small pure functions, explicit reductions.
 
 Per-example functions return one value per image ([B]); the caller reduces.
-Bottlenecks map the encoder output h to the code z and return the extra loss
-term already reduced over the batch (some, like the sparse penalty, are
-functions of batch means and have no per-example form).
+The bottlenecks' own terms live with each model (``ae_jax.models``) and use
+the divergences defined here.
 """
 from __future__ import annotations
 
@@ -30,6 +29,21 @@ def bce_from_logits(logits: jax.Array, x: jax.Array) -> jax.Array:
     log_1mp = jnp.maximum(ls - logits, LOG_CLAMP)  # log(1 - sigmoid(l)) = log_sigmoid(l) - l: one transcendental pass
     per_pixel = -(x * log_p + (1.0 - x) * log_1mp)
     return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
+
+
+def mse_from_logits(logits: jax.Array, x: jax.Array) -> jax.Array:
+    """Squared error of the sigmoid output summed over pixels, one value per image.
+
+    MSE(p, x) = Σ_i (sigmoid(logits_i) − x_i)²; averaged over the batch by the
+    caller, like BCE, so β weighs the bottleneck term against the same scale.
+
+    logits, x: [B, ...] -> [B]
+    """
+    d = jax.nn.sigmoid(logits) - x
+    return jnp.square(d).reshape(d.shape[0], -1).sum(-1)
+
+
+RECON_LOSSES = {"bce": bce_from_logits, "mse": mse_from_logits}
 
 
 def gaussian_kl(mu: jax.Array, log_sigma: jax.Array) -> jax.Array:
@@ -63,53 +77,7 @@ class Hparams(NamedTuple):
     lr: jax.Array         # Adam learning rate
 
 
-class Bottleneck(NamedTuple):
-    z: jax.Array      # [B, n] code passed to the decoder
-    extra: jax.Array  # [] bottleneck loss term, reduced over the batch, beta applied
-
-
-def identity_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
-    """z = h, no extra loss."""
-    return Bottleneck(h, jnp.zeros((), h.dtype))
-
-
-def sparse_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
-    """z = sigmoid(h); extra = β Σ_j KL(p || mean_batch z_j)."""
-    z = jax.nn.sigmoid(h)
-    rho = masked_mean(z, mask)
-    return Bottleneck(z, hp.beta * bernoulli_kl(hp.sparsity, rho).sum())
-
-
-def gaussian_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
-    """h = [μ, log σ]; z = μ + σ ε with ε ~ N(0, I); extra = β mean_batch ½Σ_j(σ² + μ² − 1 − 2 log σ)."""
-    mu, log_sigma = jnp.split(h, 2, axis=-1)
-    eps = jax.random.normal(key, mu.shape, mu.dtype)
-    z = mu + jnp.exp(log_sigma) * eps
-    return Bottleneck(z, hp.beta * masked_mean(gaussian_kl(mu, log_sigma), mask))
-
-
-def vq_quantise(h: jax.Array, codebook: jax.Array) -> jax.Array:
-    """Each latent dim j independently to its nearest scalar in codebook[j]. h: [B, n], codebook: [n, K]."""
-    idx = jnp.argmin(jnp.abs(h[:, :, None] - codebook[None]), axis=-1)  # [B, n]
-    return jnp.take_along_axis(codebook[None], idx[:, :, None], axis=-1)[..., 0]
-
-
-def vq_bottleneck(h, key, hp: Hparams, codebook=None, mask=None) -> Bottleneck:
-    """z = h + sg(q − h) (straight-through); extra = mean_batch Σ_j[(sg(h) − q)² + β(h − sg(q))²]."""
-    q = vq_quantise(h, codebook)
-    sg = jax.lax.stop_gradient
-    per_ex = jnp.sum((sg(h) - q) ** 2 + hp.beta * (h - sg(q)) ** 2, axis=-1)
-    return Bottleneck(h + sg(q - h), masked_mean(per_ex, mask))
-
-
 def add_input_noise(key, x: jax.Array, std: jax.Array) -> jax.Array:
     """Denoising corruption x' = clip(x + std·ε, 0, 1), ε ~ N(0, I)."""
     return jnp.clip(x + std * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
 
-
-BOTTLENECKS = {
-    "identity": identity_bottleneck,
-    "sparse": sparse_bottleneck,
-    "gaussian": gaussian_bottleneck,
-    "vq": vq_bottleneck,
-}

@@ -1,7 +1,7 @@
 """Reproduce the whole bake-off: train what is missing, run every task, write the report.
 
     python experiments/bakeoff.py --dataset=digits --seeds=5
-    python experiments/bakeoff.py --dataset=mnist --seeds=5 --data-dir=../shared/data/mnist
+    python experiments/bakeoff.py --dataset=mnist --seeds=5 --data-dir=DIR
 
 Trains all nine models at n = 20 and at n = 2 on the anomaly split, runs the
 seven tasks for every seed, and writes results/<dataset>/summary.json and
@@ -20,8 +20,8 @@ from ae_jax.cli import ArgParser, fail, guarded, name_list  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from ae_jax.registry import CONTESTANTS, MODELS
     from ae_jax.data import DATASETS
+    from ae_jax.models import CONTESTANTS, MODELS
     p = ArgParser(prog="bakeoff.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--seeds", type=int, default=5)
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="results folder (default results/<dataset>)")
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every selected model")
     args = p.parse_args(argv)
-    from ae_jax.bakeoff import BakeoffConfig, run_bakeoff
+    from ae_jax.studies import STUDIES, StudyOptions, run_study
     if args.dataset not in DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     bad = [m for m in args.models if m not in MODELS]
@@ -42,10 +42,11 @@ def main(argv=None) -> int:
     if args.epochs < 3:
         fail(f"--epochs must be at least 3 (the stacked model trains in 3 phases), got {args.epochs}")
     command = "python experiments/bakeoff.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    cfg = BakeoffConfig(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
+    opts = StudyOptions(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
                         data_dir=args.data_dir, out=args.out, force=args.force, command=command)
+
     def body() -> int:
-        run_bakeoff(cfg)
+        run_study(STUDIES["bakeoff"], opts)
         return 0
 
     return guarded(body, "finished models and checkpoints are kept; rerun the same command to go on")

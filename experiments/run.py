@@ -21,7 +21,9 @@ from ae_jax.cli import ArgParser, fail, float_list, guarded  # noqa: E402
 
 def parse(argv=None):
     from ae_jax.data import DATASETS
-    from ae_jax.registry import MODELS
+    from ae_jax.models import MODELS
+    from ae_jax.trainer import PRECISIONS
+    from ae_jax.trainer.run import WIDTHS
     p = ArgParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=f"one of {', '.join(MODELS)}")
     p.add_argument("--beta", type=float_list, default=None,
@@ -35,6 +37,12 @@ def parse(argv=None):
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", default="bce", help="reconstruction loss: bce (the protocol's) or mse")
+    p.add_argument("--widths", default="protocol",
+                   help=f"hidden widths: {' or '.join(WIDTHS)} (the n = 20 widths at every latent size)")
+    p.add_argument("--precision", default="float32",
+                   help=f"matmul precision, one of {', '.join(PRECISIONS)}: float32 gives the same numbers on "
+                        "every platform; fast lets TPUs use bfloat16 passes and GPUs TF32")
     p.add_argument("--out", default=None, help="run directory (default results/<dataset>/<name>)")
     p.add_argument("--force", action="store_true", help="retrain even if the run is complete")
     return p.parse_args(argv)
@@ -43,13 +51,14 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     from ae_jax.data import DATASETS
-    from ae_jax.experiment import ExperimentConfig, format_table, run_experiment
+    from ae_jax.trainer import ExperimentConfig, format_table, run_experiment
     if args.dataset not in DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
                            latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr)
+                           batch_size=args.batch_size, lr=args.lr, loss=args.loss, widths=args.widths,
+                           precision=args.precision)
     command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
     def body() -> int:

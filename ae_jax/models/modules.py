@@ -1,8 +1,18 @@
-"""Flax modules shared by every contestant: dense encoder and decoder.
+"""Flax modules shared by every model: dense encoder and decoder.
 
-Sizes follow PROTOCOL.md: with input size D and output size e, the shrink
-factor is ``s = int((D // e) ** (1/3))`` (a float cube root, so 512 gives 7)
-and the hidden layers have D//s and D//s**2 units.
+Sizes follow the protocol (docs/protocol.md): with input size D and output
+size e, the shrink factor is ``s = int((D // e) ** (1/3))`` (a float cube root,
+so 512 gives 7) and the hidden layers have D//s and D//s**2 units.
+
+Conditional models (``num_classes`` > 0) see a one-hot label beside their
+input: the encoder reads concat(x, onehot(y)) (D = 1024 + 10) and the decoder
+concat(z, onehot(y)) (n + 10 inputs). The same formula is applied to those
+actual input sizes: encoder units from shrink(1034, e), decoder units from
+shrink(1024, n + 10).
+
+``width_latent`` sizes the hidden layers as if the latent size were that
+number (the n = 20 widths held at every n, for latent-size sweeps that must
+not vary width along with n); None uses the protocol's widths for n itself.
 """
 from __future__ import annotations
 
@@ -112,42 +122,55 @@ class Autoencoder(nn.Module):
 
     ``encoder_out`` is n for plain models and 2n for the VAE family.
     ``shallow`` swaps both halves for single layers: Linear(D -> n) -> ReLU and
-    Linear(n -> D). ``codebook_size`` > 0 adds a vq codebook of shape [n, K]
-    initialised uniform(-1/K, 1/K).
+    Linear(n -> D). ``extra_params`` are the bottleneck's own parameters (vq's
+    codebook), created at the top level of the parameter tree.
     """
     latent_dim: int
     encoder_out: int
     shallow: bool = False
-    codebook_size: int = 0
+    num_classes: int = 0           # > 0: conditional on a one-hot label
+    width_latent: int | None = None
+    extra_params: tuple = ()       # (name, shape, init) of the bottleneck's own parameters (vq's codebook)
 
     def setup(self):
+        d_in = D_PIXELS + self.num_classes
         if self.shallow:
             self.enc = TorchDense(self.latent_dim, name="enc")
             self.dec = TorchDense(D_PIXELS, name="dec")
         else:
-            self.enc = DenseStack(encoder_units(self.encoder_out), name="enc")
-            self.dec = DenseStack(decoder_units(self.latent_dim), name="dec")
-        if self.codebook_size:
-            k = self.codebook_size
-            self.codebook = self.param(
-                "codebook", lambda key, shape: jax.random.uniform(key, shape, minval=-1 / k, maxval=1 / k),
-                (self.latent_dim, k))
+            enc = encoder_units(self.encoder_out, d_in)
+            dec = decoder_units(self.latent_dim + self.num_classes)
+            if self.width_latent is not None:  # hidden widths of another latent size, same in/out sizes
+                w = self.width_latent * self.encoder_out // self.latent_dim
+                enc = encoder_units(w, d_in)[:2] + (self.encoder_out,)
+                dec = decoder_units(self.width_latent + self.num_classes)
+            self.enc = DenseStack(enc, name="enc")
+            self.dec = DenseStack(dec, name="dec")
+        self.bottleneck_params = {name: self.param(name, init, shape) for name, shape, init in self.extra_params}
 
-    def encode(self, x, train: bool = False, layers=(0, 1, 2), train_bn=None):
-        """x: [B, 32, 32] -> h: [B, encoder_out] (or a hidden layer's output)."""
-        x = x.reshape(x.shape[0], -1)
+    def _with_label(self, a, cond):
+        if not self.num_classes:
+            return a
+        if cond is None:
+            raise ValueError("a conditional model needs the label (cond) to encode and decode")
+        return jnp.concatenate([a, jax.nn.one_hot(cond, self.num_classes, dtype=a.dtype)], axis=-1)
+
+    def encode(self, x, cond=None, train: bool = False, layers=(0, 1, 2), train_bn=None):
+        """x: [B, 32, 32], cond: [B] int labels or None -> h: [B, encoder_out] (or a hidden layer's output)."""
+        x = self._with_label(x.reshape(x.shape[0], -1), cond)
         if self.shallow:
             return nn.relu(self.enc(x))
         return self.enc(x, layers, train_bn if train_bn is not None else (train,) * 3)
 
-    def decode(self, z, train: bool = False, layers=(0, 1, 2), train_bn=None):
-        """z: [B, n] -> logits: [B, 32, 32]."""
+    def decode(self, z, cond=None, train: bool = False, layers=(0, 1, 2), train_bn=None):
+        """z: [B, n], cond: [B] int labels or None -> logits: [B, 32, 32]."""
+        z = self._with_label(z, cond) if layers and layers[0] == 0 else z
         if self.shallow:
             y = self.dec(z)
         else:
             y = self.dec(z, layers, train_bn if train_bn is not None else (train,) * 3)
         return y.reshape(y.shape[0], 32, 32)
 
-    def __call__(self, x, train: bool = False):  # used for init: touches every parameter
-        h = self.encode(x, train)
-        return self.decode(h[:, : self.latent_dim], train)
+    def __call__(self, x, cond=None, train: bool = False):  # used for init: touches every parameter
+        h = self.encode(x, cond, train)
+        return self.decode(h[:, : self.latent_dim], cond, train)

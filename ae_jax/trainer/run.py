@@ -1,11 +1,16 @@
-"""One experiment = one model, one dataset variant, several seeds (x betas).
+"""One experiment = one model, one dataset variant, several seeds (x betas), in one run folder.
 
 Layout of a run directory (default ``results/<dataset>/<name>``)::
 
-    config.json      what was asked for, and the command
+    config.json      what was asked for, the command, the package version and source revision, the data
     curves.jsonl     one line per epoch: per-run train and validation loss, seconds
     metrics.json     per metric: per-run values, mean, std (written last: it marks the run done)
+    tasks/<task>.json  each task's per-seed numbers (written by the studies, one file per task)
     checkpoints/     orbax checkpoints of the batched train state (not committed)
+
+Everything that changes a number is part of a run's identity (``IDENTITY``):
+the folder name says where it differs from the protocol, and a folder made
+with another identity is never reused.
 
 Re-running the same command resumes from the last checkpoint; a finished run is
 reported, not retrained, unless ``force``.
@@ -16,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import socket
 import sys
@@ -24,17 +28,23 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import jax
+import hashlib
+import subprocess
+
 import numpy as np
 
-from .data import Splits, load_splits
-from .io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json
-from .registry import get_model
-from .runner import TrainOutput, evaluate_runs, train_runs
-from .train import TrainConfig, spec_hparams
+from .. import __version__
+from ..data import Splits, load_splits, test_data, train_data, val_data
+from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json
+from ..losses import RECON_LOSSES
+from ..models import NUM_CLASSES, get_model
+from .loop import TrainOutput, evaluate_runs, train_runs
+from .program import PRECISIONS, TrainConfig, spec_hparams
 
 DEFAULT_EPOCHS = 60
 DEFAULT_LATENT = {"full": 20, "anomaly": 2}
+WIDTHS = ("protocol", "fixed")  # "fixed": the hidden widths of n = FIXED_WIDTH_LATENT at every n
+FIXED_WIDTH_LATENT = 20
 
 
 class ConfigError(Exception):
@@ -53,6 +63,9 @@ class ExperimentConfig:
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = 256
     lr: float = 1e-3
+    loss: str = "bce"           # reconstruction loss trained with: bce (the protocol's) or mse
+    widths: str = "protocol"    # hidden widths: the protocol's for n, or "fixed" at the n = 20 widths
+    precision: str = "float32"  # matmul precision: full float32 everywhere, or "fast" (the platform's default)
 
     @property
     def variant(self) -> str:
@@ -61,6 +74,17 @@ class ExperimentConfig:
     @property
     def latent(self) -> int:
         return self.latent_dim if self.latent_dim is not None else DEFAULT_LATENT[self.variant]
+
+    @property
+    def width_latent(self) -> int | None:
+        """The latent size the hidden widths are computed from, where it is not n itself."""
+        if self.widths == "fixed" and self.latent != FIXED_WIDTH_LATENT:
+            return FIXED_WIDTH_LATENT
+        return None
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(latent_dim=self.latent, epochs=self.epochs, batch_size=self.batch_size, loss=self.loss,
+                           width_latent=self.width_latent, precision=self.precision)
 
     @property
     def seed_list(self) -> list[int]:
@@ -84,6 +108,12 @@ class ExperimentConfig:
             parts.append(f"bs{self.batch_size}")
         if self.lr != 1e-3:
             parts.append(f"lr{self.lr:g}")
+        if self.loss != "bce":
+            parts.append(self.loss)
+        if self.width_latent is not None:
+            parts.append(f"w{self.width_latent}")
+        if self.precision != "float32":
+            parts.append(self.precision)
         if self.anomaly:
             parts.append("anomaly")
         return "_".join(parts)
@@ -100,13 +130,19 @@ class ExperimentConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if not 1 <= self.latent * spec.encoder_factor <= 1024:
-            raise ConfigError(f"--latent-dim must be between 1 and {1024 // spec.encoder_factor} for {self.model}, "
-                              f"got {self.latent}")
+        f = spec.bottleneck.encoder_factor
+        if not 1 <= self.latent * f <= 1024:
+            raise ConfigError(f"--latent-dim must be between 1 and {1024 // f} for {self.model}, got {self.latent}")
+        if self.loss not in RECON_LOSSES:
+            raise ConfigError(f"--loss must be one of {', '.join(RECON_LOSSES)}, got {self.loss!r}")
+        if self.widths not in WIDTHS:
+            raise ConfigError(f"--widths must be one of {', '.join(WIDTHS)}, got {self.widths!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.betas is not None:
             if not self.betas:
                 raise ConfigError("--beta needs at least one value")
-            if spec.bottleneck == "identity":
+            if not spec.bottleneck.has_beta:
                 raise ConfigError(f"model {self.model} has no bottleneck term for --beta to weigh; "
                                   "use it with vae, beta_vae, sparse or vq")
             bad = [b for b in self.betas if not (np.isfinite(b) and b >= 0)]
@@ -178,42 +214,87 @@ def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
     return Path(out) if out is not None else Path("results") / cfg.dataset / cfg.name()
 
 
-def _config_record(cfg: ExperimentConfig, command: str) -> dict:
+def source_revision() -> str | None:
+    """The git commit of the package's source ("+dirty" when its code has uncommitted changes), if known."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ae_jax", "experiments"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def data_fingerprint(splits: Splits) -> str:
+    """A short hash of the exact arrays a run trains, validates and tests on (same images, same order)."""
+    h = hashlib.sha256()
+    for a in (splits.x_train, splits.y_train, splits.x_val, splits.y_val, splits.x_test, splits.y_test):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = None) -> dict:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas) if cfg.betas is not None else None
     d.update(latent_dim=cfg.latent, variant=cfg.variant, seed_list=cfg.seed_list,
-             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], command=command)
+             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent, command=command,
+             version=__version__, revision=source_revision())
+    if splits is not None:
+        d["data"] = {"source": getattr(splits, "source", None), "fingerprint": data_fingerprint(splits)}
     return d
 
 
-_COMPARED = ("model", "dataset", "anomaly", "latent_dim", "seeds", "first_seed", "betas", "epochs",
-             "batch_size", "lr")
+# What makes two runs different. A config.json written before a key existed counts as the value that
+# code always used (an older run trained with BCE, the protocol's widths, full float32 on a CPU).
+IDENTITY = {"model": None, "dataset": None, "anomaly": None, "latent_dim": None, "seeds": None, "first_seed": None,
+            "betas": None, "epochs": None, "batch_size": None, "lr": None, "loss": "bce", "width_latent": None,
+            "precision": "float32"}
 
 
-def _same_config(a: dict, b: dict) -> list[str]:
-    return [k for k in _COMPARED if a.get(k) != b.get(k)]
+def _differences(old: dict, new: dict) -> list[str]:
+    diff = [k for k, default in IDENTITY.items() if old.get(k, default) != new.get(k, default)]
+    a, b = (old.get("data") or {}).get("fingerprint"), (new.get("data") or {}).get("fingerprint")
+    if a and b and a != b:  # unknown for runs recorded before fingerprints: those are trusted
+        diff.append("data (same dataset name, other images or order)")
+    return diff
 
 
-def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+def check_same_config(run_dir: Path, cfg: ExperimentConfig, splits: Splits | None = None) -> None:
     """Refuse a run folder whose config.json asked for something else than cfg (no-op without one)."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return
-    diff = _same_config(read_json(path), _config_record(cfg, ""))
+    diff = _differences(read_json(path), _config_record(cfg, "", splits))
     if diff:
         raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
                           "pass --force to replace it or --out to write elsewhere")
 
 
-def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test_bce: np.ndarray) -> dict:
-    """metrics.json content: per run group (one per beta), each metric's values, mean and std."""
+def per_class(values: np.ndarray, labels: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """{"<name>_class<d>": [R]}: the mean of values [R, N] over the images of each class d."""
+    return {f"{name}_class{d}": values[:, labels == d].mean(axis=1) for d in range(NUM_CLASSES)
+            if np.any(labels == d)}
+
+
+def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test: dict[str, np.ndarray], y_test: np.ndarray) -> dict:
+    """metrics.json content: per run group (one per beta), each metric's values, mean and std.
+
+    ``test`` holds per-run, per-image "bce" and "mse" [R, N]; both are
+    reported overall and per class, whatever the model trained with.
+    """
     runs = cfg.runs()
     E = cfg.epochs
     per_run = {  # copies: the NaN-masking below must not write into the curves
         "final_train_loss": out.train_curve[E - 1].copy(),
         "final_val_loss": out.val_curve[E - 1].copy(),
-        "test_bce": np.array(test_bce, dtype=np.float64),
+        "test_bce": np.asarray(test["bce"], np.float64).mean(axis=1),
+        "test_mse": np.asarray(test["mse"], np.float64).mean(axis=1),
     }
+    for k in ("bce", "mse"):
+        per_run.update(per_class(np.asarray(test[k], np.float64), y_test, f"test_{k}"))
     for r in out.diverged:  # a diverged run is not averaged in, even if its last loss is finite again
         for v in per_run.values():
             v[r] = np.nan
@@ -237,14 +318,15 @@ def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test_bce: np.ndarray
                    "train_time_per_seed_s": train_time / len(runs),
                    "seed_samples_per_s": samples / train_time if train_time > 0 else None,
                    "note": "all runs train together in one compiled program, so they share one wall-clock"},
-        "device": describe_device(),
+        "device": out.device,
     }
 
 
-def describe_device() -> str:
-    d = jax.devices()
-    kind = d[0].device_kind if d[0].platform != "cpu" else (platform.processor() or platform.machine())
-    return f"{len(d)} x {d[0].platform} ({kind})"
+def device_text(device: dict | str) -> str:
+    """'8 x tpu (TPU v2)' from a metrics.json device record (older runs stored the text)."""
+    if isinstance(device, str):
+        return device
+    return f"{device['count']} x {device['platform']} ({device['kind']})"
 
 
 def format_table(metrics: dict) -> str:
@@ -267,7 +349,7 @@ def format_table(metrics: dict) -> str:
         lines.append("")
     t = metrics["timing"]
     lines.append(f"train {t['train_time_s']:.1f} s for all runs together (+ {t['compile_time_s']:.1f} s compile), "
-                 f"{t['seed_samples_per_s'] or 0:,.0f} seed-samples/s on {metrics['device']}")
+                 f"{t['seed_samples_per_s'] or 0:,.0f} seed-samples/s on {device_text(metrics['device'])}")
     for d in metrics["diverged"]:
         lines.append(f"WARNING: seed {d['seed']}" + (f" (beta {d['beta']:g})" if d["beta"] is not None else "")
                      + f" diverged at epoch {d['epoch']}: excluded from mean and std")
@@ -288,37 +370,40 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     spec = get_model(cfg.model)
     run_dir = run_dir_for(cfg, out)
     command = command or "python " + " ".join(sys.argv)
-    record = _config_record(cfg, command)
     if (run_dir / "config.json").exists() and not force:
-        check_same_config(run_dir, cfg)
+        check_same_config(run_dir, cfg, splits)
         if (run_dir / "metrics.json").exists() and reuse_complete:
             log(f"{run_dir} is already complete (--force retrains)")
             return read_json(run_dir / "metrics.json"), run_dir
     if splits is None:
         splits = load_splits(cfg.dataset, cfg.variant, data_dir)
+    if not force:
+        check_same_config(run_dir, cfg, splits)
+    record = _config_record(cfg, command, splits)
     if splits.x_train.shape[0] < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
     with folder_lock(run_dir):
         if force and run_dir.exists():
             for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json"):  # tasks.json: of the old models
                 (run_dir / p).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            for d in ("checkpoints", "tasks"):
+                shutil.rmtree(run_dir / d, ignore_errors=True)
         write_json(run_dir / "config.json", record)
 
         runs = cfg.runs()
         hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
         seeds = [s for s, _ in runs]
-        tcfg = TrainConfig(latent_dim=cfg.latent, epochs=cfg.epochs, batch_size=cfg.batch_size)
+        tcfg = cfg.train_config()
         log(f"training {cfg.model} on {cfg.dataset} ({cfg.variant}: {splits.x_train.shape[0]} train / "
             f"{splits.x_val.shape[0]} val images), n = {cfg.latent}, {len(runs)} run(s) "
             f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
         t0 = time.perf_counter()
         load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
-        result = train_runs(spec, tcfg, seeds, hps, splits.x_train, splits.x_val, ckpt_dir=run_dir / "checkpoints",
-                            log=log, run_labels=labels)
-        test = evaluate_runs(spec, tcfg, result.state, seeds, hps, splits.x_test)
-        metrics = result_metrics(cfg, result, test["bce"].mean(axis=1))
+        result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
+                            ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels)
+        test = evaluate_runs(spec, tcfg, result.state, seeds, hps, test_data(splits))
+        metrics = result_metrics(cfg, result, test, splits.y_test)
         metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
         metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
         curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],

@@ -1,4 +1,4 @@
-"""Training: every run (seed x hyperparameter) at once in one compiled program.
+"""The compiled programs: one epoch of training, and evaluation, for one run.
 
 The shape follows "a whole training run is a pure function": ``make_epoch``
 builds, at Python level with static shapes, the function that trains one run
@@ -15,6 +15,7 @@ checkpoint every few epochs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -22,19 +23,35 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .losses import BOTTLENECKS, Bottleneck, Hparams, add_input_noise, bce_from_logits
-from .models import Autoencoder
-from .registry import ModelSpec
+from ..data import Data
+from ..losses import RECON_LOSSES, Hparams, add_input_noise, bce_from_logits, mse_from_logits
+from ..models import Autoencoder, Code, ModelSpec
 
 EVAL_CHUNK = 1000
+# --precision: the matmul precision the programs are traced with. "float32" is full float32 on every
+# platform (the default: the same numbers on CPU, GPU and TPU); "fast" is the platform's default, which
+# uses bfloat16 passes on TPU and TF32 on recent NVIDIA GPUs (on a CPU it is full float32 too).
+PRECISIONS = {"float32": "float32", "fast": "default"}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """What shapes the compiled program (static)."""
+    """What shapes (or changes) the compiled program: static."""
     latent_dim: int = 20
     epochs: int = 60
     batch_size: int = 256
+    loss: str = "bce"                 # reconstruction loss the model trains with: a key of losses.RECON_LOSSES
+    width_latent: int | None = None   # hidden widths of this latent size (None: the protocol's, from latent_dim)
+    precision: str = "float32"        # a key of PRECISIONS
+
+
+def traced_with_precision(cfg: TrainConfig, fn):
+    """fn, traced under cfg's matmul precision (the choice is read when jit traces the function)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(PRECISIONS[cfg.precision]):
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 class TrainState(NamedTuple):
@@ -87,9 +104,8 @@ def phase_at(schedule, epoch: int) -> tuple[int, Phase]:
     return idx, schedule[idx][0]
 
 
-def make_model(spec: ModelSpec, latent_dim: int) -> Autoencoder:
-    return Autoencoder(latent_dim=latent_dim, encoder_out=spec.encoder_factor * latent_dim,
-                       shallow=spec.shallow, codebook_size=spec.codebook_size)
+def make_model(spec: ModelSpec, cfg: TrainConfig) -> Autoencoder:
+    return spec.module(cfg.latent_dim, cfg.width_latent)
 
 
 def spec_hparams(spec: ModelSpec, beta: float | None = None, lr: float = 1e-3) -> Hparams:
@@ -103,14 +119,19 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
     return {name: jax.random.fold_in(key, i) for i, name in enumerate(("init", "train", "eval", "task"))}
 
 
-def _forward(module: Autoencoder, x, key, hp: Hparams, spec: ModelSpec, phase: Phase, mask=None):
-    """x -> (h, bottleneck, logits). The bottleneck applies only when every layer runs."""
-    h = module.encode(x, layers=phase.enc_layers, train_bn=phase.enc_bn)
+def condition(spec: ModelSpec, data: Data):
+    """The label a conditional model sees; None for the others (they ignore labels)."""
+    return data.y if spec.conditional else None
+
+
+def _forward(module: Autoencoder, x, cond, key, hp: Hparams, spec: ModelSpec, phase: Phase, mask=None):
+    """x -> (h, code, logits). The bottleneck applies only when every layer runs."""
+    h = module.encode(x, cond, layers=phase.enc_layers, train_bn=phase.enc_bn)
     if phase.full:
-        b = BOTTLENECKS[spec.bottleneck](h, key, hp, module.codebook if spec.codebook_size else None, mask)
+        b = spec.bottleneck(h, key, hp, module.bottleneck_params, mask)
     else:
-        b = Bottleneck(h, jnp.zeros((), h.dtype))
-    logits = module.decode(b.z, layers=phase.dec_layers, train_bn=phase.dec_bn)
+        b = Code(h, jnp.zeros((), h.dtype))
+    logits = module.decode(b.z, cond, layers=phase.dec_layers, train_bn=phase.dec_bn)
     return h, b, logits
 
 
@@ -128,8 +149,9 @@ OPTIMIZER = optax.scale_by_adam()  # the learning rate is applied by hand: it is
 
 
 def init_state(spec: ModelSpec, cfg: TrainConfig, key) -> TrainState:
-    model = make_model(spec, cfg.latent_dim)
-    variables = model.init(key, jnp.zeros((2, 32, 32), jnp.float32), train=False)
+    model = make_model(spec, cfg)
+    cond = jnp.zeros((2,), jnp.int32) if spec.conditional else None
+    variables = model.init(key, jnp.zeros((2, 32, 32), jnp.float32), cond, train=False)
     params = variables["params"]
     return TrainState(params, variables.get("batch_stats", {}), OPTIMIZER.init(params))
 
@@ -139,57 +161,68 @@ def reset_optimizer(state: TrainState) -> TrainState:
 
 
 def make_loss(spec: ModelSpec, cfg: TrainConfig, phase: Phase):
-    model = make_model(spec, cfg.latent_dim)
+    model = make_model(spec, cfg)
+    recon = RECON_LOSSES[cfg.loss]
 
-    def loss_fn(params, batch_stats, x, key, hp: Hparams):
-        """x: [B, 32, 32] -> (loss, (new batch_stats, reconstruction term))."""
+    def loss_fn(params, batch_stats, batch: Data, key, hp: Hparams):
+        """batch.x: [B, 32, 32] -> (loss, (new batch_stats, reconstruction term))."""
         k_noise, k_z = jax.random.split(key)
+        x = batch.x
         x_in = add_input_noise(k_noise, x, hp.noise_std) if spec.denoise else x
         (h, b, logits), upd = model.apply(
-            {"params": params, "batch_stats": batch_stats}, x_in, k_z, hp, spec, phase,
+            {"params": params, "batch_stats": batch_stats}, x_in, condition(spec, batch), k_z, hp, spec, phase,
             method=_forward, mutable=["batch_stats"])
-        rec = bce_from_logits(logits, x).mean()
+        rec = recon(logits, x).mean()
         return rec + b.extra, (upd["batch_stats"], rec)
 
     return loss_fn
 
 
 def make_eval(spec: ModelSpec, cfg: TrainConfig, phase: Phase = EVAL):
-    """eval_fn(state, x, key, hp) -> dict of per-image arrays, in chunks of EVAL_CHUNK.
+    """eval_fn(state, data, key, hp) -> dict of per-image arrays, in chunks of EVAL_CHUNK.
 
-    Returns "bce" [N] (summed over pixels), "loss" [N] (bce plus the chunk's
-    bottleneck term, so its mean is the validation loss), "h" [N, e] encoder
-    outputs, "z" [N, n] codes and "signed_error" [N], Σ(reconstruction − input),
-    the score the original study's anomaly AUCs were computed with by mistake. BatchNorm uses running statistics, no input
-    noise; the VAE family still samples z.
+    Returns "bce" and "mse" [N] (each summed over pixels, whatever the model
+    trained with), "loss" [N] (the training reconstruction loss plus the
+    chunk's bottleneck term, so its mean is the validation loss), "h" [N, e]
+    encoder outputs, "z" [N, n] codes and "signed_error" [N], Σ(reconstruction
+    − input), the score the original study's anomaly AUCs were computed with by
+    mistake. BatchNorm uses running statistics, no input noise; the VAE family
+    still samples z.
+
+    Rows of the last chunk past N are padding: masked out of the bottleneck's
+    batch means (the sparse penalty, the KL) and dropped from the output. An
+    image's bce, mse, h and z depend only on the image (and the chunk's key),
+    not on the other images of its chunk.
     """
-    model = make_model(spec, cfg.latent_dim)
+    model = make_model(spec, cfg)
 
-    def eval_fn(state: TrainState, x, key, hp: Hparams):
-        n = x.shape[0]
+    def eval_fn(state: TrainState, data: Data, key, hp: Hparams):
+        n = data.x.shape[0]
         chunk = min(EVAL_CHUNK, n)
         n_chunks = -(-n // chunk)
         pad = n_chunks * chunk - n
-        xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0))).reshape(n_chunks, chunk, *x.shape[1:])
-        mask = (jnp.arange(n_chunks * chunk) < n).astype(x.dtype).reshape(n_chunks, chunk)
+        chunks = jax.tree.map(
+            lambda a: jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape(n_chunks, chunk, *a.shape[1:]), data)
+        mask = (jnp.arange(n_chunks * chunk) < n).astype(data.x.dtype).reshape(n_chunks, chunk)
         keys = jax.random.split(key, n_chunks)
 
         def one(args):
-            xc, mc, kc = args
+            dc, mc, kc = args
             h, b, logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                       xc, kc, hp, spec, phase, mc, method=_forward)
-            bce = bce_from_logits(logits, xc)
-            signed = (jax.nn.sigmoid(logits) - xc).reshape(xc.shape[0], -1).sum(-1)
-            return {"bce": bce, "loss": bce + b.extra, "h": h, "z": b.z, "signed_error": signed}
+                                       dc.x, condition(spec, dc), kc, hp, spec, phase, mc, method=_forward)
+            out = {"bce": bce_from_logits(logits, dc.x), "mse": mse_from_logits(logits, dc.x)}
+            signed = (jax.nn.sigmoid(logits) - dc.x).reshape(dc.x.shape[0], -1).sum(-1)
+            out.update(loss=out[cfg.loss] + b.extra, h=h, z=b.z, signed_error=signed)
+            return out
 
-        out = jax.lax.map(one, (xs, mask, keys))
+        out = jax.lax.map(one, (chunks, mask, keys))
         return jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:n], out)
 
-    return eval_fn
+    return traced_with_precision(cfg, eval_fn)
 
 
 def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
-    """Return epoch(state, key, epoch, hp, x_train, x_val) for ONE run.
+    """Return epoch(state, key, epoch, hp, train, val) for ONE run (train, val: ``Data``).
 
     Shuffles with a key folded from (run key, epoch), scans over
     n_train // batch_size full minibatches (the remainder is dropped; a fresh
@@ -203,7 +236,7 @@ def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
     if steps < 1:
         raise ValueError(f"the training set has {n_train} images, fewer than one batch of {bs}")
 
-    def epoch_fn(state: TrainState, key, epoch, hp: Hparams, x_train, x_val):
+    def epoch_fn(state: TrainState, key, epoch, hp: Hparams, train: Data, val: Data):
         ekey = jax.random.fold_in(key, epoch)
         k_perm, k_steps, k_val = jax.random.split(ekey, 3)
         idx = jax.random.permutation(k_perm, n_train)[: steps * bs].reshape(steps, bs)
@@ -211,16 +244,16 @@ def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
 
         def step(st: TrainState, inp):
             batch_idx, k = inp
-            x = x_train[batch_idx]
+            batch = jax.tree.map(lambda a: a[batch_idx], train)  # images and labels stay aligned
             (loss, (bstats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                st.params, st.batch_stats, x, k, hp)
+                st.params, st.batch_stats, batch, k, hp)
             grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
             updates, opt_state = OPTIMIZER.update(grads, st.opt_state)
             params = jax.tree.map(lambda p, u: p - hp.lr * u, st.params, updates)
             return TrainState(params, bstats, opt_state), loss
 
         state, losses = jax.lax.scan(step, state, (idx, jax.random.split(k_steps, steps)))
-        val = eval_fn(state, x_val, k_val, hp)["loss"].mean()
-        return state, losses.mean(), val
+        val_loss = eval_fn(state, val, k_val, hp)["loss"].mean()
+        return state, losses.mean(), val_loss
 
-    return epoch_fn
+    return traced_with_precision(cfg, epoch_fn)

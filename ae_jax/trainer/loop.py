@@ -1,14 +1,25 @@
-"""Drive the compiled trainer: all runs at once, progress, checkpoints, resume.
+"""Drive the compiled programs: all runs at once, over every device, with progress, checkpoints, resume.
 
 A "run" is one (seed, hyperparameters) pair; all runs of a call share one
 compiled program with a leading run axis. Checkpoints (orbax) hold the whole
 batched train state plus the loss curves and timings, so a resumed run ends
 with the same numbers as an uninterrupted one.
+
+Devices: the run axis is sharded over every visible device whatever the
+number of runs. ``RunAxis`` pads it to a multiple of the device count by
+repeating the last run (the copies compute the same thing and are dropped
+before anything is reported or saved). Padding was chosen over a sub-mesh of
+as many devices as divide the runs: with a sub-mesh, 5 seeds on 8 cores would
+use 5 and 7 seeds would use 7, but 10 seeds on 8 cores could use only 5, while
+padding keeps every core busy for any count at the price of at most
+(devices − 1) duplicate runs, which cost no wall-clock when there are idle
+cores to run them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import platform
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .losses import Hparams
-from .registry import ModelSpec
-from .train import (TrainConfig, TrainState, init_state, make_epoch, make_eval, phase_at,
-                    phase_schedule, reset_optimizer, run_keys)
+from ..data import Data
+from ..losses import Hparams
+from ..models import ModelSpec
+from .program import (TrainConfig, TrainState, init_state, make_epoch, make_eval, phase_at,
+                      phase_schedule, reset_optimizer, run_keys)
 
 
 @dataclasses.dataclass
@@ -33,20 +45,69 @@ class TrainOutput:
     diverged: dict[int, int]    # run index -> first epoch (1-based) with a non-finite loss
     resumed_from: int           # epoch the run resumed from (0 = fresh)
     samples_per_epoch: int      # training images seen per run per epoch
+    device: dict                # {"platform", "kind", "count"}: the devices that took part
 
 
 def stack_hparams(hps: Sequence[Hparams]) -> Hparams:
     return Hparams(*(np.stack([np.float32(getattr(h, f)) for h in hps]) for f in Hparams._fields))
 
 
-def run_sharding(n_runs: int):
-    """(per-run sharding, replicated sharding) when several devices divide the runs, else (None, None)."""
-    devs = jax.devices()
-    if len(devs) < 2 or n_runs % len(devs):
-        return None, None
-    mesh = jax.sharding.Mesh(np.array(devs), ("runs",))
-    P = jax.sharding.PartitionSpec
-    return jax.sharding.NamedSharding(mesh, P("runs")), jax.sharding.NamedSharding(mesh, P())
+class RunAxis:
+    """The run axis laid out over the devices: pad, place, and drop the padding again.
+
+    One run, or one device, needs no sharding. Otherwise every leaf with a
+    leading run axis is padded to a multiple of the device count (repeating
+    the last run) and sharded along that axis; shared inputs (the data) are
+    replicated on every device.
+    """
+
+    def __init__(self, n_runs: int, devices: Sequence | None = None):
+        devs = list(devices if devices is not None else jax.devices())
+        self.n_runs = n_runs
+        self.devices = devs if n_runs > 1 and len(devs) > 1 else devs[:1]
+        d = len(self.devices)
+        self.padded = -(-n_runs // d) * d
+        if d > 1:
+            mesh = jax.sharding.Mesh(np.array(self.devices), ("runs",))
+            P = jax.sharding.PartitionSpec
+            self._runs = jax.sharding.NamedSharding(mesh, P("runs"))
+            self._shared = jax.sharding.NamedSharding(mesh, P())
+        else:
+            self._runs = self._shared = None
+
+    def pad(self, tree):
+        extra = self.padded - self.n_runs
+        if not extra:
+            return tree
+        return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), tree)
+
+    def place(self, tree):
+        """Leaves with a (padded) leading run axis -> sharded along it."""
+        return jax.device_put(tree, self._runs) if self._runs is not None else tree
+
+    def put(self, tree):
+        """Per-run leaves [R, ...] -> padded and sharded over the devices."""
+        return self.place(self.pad(tree))
+
+    def share(self, tree):
+        """Inputs every run reads (the data) -> replicated on each device."""
+        return jax.device_put(tree, self._shared) if self._shared is not None else jax.device_put(tree)
+
+    def unpad(self, tree):
+        return jax.tree.map(lambda a: a[: self.n_runs], tree) if self.padded != self.n_runs else tree
+
+    def describe(self) -> dict:
+        """{"platform", "kind", "count"}: the devices that took part."""
+        d = self.devices[0]
+        kind = d.device_kind if d.platform != "cpu" else (platform.processor() or platform.machine() or "cpu")
+        return {"platform": d.platform, "kind": kind, "count": len(self.devices)}
+
+
+def map_runs(program, per_run: tuple, shared: tuple = ()):
+    """program(*per_run, *shared), a jitted vmap over runs, run on every device; host arrays [R, ...] back."""
+    axis = RunAxis(len(jax.tree.leaves(per_run)[0]))
+    out = program(*axis.put(jax.tree.map(jnp.asarray, per_run)), *axis.share(jax.tree.map(jnp.asarray, shared)))
+    return jax.device_get(axis.unpad(out))
 
 
 def _checkpoint_manager(path: Path):
@@ -103,27 +164,26 @@ def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log, labels: S
 
 
 def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams: Sequence[Hparams],
-               x_train: np.ndarray, x_val: np.ndarray, ckpt_dir: Path | None = None, ckpt_every: int = 5,
+               train: Data, val: Data, ckpt_dir: Path | None = None, ckpt_every: int = 5,
                log: Callable[[str], None] = print, run_labels: Sequence[str] | None = None) -> TrainOutput:
     """Train len(seeds) runs (seed i with hparams i) together; resume from ckpt_dir if it holds a checkpoint."""
     R, E = len(seeds), cfg.epochs
     assert len(hparams) == R
     schedule = phase_schedule(spec, E)
-    n_train = x_train.shape[0]
-    run_sh, rep_sh = run_sharding(R)
-    place_runs = (lambda t: jax.device_put(t, run_sh)) if run_sh else (lambda t: t)
-    place_rep = (lambda t: jax.device_put(t, rep_sh)) if rep_sh else jax.device_put
+    n_train = train.x.shape[0]
+    axis = RunAxis(R)
+    place_runs = axis.put
 
     keys = [run_keys(s) for s in seeds]
     init_keys = place_runs(jnp.stack([k["init"] for k in keys]))
     train_keys = place_runs(jnp.stack([k["train"] for k in keys]))
     hp = place_runs(jax.tree.map(jnp.asarray, stack_hparams(hparams)))
-    xt, xv = place_rep(jnp.asarray(x_train)), place_rep(jnp.asarray(x_val))
+    dt_, dv = axis.share(jax.tree.map(jnp.asarray, train)), axis.share(jax.tree.map(jnp.asarray, val))
 
     # Placed explicitly: leaves that do not depend on the key (biases, BN scales) would come out replicated,
     # and the compiled epoch would then disagree with its own run-sharded output from the second epoch on.
-    state = place_runs(jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys))
-    ckpt = _ckpt_tree(state, E, R)
+    state = axis.place(jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys))
+    ckpt = _ckpt_tree(axis.unpad(state), E, R)  # checkpoints hold the real runs only: resumable on any device count
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
     start = 0
     if manager is not None and manager.latest_step() is not None:
@@ -146,7 +206,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         if pi not in compiled:
             fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=vepoch_in_axes)
             t0 = time.perf_counter()
-            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp, xt, xv).compile()
+            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp, dt_, dv).compile()
             dt = time.perf_counter() - t0
             compile_time += dt
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
@@ -154,8 +214,8 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
             state = place_runs(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase
         t0 = time.perf_counter()
-        state, tl, vl = compiled[pi](state, train_keys, jnp.int32(epoch), hp, xt, xv)
-        tl, vl = np.asarray(tl), np.asarray(vl)  # waits for the epoch
+        state, tl, vl = compiled[pi](state, train_keys, jnp.int32(epoch), hp, dt_, dv)
+        tl, vl = np.asarray(tl)[:R], np.asarray(vl)[:R]  # waits for the epoch; padding runs dropped
         dt = time.perf_counter() - t0
         train_curve[epoch], val_curve[epoch], epoch_time[epoch] = tl, vl, dt
         _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log, labels)
@@ -166,14 +226,14 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         done = epoch + 1
         if manager is not None and (done % ckpt_every == 0 or done == E):
             import orbax.checkpoint as ocp
-            ckpt = {"state": state, "epoch": np.asarray(done, np.int32), "train_curve": train_curve, "val_curve": val_curve,
+            ckpt = {"state": axis.unpad(state), "epoch": np.asarray(done, np.int32), "train_curve": train_curve, "val_curve": val_curve,
                     "epoch_time": epoch_time, "compile_time": np.asarray(compile_time, np.float32)}
             manager.save(done, args=ocp.args.StandardSave(ckpt), force=True)
             manager.wait_until_finished()
     if manager is not None:
         manager.close()
-    return TrainOutput(jax.device_get(state), train_curve, val_curve, epoch_time, compile_time, diverged, start,
-                       steps * cfg.batch_size)
+    return TrainOutput(jax.device_get(axis.unpad(state)), train_curve, val_curve, epoch_time, compile_time, diverged,
+                       start, steps * cfg.batch_size, axis.describe())
 
 
 def _ms(v: np.ndarray) -> str:
@@ -183,14 +243,15 @@ def _ms(v: np.ndarray) -> str:
 
 
 def evaluate_runs(spec: ModelSpec, cfg: TrainConfig, state: TrainState, seeds: Sequence[int],
-                  hparams: Sequence[Hparams], x: np.ndarray, purpose: str = "eval") -> dict[str, np.ndarray]:
-    """Per-run, per-image evaluation in one program: {"bce": [R, N], "loss", "h", "z"}."""
+                  hparams: Sequence[Hparams], data: Data, purpose: str = "eval") -> dict[str, np.ndarray]:
+    """Per-run, per-image evaluation in one program: {"bce": [R, N], "mse", "loss", "h", "z", "signed_error"}."""
     keys = jnp.stack([run_keys(s)[purpose] for s in seeds])
-    hp = jax.tree.map(jnp.asarray, stack_hparams(hparams))
-    return jax.device_get(_eval_program(spec, cfg)(state, jnp.asarray(x), keys, hp))
+    hp = stack_hparams(hparams)
+    return map_runs(_eval_program(spec, cfg), (state, keys, hp), (data,))
 
 
 @functools.lru_cache(maxsize=32)
 def _eval_program(spec: ModelSpec, cfg: TrainConfig):
     """One jitted evaluation per (model, config): later calls with the same shapes reuse its compilation."""
-    return jax.jit(jax.vmap(make_eval(spec, cfg), in_axes=(0, None, 0, 0)))
+    fn = make_eval(spec, cfg)
+    return jax.jit(jax.vmap(lambda state, key, hp, data: fn(state, data, key, hp), in_axes=(0, 0, 0, None)))

@@ -1,4 +1,12 @@
-"""results/<dataset>/README.md: tables per task, significance over seeds, figure grids."""
+"""The bake-off: the nine contestants under one protocol, through the same gauntlet.
+
+Plan: every model at n = 20 on the full split (reconstruction, interpolation,
+samples where the model has a prior, latent structure, the linear probe) and
+at n = 2 on the anomaly split (reconstruction, latent structure, anomaly
+detection), plus the from-scratch baseline. Summary: ``{model: {metric:
+{mean, std, values}}}`` with the anomaly run's metrics prefixed "anomaly_".
+Its summary and report go to the results root itself (``results/<dataset>/``).
+"""
 from __future__ import annotations
 
 import math
@@ -8,12 +16,19 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
-import numpy as np
 
-from . import figures
-from .data import SPLIT_SIZES
-from .io import atomic_write_text, read_json
-from .registry import CONTESTANTS, get_model
+from .. import figures
+from ..data import SPLIT_SIZES
+from ..io import atomic_write_text, fmt_mean_std, read_json
+from ..models import CONTESTANTS, get_model
+from ..trainer import ExperimentConfig
+from ..trainer.run import device_text
+from .driver import PlannedRun, RunResult, Study, StudyOptions
+from .report import SIGNIFICANCE, _fmt, older_code_note, task_table
+
+FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe")
+ANOMALY_TASKS = ("reconstruction", "latent_structure", "anomaly")
+SCRATCH = "scratch"
 
 # Published single-run MNIST numbers (PROTOCOL.md).
 PUBLISHED = {
@@ -62,60 +77,46 @@ ANOMALY_NOTE = (
     "read off directly.")
 
 
-def _fmt(v: float | None, std: float | None = None) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    d = 4 if abs(v) < 10 else (2 if abs(v) < 1000 else 0)
-    s = f"{v:.{d}f}"
-    if std is not None and math.isfinite(std):
-        s += f" ± {std:.{d}f}"
-    return s
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value of a vs b (nan if either has < 2 finite values or no spread)."""
-    from scipy import stats
-    a = np.asarray([x for x in a if x is not None and math.isfinite(x)])
-    b = np.asarray([x for x in b if x is not None and math.isfinite(x)])
-    if len(a) < 2 or len(b) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant sample (shared wall-clock)
-        return float("nan")
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+class Bakeoff(Study):
+    name = "bake-off"
+    folder = ""
+    baselines = (SCRATCH,)
 
+    def plan(self, opts: StudyOptions) -> list[PlannedRun]:
+        models = list(opts.models) if opts.models else list(CONTESTANTS)
+        return [PlannedRun(ExperimentConfig(model=m, dataset=opts.dataset, anomaly=anomaly, seeds=opts.seeds,
+                                            epochs=opts.epochs), ANOMALY_TASKS if anomaly else FULL_TASKS)
+                for m in models for anomaly in (False, True)]
 
-def ranking(summary: dict, metric: str, higher: bool) -> list[str]:
-    have = [m for m in summary if metric in summary[m] and summary[m][metric]["mean"] is not None]
-    return sorted(have, key=lambda m: summary[m][metric]["mean"], reverse=higher)
+    def summarize(self, results: list[RunResult], baselines: dict[str, dict]) -> dict:
+        summary: dict[str, dict] = {}
+        order = [m for m in CONTESTANTS if any(r.planned.cfg.model == m for r in results)]
+        order += [r.planned.cfg.model for r in results if r.planned.cfg.model not in order]
+        for m in dict.fromkeys(order):
+            entry = {}
+            for r in results:
+                if r.planned.cfg.model != m:
+                    continue
+                prefix = "anomaly_" if r.planned.cfg.anomaly else ""
+                for k, v in r.entry().items():
+                    entry[k if k.startswith("anomaly_") or not prefix else prefix + k] = v
+            summary[m] = entry
+        for name, b in baselines.items():
+            summary[name] = {k: {"mean": v["mean"], "std": v["std"], "values": v["values"]}
+                             for k, v in b["metrics"].items()}
+        return summary
 
+    def report(self, out_dir: Path, summary: dict, results: list[RunResult], opts: StudyOptions,
+               session_s: float) -> None:
+        dirs: dict[str, dict[str, str]] = {}
+        for r in results:
+            dirs.setdefault(r.planned.cfg.model, {})[r.planned.cfg.variant] = r.run_dir.name
+        write_report(out_dir, summary, results, opts, dirs, session_s)
 
-def best_line(summary: dict, metric: str, higher: bool) -> str:
-    order = ranking(summary, metric, higher)
-    if len(order) < 2:
-        return ""
-    a, b = order[0], order[1]
-    p = welch(summary[a][metric]["values"], summary[b][metric]["values"])
-    if not math.isfinite(p):
-        return f"{a} ahead of {b} (no test possible)"
-    verdict = "significant" if p < SIGNIFICANCE else "not significant"
-    return f"{a} vs {b}: Welch p = {p:.2g} ({verdict})"
-
-
-def task_table(summary: dict, rows: list, models: Sequence[str]) -> str:
-    cols = [m for m in models if any(r[0] in summary.get(m, {}) for r in rows)]
-    if not cols:
-        return ""
-    out = ["| metric | " + " | ".join(cols) + " | best vs runner-up |",
-           "|---|" + "---|" * (len(cols) + 1)]
-    for metric, label, higher in rows:
-        best = ranking(summary, metric, higher)[0] if higher is not None and ranking(summary, metric, higher) else None
-        cells = []
-        for m in cols:
-            e = summary.get(m, {}).get(metric)
-            same = e and len(set(e["values"])) == 1  # e.g. a wall-clock shared by all seeds
-            c = (_fmt(e["mean"]) if same else _fmt(e["mean"], e["std"])) if e else ""
-            cells.append(f"**{c}**" if m == best and c else c)
-        sig = best_line(summary, metric, higher) if higher is not None else ""
-        out.append(f"| {label} | " + " | ".join(cells) + f" | {sig} |")
-    return "\n".join(out)
+    def headline(self, summary: dict) -> str:
+        return summary_table(summary)
 
 
 def published_table(summary: dict) -> str:
@@ -146,7 +147,7 @@ def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
     specs = [
         ("reconstructions", "Reconstructions (first 16 test images, first seed)", [(d, "reconstructions.png") for d in full], 1),
         ("samples", "Samples from the prior",
-         [(dirs[m]["full"], "samples.png") for m in models if get_model(m).has_prior], 2),
+         [(dirs[m]["full"], "samples.png") for m in models if get_model(m).can_sample], 2),
         ("latent", "Latent structure, n = 20 (UMAP)", [(d, "latent.png") for d in full], 3),
         ("latent_anomaly", "Latent structure, n = 2 (anomaly split, raw)", [(d, "latent.png") for d in anom], 3),
         ("roc", "Anomaly ROC curves (every seed)", [(d, "roc.png") for d in anom], 3),
@@ -172,23 +173,19 @@ def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
     return lines
 
 
-def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) -> None:
+def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s: float) -> None:
     models = [m for m in summary if m != "scratch"]
-    task_files = [p for p in root.glob("*/tasks.json")]
-    compute = sum(read_json(p).get("task_time_s", 0.0) for p in task_files)
-    train = sum(read_json(p.parent / "metrics.json")["timing"]["train_time_s"] +
-                read_json(p.parent / "metrics.json")["timing"]["compile_time_s"]
-                for p in task_files if (p.parent / "metrics.json").exists())
-    devices = sorted({read_json(p).get("device", "") for p in task_files} - {""})
-    loads = [read_json(p.parent / "metrics.json")["timing"].get("load_average_at_start") for p in task_files
-             if (p.parent / "metrics.json").exists()]
+    compute = sum(t["seconds"] for r in results for t in r.tasks.values())
+    train = sum(r.metrics["timing"]["train_time_s"] + r.metrics["timing"]["compile_time_s"] for r in results)
+    devices = sorted({device_text(r.metrics["device"]) for r in results})
+    loads = [r.metrics["timing"].get("load_average_at_start") for r in results]
     loads = [x for x in loads if x is not None]
-    lines = [f"# Bake-off on {bcfg.dataset}", "",
+    lines = [f"# Bake-off on {opts.dataset}", "",
              "Produced by (rerun it to reproduce; finished models are reused, `--force` redoes them):", "",
-             f"    {bcfg.command}", "",
+             f"    {opts.command}", "",
              f"- Machine: {platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} device(s); "
              f"training devices recorded: {', '.join(devices) or 'n/a'}",
-             f"- Seeds: {bcfg.seeds}; epochs: {bcfg.epochs}. Every number is mean ± sample std over seeds.",
+             f"- Seeds: {opts.seeds}; epochs: {opts.epochs}. Every number is mean ± sample std over seeds.",
              f"- Compute: {train:.0f} s training + compile, {compute:.0f} s tasks, summed over models "
              f"(this invocation: {session_s:.0f} s; models trained earlier were reused)."
              + (f" Load average when training started: up to {max(loads):.1f} on {os.cpu_count()} cores, so "
@@ -197,9 +194,9 @@ def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) 
              "- Best mean in **bold**; the last column is a Welch t-test of the best model against the runner-up "
              f"over seeds (significant at p < {SIGNIFICANCE}).",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
-             "`<model>/tasks.json`, `<model>/curves.jsonl`.", ""]
+             "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`.", ""] + older_code_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
-    n_labelled = SPLIT_SIZES["digits" if bcfg.dataset == "digits" else "idx"][2]
+    n_labelled = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][2]
     fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}
     for title, rows, note in TABLES:
         title, note = title.format(**fill), note.format(**fill)
@@ -209,7 +206,7 @@ def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) 
             lines += [f"## {title}", "", note, "", t, ""]
             if title.startswith("Anomaly"):
                 lines += [ANOMALY_NOTE, ""]
-    if bcfg.dataset == "mnist":
+    if opts.dataset == "mnist":
         lines += ["## Against the published single-run numbers", "",
                   "The original study ran each model once; a published number inside our mean ± 3 std is "
                   "consistent with our seeds.", "", published_table(summary), ""]
@@ -218,3 +215,15 @@ def write_report(root: Path, summary: dict, bcfg, dirs: dict, session_s: float) 
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     atomic_write_text(root / "README.md", "\n".join(lines))
+
+
+SUMMARY_COLUMNS = ("test_bce", "probe_accuracy", "knn_accuracy", "anomaly_auc", "train_time_s")
+
+
+def summary_table(summary: dict) -> str:
+    """The headline numbers, one row per model, mean ± std."""
+    rows = [("model",) + SUMMARY_COLUMNS]
+    for m, e in summary.items():
+        rows.append((m,) + tuple(fmt_mean_std(e[k]) if k in e else "" for k in SUMMARY_COLUMNS))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows)

@@ -1,0 +1,93 @@
+"""The models: one registry of specs over shared Flax modules and per-model bottlenecks.
+
+A model is a ``ModelSpec``: its bottleneck (a module of its own in this
+package: ``plain``, ``sparse``, ``gaussian``, ``vq``), the few switches that
+change how it trains (shallow, stacked, denoising, conditional) and its
+default hyperparameters. Nothing else in the package branches on a model's
+name: the trainer and the tasks ask the spec and its bottleneck.
+
+Adding a model: write its bottleneck (a subclass of ``bottleneck.Bottleneck``
+in a new module here) if none of the existing ones fits, add one
+``register(ModelSpec(...))`` line below, and add it to the registry-wide tests
+(they are parametrised over ``MODELS``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .bottleneck import Bottleneck, Code
+from .gaussian import Gaussian
+from .modules import Autoencoder, D_PIXELS, decoder_units, encoder_units, shrink
+from .plain import Identity
+from .sparse import Sparse
+from .vq import CODEBOOK_SIZE, VQ
+
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    bottleneck: Bottleneck = dataclasses.field(default_factory=Identity)
+    shallow: bool = False           # one layer each way instead of three
+    stacked: bool = False           # greedy layer-wise training in three phases
+    denoise: bool = False           # corrupt the input while training
+    conditional: bool = False       # encoder and decoder also see the one-hot label
+    beta: float = 0.0               # weight of the bottleneck term
+    noise_std: float = 0.0
+    sparsity: float = 0.25
+    skip_tasks: tuple[str, ...] = ()  # tasks that would apply by the bottleneck's properties but make no sense here
+    description: str = ""
+
+    @property
+    def can_sample(self) -> bool:
+        return self.bottleneck.can_sample
+
+    def module(self, latent_dim: int, width_latent: int | None = None) -> Autoencoder:
+        """The Flax module of this model at latent size n."""
+        return Autoencoder(latent_dim=latent_dim, encoder_out=self.bottleneck.encoder_factor * latent_dim,
+                           shallow=self.shallow, num_classes=NUM_CLASSES if self.conditional else 0,
+                           width_latent=width_latent, extra_params=self.bottleneck.extra_params(latent_dim))
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is registered already")
+    MODELS[spec.name] = spec
+    return spec
+
+
+_gauss = Gaussian()
+for _spec in (
+    ModelSpec("shallow", shallow=True, description="one ReLU layer each way"),
+    ModelSpec("vanilla", description="deep dense autoencoder"),
+    ModelSpec("stacked", stacked=True, description="greedy layer-wise, 3 phases"),
+    ModelSpec("sparse", Sparse(), beta=1.0, sparsity=0.25, description="sigmoid code, Bernoulli KL"),
+    ModelSpec("denoising", denoise=True, noise_std=0.5, description="Gaussian input noise std 0.5"),
+    ModelSpec("vae", _gauss, beta=1.0, description="beta = 1"),
+    ModelSpec("beta_vae_strict", _gauss, beta=2.0, description="beta = 2"),
+    ModelSpec("beta_vae_loose", _gauss, beta=0.5, description="beta = 0.5"),
+    ModelSpec("vq", VQ(CODEBOOK_SIZE), beta=1.0, description="per-dimension scalar codebook of 512"),
+    ModelSpec("beta_vae", _gauss, beta=1.0, description="VAE with any --beta"),
+    ModelSpec("cvae", _gauss, beta=1.0, conditional=True,
+              description="conditional VAE: encoder sees (x, onehot y), decoder (z, onehot y)"),
+):
+    register(_spec)
+
+# The nine models of the bake-off (beta_vae is the same model with a free beta).
+CONTESTANTS = ("shallow", "vanilla", "stacked", "sparse", "denoising", "vae",
+               "beta_vae_strict", "beta_vae_loose", "vq")
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+__all__ = ["Autoencoder", "Bottleneck", "CODEBOOK_SIZE", "CONTESTANTS", "Code", "D_PIXELS", "MODELS", "ModelSpec",
+           "NUM_CLASSES", "decoder_units", "encoder_units", "get_model", "register", "shrink"]

@@ -1,0 +1,208 @@
+"""One driver for every study: lock, check configs, train what is missing, run the tasks, summarise, report.
+
+A study (``Study``) says which runs it needs (``plan``: experiment configs,
+each with the tasks to put it through), which baselines it compares with,
+how its summary is keyed and what its report says. The driver does the rest
+the same way for every study:
+
+- every planned config is validated and compared with what its run folder
+  already holds before anything trains (a mismatch is refused, not overwritten);
+- run folders live at ``<results root>/<run name>``, the name ``run.py`` gives
+  them, so studies that need the same run share it instead of training it twice;
+- a run is trained when its ``metrics.json`` is missing; when it has one but a
+  task is missing and the checkpoints are not at hand (they are not committed),
+  it is trained again, and its committed files are replaced only when the new
+  ones are written;
+- each task's numbers go to ``<run>/tasks/<task>.json``; a task already there
+  for the same seeds is reused (``force`` redoes everything);
+- the study's ``summary.json`` and report go to ``<results root>/<study folder>``,
+  which is locked while the study runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..data import Splits, load_splits
+from ..io import read_json, write_json
+from ..models import get_model
+from ..tasks import EvalContext, get_task, run_task, task_done, task_path
+from ..trainer import (ConfigError, ExperimentConfig, check_same_config, folder_lock, get_model_or_error,
+                       has_final_checkpoint, load_final_state, run_experiment)
+
+TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
+
+
+@dataclasses.dataclass
+class StudyOptions:
+    dataset: str = "mnist"
+    models: Sequence[str] | None = None  # None: the study's own list
+    seeds: int = 5
+    epochs: int = 60
+    data_dir: str | None = None
+    out: Path | None = None  # the results root; default results/<dataset>
+    force: bool = False
+    command: str = ""
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("results") / self.dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    cfg: ExperimentConfig
+    tasks: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a study gets back for one planned run."""
+    planned: PlannedRun
+    run_dir: Path
+    metrics: dict                # metrics.json
+    tasks: dict[str, dict]       # task name -> tasks/<task>.json
+
+    def entry(self) -> dict[str, dict]:
+        """{metric: {"mean", "std", "values"}}: metrics.json's numbers, every task's, and the training time."""
+        out = {}
+        for k, v in (self.metrics.get("metrics") or {}).items():
+            out[k] = v
+        for t in self.tasks.values():
+            out.update(t["metrics"])
+        timing, n = self.metrics["timing"], len(self.planned.cfg.seed_list)
+        for k in TIMING:  # shared by all seeds: one program trains them together
+            v = timing.get(k)
+            out[k] = {"mean": v, "std": 0.0 if n > 1 else None, "values": [v] * n}
+        return {k: {"mean": v["mean"], "std": v["std"], "values": v["values"]} for k, v in out.items()}
+
+
+class Study:
+    """A plan of runs, the tasks it puts them through, its baselines, its summary and its report."""
+    name = ""
+    folder = ""  # where summary.json and the report go, under the results root ("" = the root itself)
+    baselines: tuple[str, ...] = ()
+
+    def plan(self, opts: StudyOptions) -> list[PlannedRun]:
+        raise NotImplementedError
+
+    def summarize(self, results: list[RunResult], baselines: dict[str, dict]) -> dict:
+        raise NotImplementedError
+
+    def report(self, out_dir: Path, summary: dict, results: list[RunResult], opts: StudyOptions,
+               session_s: float) -> None:
+        raise NotImplementedError
+
+    def headline(self, summary: dict) -> str:
+        """A few lines for the terminal when the study ends."""
+        return ""
+
+
+class SplitCache:
+    """Each variant of the dataset loaded once per study."""
+
+    def __init__(self, dataset: str, data_dir: str | None):
+        self.dataset, self.data_dir, self._c = dataset, data_dir, {}
+
+    def __call__(self, variant: str) -> Splits:
+        if variant not in self._c:
+            self._c[variant] = load_splits(self.dataset, variant, self.data_dir)
+        return self._c[variant]
+
+
+def _collect(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult:
+    return RunResult(p, run_dir, read_json(run_dir / "metrics.json"),
+                     {t: read_json(task_path(run_dir, t)) for t in tasks})
+
+
+def applicable_tasks(p: PlannedRun) -> list[str]:
+    spec = get_model(p.cfg.model)
+    return [t for t in p.tasks if get_task(t).applies(spec)]
+
+
+def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> RunResult:
+    """Train the run if needed, run its missing tasks, and return its numbers."""
+    cfg, spec = p.cfg, get_model(p.cfg.model)
+    run_dir = opts.root / cfg.name()
+    tag = f"[{cfg.name()}]"
+    tasks = applicable_tasks(p)
+    has_metrics = (run_dir / "metrics.json").exists()
+    missing = [t for t in tasks if opts.force or not task_done(run_dir, t, cfg.seed_list)]
+    if has_metrics and not missing and not opts.force:
+        log(f"{tag} done already (--force redoes it)")
+        return _collect(p, run_dir, tasks)
+    if opts.force or not has_metrics:
+        log(f"{tag} training")
+        run_experiment(cfg, out=run_dir, force=opts.force, command=opts.command, log=log,
+                       splits=splits(cfg.variant))
+    elif not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
+        # e.g. a fresh clone: checkpoints are not committed. Train again (resuming any partial
+        # checkpoint); the committed metrics.json is replaced only once the new one is written.
+        log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")
+        run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant),
+                       reuse_complete=False)
+    state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
+    if state is None:
+        raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")
+    ctx = EvalContext(spec, cfg, state, run_dir, splits, log)
+    with folder_lock(run_dir):
+        for t in missing:
+            log(f"{tag} task {t}")
+            run_task(get_task(t), ctx)
+        (run_dir / "tasks.json").unlink(missing_ok=True)  # the single file older code wrote: now stale
+    return _collect(p, run_dir, tasks)
+
+
+def baseline_dir(opts: StudyOptions, name: str) -> Path:
+    return opts.root / name
+
+
+def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> dict:
+    folder = baseline_dir(opts, name)
+    cfg = ExperimentConfig(model=name, dataset=opts.dataset, seeds=opts.seeds, epochs=opts.epochs)
+    if not opts.force and task_done(folder, name, cfg.seed_list):
+        return read_json(task_path(folder, name))
+    with folder_lock(folder):
+        out = run_task(get_task(name), EvalContext(None, cfg, None, folder, splits, log))
+        (folder / "tasks.json").unlink(missing_ok=True)
+    return out
+
+
+def _check_baseline_seeds(name: str, opts: StudyOptions) -> None:
+    path = task_path(baseline_dir(opts, name), name)
+    want = list(range(opts.seeds))
+    if path.exists() and read_json(path).get("seeds") != want:
+        raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {want}; "
+                          "pass --force to redo it or --out to write elsewhere")
+
+
+def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = print) -> dict:
+    """Everything the study needs, trained and evaluated where missing; returns its summary."""
+    plan = study.plan(opts)
+    for p in plan:  # unknown names and impossible values fail before anything runs
+        get_model_or_error(p.cfg.model)
+        p.cfg.validate()
+        for t in p.tasks:
+            get_task(t)
+    splits = SplitCache(opts.dataset, opts.data_dir)
+    splits("full")  # missing data fails before anything is written
+    t_start = time.perf_counter()
+    if not opts.force:  # refuse mismatches before hours of training, not after
+        for p in plan:
+            check_same_config(opts.root / p.cfg.name(), p.cfg, splits(p.cfg.variant))
+        for b in study.baselines:
+            _check_baseline_seeds(b, opts)
+    out_dir = opts.root / study.folder
+    with folder_lock(out_dir):  # one run of a study per results folder at a time
+        results = [ensure_run(p, opts, splits, log) for p in plan]
+        baselines = {b: ensure_baseline(b, opts, splits, log) for b in study.baselines}
+        summary = study.summarize(results, baselines)
+        write_json(out_dir / "summary.json", summary)
+        study.report(out_dir, summary, results, opts, session_s=time.perf_counter() - t_start)
+    head = study.headline(summary)
+    if head:
+        log("\n" + head)
+    log(f"\n{study.name} summary: {out_dir / 'summary.json'}; report: {out_dir / 'README.md'}")
+    return summary

@@ -1,0 +1,74 @@
+"""The tasks a trained run is put through, one module each, on one shared evaluation context.
+
+A task is a ``Task``: a name, which models it applies to (``applies``), and
+``run(ctx)``, which computes per-seed numbers (and draws figures into the run
+folder) from an ``EvalContext``: the trained state of every seed, the test
+set encoded once, the splits, the keys. ``run_task`` stores each task's
+results in its own file, ``<run folder>/tasks/<name>.json``, so studies that
+share a trained run never overwrite each other's results, and a seed whose
+training diverged is left out of every task's numbers (its values are null and
+its seed is listed under "diverged_seeds").
+
+Baselines are tasks that need no trained autoencoder (``needs_run = False``):
+they run once per study on the data alone.
+
+Adding a task: a module here with a ``Task`` subclass, and one line in
+``TASKS`` below; a study then names it in its plan.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..io import aggregate, read_json, write_json
+from .base import EvalContext, Task, TaskResult
+from .anomaly import Anomaly
+from .interpolation import Interpolation
+from .latent_structure import LatentStructure
+from .probe import LinearProbe
+from .reconstruction import Reconstruction
+from .samples import Samples
+from .scratch import Scratch
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch())}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; one of {', '.join(TASKS)}") from None
+
+
+def task_path(run_dir, name: str):
+    from pathlib import Path
+    return Path(run_dir) / "tasks" / f"{name}.json"
+
+
+def task_done(run_dir, name: str, seeds) -> bool:
+    p = task_path(run_dir, name)
+    return p.exists() and read_json(p).get("seeds") == list(seeds)
+
+
+def run_task(task: Task, ctx: EvalContext) -> dict:
+    """Run one task on ctx, mask diverged seeds out, write <run_dir>/tasks/<name>.json; return its content."""
+    from .. import __version__
+    t0 = time.perf_counter()
+    result = task.run(ctx)
+    bad = ~ctx.valid
+    metrics = {}
+    for k, v in result.metrics.items():
+        v = np.array(v, dtype=np.float64)
+        v[bad] = np.nan  # a diverged seed's numbers are not numbers about the model
+        metrics[k] = aggregate(v)
+    out = {"task": task.name, "model": ctx.cfg.model, "variant": ctx.cfg.variant, "latent_dim": ctx.cfg.latent,
+           "seeds": list(ctx.seeds), "diverged_seeds": [s for s, b in zip(ctx.seeds, bad) if b],
+           "metrics": metrics, "figures": result.figures, "seconds": time.perf_counter() - t0,
+           "version": __version__}
+    write_json(task_path(ctx.run_dir, task.name), out)
+    return out
+
+
+__all__ = ["EvalContext", "TASKS", "Task", "TaskResult", "get_task", "run_task", "task_done", "task_path"]

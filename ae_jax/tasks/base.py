@@ -1,0 +1,133 @@
+"""What a task is, and the context every task of one trained run shares."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data import Data, Splits, test_data
+from ..io import read_json
+from ..losses import Hparams
+from ..models import ModelSpec
+from ..trainer import ExperimentConfig, TrainConfig, TrainState, evaluate_runs, make_model, run_keys
+
+
+@dataclasses.dataclass
+class TaskResult:
+    metrics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> per-seed values [R]
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)        # name -> file in the run folder
+
+
+class Task:
+    """One task of the gauntlet. Subclasses set ``name`` and implement ``run``."""
+    name = ""
+    needs_run = True  # False: a baseline, computed from the data alone
+
+    def applies(self, spec: ModelSpec) -> bool:
+        """Whether the task makes sense for this model (the spec may opt out by name)."""
+        return self.name not in spec.skip_tasks
+
+    def run(self, ctx: "EvalContext") -> TaskResult:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """A trained run's seeds, state and data, with the test set encoded once for every task.
+
+    ``state`` has a leading seed axis on every leaf. ``valid`` [R] is False for
+    a seed whose training diverged (a non-finite loss at any epoch, or
+    non-finite parameters): tasks may skip its work, and ``run_task`` nulls
+    its numbers. Figures are drawn from the first valid seed (``fig``).
+    """
+    spec: ModelSpec | None     # None for a baseline
+    cfg: ExperimentConfig
+    state: TrainState | None   # None for a baseline
+    run_dir: Path
+    splits: Callable[[str], Splits]  # variant -> splits ("full", "anomaly", "labelled")
+    log: Callable[[str], None] = print
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.cfg.seed_list
+
+    @functools.cached_property
+    def tcfg(self) -> TrainConfig:
+        return self.cfg.train_config()
+
+    @functools.cached_property
+    def hps(self) -> list[Hparams]:
+        from ..trainer import spec_hparams
+        return [spec_hparams(self.spec, None, self.cfg.lr)] * len(self.seeds)
+
+    @functools.cached_property
+    def data(self) -> Splits:
+        """The splits of the run's own variant."""
+        return self.splits(self.cfg.variant)
+
+    @functools.cached_property
+    def test(self) -> dict[str, np.ndarray]:
+        """The test set through every seed once: {"bce", "mse", "loss", "h", "z", "signed_error"} [R, N, ...]."""
+        return self.evaluate(test_data(self.data))
+
+    def evaluate(self, data: Data) -> dict[str, np.ndarray]:
+        return evaluate_runs(self.spec, self.tcfg, self.state, self.seeds, self.hps, data)
+
+    @functools.cached_property
+    def valid(self) -> np.ndarray:
+        ok = np.ones(len(self.seeds), bool)
+        if self.state is None:  # a baseline: no trained model
+            return ok
+        m = self.run_dir / "metrics.json"
+        if m.exists():
+            for d in read_json(m).get("diverged", []):
+                if d["seed"] in self.seeds:
+                    ok[self.seeds.index(d["seed"])] = False
+        for leaf in jax.tree.leaves(self.state.params):
+            ok &= np.isfinite(np.asarray(leaf)).reshape(len(self.seeds), -1).all(axis=1)
+        return ok
+
+    @property
+    def fig(self) -> int:
+        """Index of the seed the figures show: the first that did not diverge."""
+        idx = np.flatnonzero(self.valid)
+        return int(idx[0]) if idx.size else 0
+
+    @functools.cached_property
+    def one(self) -> TrainState:
+        return jax.tree.map(lambda a: a[self.fig], self.state)
+
+    @property
+    def fig_key(self) -> jax.Array:
+        return run_keys(self.seeds[self.fig])["task"]
+
+    # ------------------------------------------------------- the figure seed's model
+    def _apply(self, method, *args):
+        model = make_model(self.spec, self.tcfg)
+        return model.apply({"params": self.one.params, "batch_stats": self.one.batch_stats}, *args, method=method)
+
+    def decode(self, z, cond=None) -> np.ndarray:
+        """z: [B, n] (labels [B] for a conditional model) -> images [B, 32, 32] in [0, 1], BatchNorm in eval mode."""
+        logits = self._apply(lambda m, z, c: m.decode(z, c, train=False), jnp.asarray(z), _cond(self.spec, cond))
+        return np.asarray(jax.nn.sigmoid(logits))
+
+    def encode_h(self, x, cond=None) -> jax.Array:
+        """x: [B, 32, 32] -> encoder outputs h [B, e] (before the bottleneck)."""
+        return self._apply(lambda m, x, c: m.encode(x, c, train=False), jnp.asarray(x), _cond(self.spec, cond))
+
+    def bottleneck(self, h, key) -> jax.Array:
+        """h -> the code z, as training and evaluation form it (samples for the VAE family)."""
+        return self.spec.bottleneck(h, key, self.hps[0], self.one.params).z
+
+
+def _cond(spec: ModelSpec, cond):
+    if not spec.conditional:
+        return None
+    if cond is None:
+        raise ValueError(f"{spec.name} is conditional: pass the labels")
+    return jnp.asarray(cond, jnp.int32)

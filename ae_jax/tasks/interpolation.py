@@ -1,0 +1,44 @@
+"""Interpolation: decode the straight line between two test images' encoder outputs, as an animated GIF."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import figures
+from .base import EvalContext, Task, TaskResult
+
+N_FRAMES = 130
+
+
+def interpolation_frames(ctx: EvalContext, x_pair: np.ndarray, y_pair: np.ndarray, key,
+                         fixed_noise: bool = False) -> np.ndarray:
+    """Interpolate the encoder outputs h of two images (130 weights in [0, 1]), bottleneck, decode.
+
+    A stochastic bottleneck draws fresh noise per frame, or one draw for every
+    frame when fixed_noise (which removes the frame-to-frame jitter). A
+    conditional model decodes every frame with the first image's label.
+    Returns [130, 32, 32].
+    """
+    h = ctx.encode_h(x_pair, y_pair)                               # [2, e]
+    w = jnp.linspace(0.0, 1.0, N_FRAMES)[:, None]
+    hs = (1 - w) * h[0][None] + w * h[1][None]                     # [130, e]
+    keys = jnp.broadcast_to(key, (N_FRAMES,)) if fixed_noise else jax.random.split(key, N_FRAMES)
+    z = jax.vmap(lambda hh, k: ctx.bottleneck(hh[None], k)[0])(hs, keys)
+    return ctx.decode(z, np.full(N_FRAMES, y_pair[0]))
+
+
+class Interpolation(Task):
+    """The first two test images (a 2 and a 7 in MNIST), 130 frames forward and back; figures only."""
+    name = "interpolation"
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        ctx.log("    interpolating")
+        figs = {}
+        x, y = ctx.data.x_test[:2], ctx.data.y_test[:2]
+        for fixed in ([False, True] if ctx.spec.bottleneck.stochastic else [False]):
+            frames = interpolation_frames(ctx, x, y, jax.random.fold_in(ctx.fig_key, 4), fixed)
+            name = "interpolation_fixed_noise.gif" if fixed else "interpolation.gif"
+            figures.write_gif(frames, ctx.run_dir / name)
+            figs[name.removesuffix(".gif")] = name
+        return TaskResult({}, figs)

@@ -1,0 +1,69 @@
+"""Latent structure: the test-set codes in 2-D (UMAP when n > 2), scored by how well they separate the digits."""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from .. import figures
+from .base import EvalContext, Task, TaskResult
+
+_UMAP_WARM = False
+
+
+def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np.ndarray:
+    """UMAP (default parameters, random_state = seed) to 2-D when n > 2; raw codes when n <= 2."""
+    global _UMAP_WARM
+    if z.shape[1] <= 2:
+        return np.asarray(z, np.float32)
+    if not np.isfinite(z).all():  # a diverged seed: UMAP would raise; its scores become nan
+        log(f"    seed {seed}: non-finite codes, no UMAP embedding")
+        return np.full((z.shape[0], 2), np.nan, np.float32)
+    import umap
+    if not _UMAP_WARM:
+        log("    (the first UMAP fit in a process compiles numba code: ~40 s)")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
+        emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
+    _UMAP_WARM = True
+    log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {time.perf_counter() - t0:.1f} s")
+    return emb
+
+
+def structure_scores(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Comparable numbers for a 2-D embedding: 5-fold 5-NN accuracy and silhouette score by label."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    if not np.isfinite(emb).all():
+        return {"knn_accuracy": float("nan"), "silhouette": float("nan")}
+    knn = cross_val_score(KNeighborsClassifier(5), emb, labels, cv=5).mean()
+    sample = min(len(emb), 5000)
+    sil = silhouette_score(emb, labels, sample_size=sample if sample < len(emb) else None, random_state=seed)
+    return {"knn_accuracy": float(knn), "silhouette": float(sil)}
+
+
+class LatentStructure(Task):
+    """Per seed: 5-fold 5-NN accuracy and silhouette of the 2-D embedding; the first seed's scatter."""
+    name = "latent_structure"
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        seeds, z, y = ctx.seeds, ctx.test["z"], ctx.data.y_test
+        ctx.log(f"    latent structure ({len(seeds)} seeds)")
+        metrics: dict[str, list] = {"knn_accuracy": [], "silhouette": []}
+        for i, sd in enumerate(seeds):
+            if not ctx.valid[i]:  # a diverged seed: no embedding, its numbers are nulled
+                for v in metrics.values():
+                    v.append(float("nan"))
+                continue
+            emb = embed_2d(z[i], sd, ctx.log)
+            for k, v in structure_scores(emb, y, sd).items():
+                metrics[k].append(v)
+            if i == ctx.fig:
+                how = "UMAP of" if ctx.cfg.latent > 2 else "raw"
+                figures.latent_scatter(emb, y, ctx.run_dir / "latent.png",
+                                       f"{ctx.cfg.model} ({ctx.cfg.variant}): {how} n = {ctx.cfg.latent} codes, seed {sd}")
+        return TaskResult({k: np.asarray(v) for k, v in metrics.items()}, {"latent": "latent.png"})
