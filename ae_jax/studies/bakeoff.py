@@ -24,7 +24,7 @@ from ..models import CONTESTANTS, get_model
 from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, older_code_note, task_table
+from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, task_table
 
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe")
 ANOMALY_TASKS = ("reconstruction", "latent_structure", "anomaly")
@@ -194,7 +194,7 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              "- Best mean in **bold**; the last column is a Welch t-test of the best model against the runner-up "
              f"over seeds (significant at p < {SIGNIFICANCE}).",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
-             "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`.", ""] + older_code_note(results)
+             "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."] + diverged_note(results) + older_code_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
     n_labelled = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][2]
     fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}

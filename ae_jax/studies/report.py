@@ -79,3 +79,12 @@ def older_code_note(results) -> list[str]:
         return []
     return [f"**From older code.** These runs were trained by another version of ae_jax than the one that wrote "
             f"this report ({__version__}): " + ", ".join(old) + ". Rerun with `--force` to redo them.", ""]
+
+
+def diverged_note(results) -> list[str]:
+    """One line on seeds whose training diverged (left out of every number), or that none did."""
+    bad = [f"{r.run_dir.name} seed {d['seed']} (epoch {d['epoch']})" for r in results
+           for d in r.metrics.get("diverged", [])]
+    if not bad:
+        return ["- Diverged seeds: none.", ""]
+    return [f"- Diverged seeds ({len(bad)}), left out of every mean, std and test: " + ", ".join(bad) + ".", ""]
