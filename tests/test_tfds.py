@@ -19,8 +19,12 @@ if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorflow_datas
     pytest.skip("tensorflow and tensorflow-datasets are not installed (pip install -e '.[tfds]')",
                 allow_module_level=True)
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
+
+@pytest.fixture(scope="module")
+def tfds():
+    """tensorflow_datasets, imported only when these tests run (not when the suite is collected)."""
+    import tensorflow_datasets
+    return tensorflow_datasets
 
 needs_mnist = pytest.mark.skipif(not all((MNIST_DIR / f).is_file() for f in IDX_FILES.values()),
                                  reason=f"MNIST IDX files not found in {MNIST_DIR}")
@@ -32,7 +36,7 @@ def idx_mnist():
 
 
 @needs_mnist
-def test_records_written_by_tfds_come_back_in_idx_order(tmp_path, idx_mnist, monkeypatch):
+def test_records_written_by_tfds_come_back_in_idx_order(tfds, tmp_path, idx_mnist, monkeypatch):
     """TFDS's own builder writes a small MNIST-format set (the first 600 + 100 MNIST images).
 
     The set is registered under kmnist, which has no pinned content digest, so the
@@ -72,6 +76,7 @@ def _serve_in_tfds_order(idx: data.RawData, shards: int = 3):
     ``shards`` shards that are read last shard first.
     """
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+        import tensorflow as tf
         images, labels = (idx.train_images, idx.train_labels) if split == "train" else (idx.test_images,
                                                                                        idx.test_labels)
         order = data.tfds_key_order(len(labels), split)
@@ -87,7 +92,7 @@ def _serve_in_tfds_order(idx: data.RawData, shards: int = 3):
 
 
 @needs_mnist
-def test_mocked_tfds_mnist_gives_the_idx_split(idx_mnist):
+def test_mocked_tfds_mnist_gives_the_idx_split(tfds, idx_mnist):
     with tfds.testing.mock_data(as_dataset_fn=_serve_in_tfds_order(idx_mnist),
                                 policy=tfds.testing.MockPolicy.USE_CODE):
         raw = data._load_tfds("mnist")
@@ -106,7 +111,7 @@ def test_mocked_tfds_mnist_gives_the_idx_split(idx_mnist):
     assert full.x_train.max() == 1.0
 
 
-def test_fabricated_records_load_as_kmnist_and_are_refused_as_mnist():
+def test_fabricated_records_load_as_kmnist_and_are_refused_as_mnist(tfds):
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         raw = data._load_tfds("kmnist")
         with pytest.raises(DataError) as err:
