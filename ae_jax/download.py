@@ -135,10 +135,6 @@ def mirrors(name: str) -> list[str]:
     return [b.replace("{name}", name).rstrip("/") + "/" for b in bases]
 
 
-def is_complete(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in IDX_FILES.values())
-
-
 # --------------------------------------------------------------------- checks
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
