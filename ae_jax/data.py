@@ -9,12 +9,24 @@ Sources, tried in order for the IDX datasets (mnist, fashion_mnist, kmnist):
 
 1. ``data_dir`` (``--data-dir``) or the ``AE_JAX_DATA_DIR`` environment variable:
    a folder holding the four IDX ``.gz`` files, or holding a sub-folder named
-   after the dataset that does;
+   after the dataset that does; a ``data_dir`` without them is an error;
 2. for fashion_mnist, ``/usr/share/datasets/fashion-mnist`` (Debian's
    ``dataset-fashion-mnist`` package);
-3. tensorflow-datasets, only when ``tensorflow`` and ``tensorflow_datasets`` are
-   importable (it cannot prepare data without tensorflow, and offline it would
-   retry for minutes, so it is never tried where it cannot work).
+3. the download cache (``ae_jax.download``): ``<user cache>/ae_jax/<name>``
+   (``$AE_JAX_DATA_DIR/<name>`` when that is set, already searched in 1.),
+   filled from the publishers' mirrors when incomplete; every file is checked
+   against a pinned SHA-256. Without a network this fails within seconds;
+4. data that tensorflow-datasets has already prepared, only when ``tensorflow``
+   and ``tensorflow_datasets`` are importable. It comes after the download
+   because TFDS would fetch the same files from the same hosts, and offline it
+   retries for minutes, so ae_jax never asks it to download; and because the
+   IDX files themselves are the reference: TFDS's records are put back into IDX
+   order and, for mnist and fashion_mnist, checked against the published files
+   (see ``_load_tfds``), so both routes give the same images and the same split.
+
+Local files come first as they need no network and are what the user chose.
+``load_raw`` records which source it used in ``RawData.source`` (and
+``make_splits`` in ``Splits.source``).
 
 ``digits`` is scikit-learn's bundled 8x8 digits (1 797 images): it needs nothing
 else. Each 8x8 image (values 0..16) is enlarged 3x by pixel repetition to 24x24
@@ -28,7 +40,9 @@ of MNIST's 55 000 but 1 % of 1 350 would leave too few to learn ten classes).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import re
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +76,7 @@ class RawData(NamedTuple):
     train_labels: np.ndarray  # [N] int
     test_images: np.ndarray   # [M, H, W]
     test_labels: np.ndarray   # [M]
+    source: str = "unknown"   # where the data came from; see load_raw
 
 
 class Splits(NamedTuple):
@@ -74,6 +89,7 @@ class Splits(NamedTuple):
     y_test: np.ndarray   # [T]
     dataset: str
     variant: str
+    source: str = "unknown"  # RawData.source of the data it was split from
 
 
 # --------------------------------------------------------------------------- IDX
@@ -136,11 +152,122 @@ def _tfds_usable() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorflow_datasets"))
 
 
-def _load_tfds(name: str) -> RawData:  # pragma: no cover - needs tensorflow (e.g. Colab)
-    import tensorflow_datasets as tfds
-    ds = tfds.as_numpy(tfds.load(TFDS_NAMES[name], batch_size=-1))
-    tr, te = ds["train"], ds["test"]
-    return RawData(tr["image"][..., 0], tr["label"], te["image"][..., 0], te["label"])
+def _one_line(text: object, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """The uncompressed IDX file of a uint8 array: 0, 0, 0x08, ndim, big-endian uint32 shape, data."""
+    arr = np.ascontiguousarray(arr, np.uint8)
+    return bytes([0, 0, 0x08, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+
+
+def tfds_key_order(n: int, split: str) -> np.ndarray:
+    """[n] int: ``order[p]`` is the IDX index of the record TFDS stores at position ``p`` of ``split``.
+
+    TFDS's MNIST builders yield each record with its IDX index ``k`` as key, and
+    TFDS writes a split's records sorted by ``md5(split_name + str(k))`` read as
+    a 128-bit integer (``tensorflow_datasets.core.hashing``; TFDS keeps this order
+    stable, as changing it would change every dataset's records).
+    """
+    def hashed(k: int) -> int:
+        return int(hashlib.md5(split.encode() + str(k).encode()).hexdigest(), 16)
+    return np.array(sorted(range(n), key=hashed), dtype=np.int64)
+
+
+def tfds_file_order(tfds_ids) -> np.ndarray:
+    """Indices that put records read with ``add_tfds_id`` in their stored order.
+
+    A TFDS id is ``<dataset>-<split>.<format>-<shard>-of-<shards>__<index in shard>``;
+    the stored order is by shard, then index, whatever order they were read in.
+    """
+    shard, index = [], []
+    for tid in tfds_ids:
+        tid = tid.decode() if isinstance(tid, bytes) else str(tid)
+        prefix, _, i = tid.rpartition("__")
+        match = re.search(r"-(\d+)-of-\d+$", prefix)
+        if match is None or not i.isdigit():
+            raise DataError(f"tensorflow-datasets gave an unexpected record id {tid!r}")
+        shard.append(int(match.group(1)))
+        index.append(int(i))
+    return np.lexsort((np.array(index), np.array(shard)))
+
+
+class _QuietTF:
+    """Silence tensorflow's and TFDS's log lines while TFDS runs (a refused load prints one line)."""
+
+    def __enter__(self):
+        import logging
+        self.loggers = [logging.getLogger(n) for n in ("absl", "tensorflow", "tensorflow_datasets")]
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)
+
+
+def _load_tfds(name: str, data_dir: str | None = None) -> RawData:
+    """Read ``name`` as tensorflow-datasets prepared it, in the IDX files' order.
+
+    Only data TFDS has already prepared is read (in ``data_dir``, else TFDS's
+    default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); TFDS is never asked
+    to download, so a missing dataset fails at once with a DataError.
+
+    TFDS stores records in its own order (see ``tfds_key_order``). Each split is
+    put back into IDX order: records are read with their TFDS ids, sorted into
+    stored order (``tfds_file_order``), and the record stored at position ``p``
+    goes to IDX index ``tfds_key_order(n, split)[p]``. So the protocol's split
+    (a fixed permutation of IDX indices) picks the same images on both routes.
+    For mnist and fashion_mnist this is then checked, not assumed: each array,
+    written back as an uncompressed IDX file, must have the pinned SHA-256 of the
+    published file (``download.DIGESTS``), or the load is refused. No such digest
+    is known for kmnist, whose TFDS copy is reordered by the same rule but not
+    checked (TFDS checked the downloaded ``.gz`` files against the same published
+    digests when it prepared them).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ log lines on import
+    where = data_dir or "tensorflow-datasets' data folder"
+    with _QuietTF():
+        try:
+            import tensorflow_datasets as tfds
+            builder = tfds.builder(TFDS_NAMES[name], data_dir=data_dir)
+            where = builder.data_dir
+            arrays = {}
+            for split in ("train", "test"):
+                ds = builder.as_dataset(split=split, shuffle_files=False,
+                                        read_config=tfds.ReadConfig(add_tfds_id=True))
+                parts = {"image": [], "label": [], "tfds_id": []}
+                for batch in tfds.as_numpy(ds.batch(10_000)):
+                    for k in parts:
+                        parts[k].append(batch[k])
+                images, labels, ids = (np.concatenate(parts[k]) for k in ("image", "label", "tfds_id"))
+                stored = tfds_file_order(ids)
+                to_idx = tfds_key_order(len(stored), split)
+                for key, values in (("images", images[..., 0]), ("labels", labels)):
+                    out = np.empty_like(values, dtype=np.uint8)
+                    out[to_idx] = values[stored]
+                    arrays[f"{split}_{key}"] = out
+        except DataError:
+            raise
+        except AssertionError as e:
+            if "could not find data" in str(e):
+                raise DataError(f"tensorflow-datasets has not prepared {name} in {where}") from None
+            raise DataError(f"tensorflow-datasets could not read {name} in {where}: {_one_line(e)}") from None
+        except Exception as e:  # anything TFDS or tensorflow raise: a one-line reason, never a traceback
+            raise DataError(f"tensorflow-datasets could not read {name} in {where}: "
+                            f"{type(e).__name__}: {_one_line(e)}") from None
+    from .download import DIGESTS
+    for key, filename in IDX_FILES.items():
+        raw_digest = DIGESTS[name][filename][1]
+        if raw_digest is not None and hashlib.sha256(idx_bytes(arrays[key])).hexdigest() != raw_digest:
+            raise DataError(
+                f"tensorflow-datasets' {name} in {where} does not reproduce the published {filename} "
+                f"(SHA-256 differs; wrong data or an unknown record order): pass --data-dir with the IDX files")
+    return RawData(**arrays, source=f"tfds:{where}")
 
 
 def _load_digits() -> RawData:
@@ -150,7 +277,7 @@ def _load_digits() -> RawData:
     labels = d.target.astype(np.int32)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
     pool, test = order[:1500], order[1500:]
-    return RawData(images[pool], labels[pool], images[test], labels[test])
+    return RawData(images[pool], labels[pool], images[test], labels[test], "sklearn-digits")
 
 
 def data_sources(name: str, data_dir: str | None = None) -> list[Path]:
@@ -165,7 +292,12 @@ def data_sources(name: str, data_dir: str | None = None) -> list[Path]:
 
 
 def load_raw(name: str, data_dir: str | None = None) -> RawData:
-    """Find and load dataset ``name``; raise DataError naming every option if none works."""
+    """Find and load dataset ``name`` (sources in the module docstring's order).
+
+    ``source`` of the result says where the data came from: ``idx:<folder>``,
+    ``download:<folder>`` (fetched now or earlier into the user cache), ``tfds:<folder>``
+    or ``sklearn-digits``. Raise a one-line DataError naming every option if none works.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "digits":
@@ -174,16 +306,26 @@ def load_raw(name: str, data_dir: str | None = None) -> RawData:
         raise DataError(f"--data-dir {data_dir}: no such folder")
     for folder in data_sources(name, data_dir):
         if _has_idx_files(folder):
-            return load_idx_dir(folder)
+            return load_idx_dir(folder)._replace(source=f"idx:{folder.absolute()}")
     if data_dir is not None:
         missing = [f for f in IDX_FILES.values() if not (Path(data_dir) / f).is_file()]
         raise DataError(f"--data-dir {data_dir} lacks {', '.join(missing)} (also looked in {Path(data_dir) / name})")
+    from . import download
+    reasons = []
+    try:
+        folder = download.fetch(name)  # no network needed when the cache already holds the files
+        return load_idx_dir(folder)._replace(source=f"download:{folder.absolute()}")
+    except download.DownloadError as e:
+        reasons.append(str(e))
     if _tfds_usable():
-        return _load_tfds(name)
+        try:
+            return _load_tfds(name)
+        except DataError as e:
+            reasons.append(str(e))
     extra = " or `apt-get install dataset-fashion-mnist`" if name == "fashion_mnist" else ""
     raise DataError(
-        f"no {name} data found: pass --data-dir (or set {ENV_DATA_DIR}) to a folder with the four IDX .gz "
-        f"files{extra}, install tensorflow + tensorflow-datasets, or use --dataset=digits, which needs nothing")
+        f"no {name} data found ({'; '.join(reasons)}): pass --data-dir (or set {ENV_DATA_DIR}) to a folder "
+        f"with the four IDX .gz files{extra}, or use --dataset=digits, which needs nothing")
 
 
 # ------------------------------------------------------------------------ splits
@@ -219,7 +361,8 @@ def make_splits(raw: RawData, dataset: str, variant: str = "full") -> Splits:
     elif variant == "labelled":
         train_idx = train_idx[:n_labelled]
     return Splits(x_pool[train_idx], y_pool[train_idx], x_pool[val_idx], y_pool[val_idx],
-                  to_unit_square(raw.test_images), raw.test_labels.astype(np.int32), dataset, variant)
+                  to_unit_square(raw.test_images), raw.test_labels.astype(np.int32), dataset, variant,
+                  raw.source)
 
 
 def load_splits(dataset: str, variant: str = "full", data_dir: str | None = None) -> Splits:

@@ -9,9 +9,14 @@ compile once; the CLI subprocesses share it through the environment
 
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
 so an accidental broadcast in the package fails loudly.
+
+No downloads: ``AE_JAX_MIRRORS`` is set empty for the whole suite (and the CLI
+subprocesses, which inherit it), so no test reaches the network or fills the
+user's cache; tests/test_download.py serves its own mirrors on 127.0.0.1.
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import jax
@@ -29,6 +34,8 @@ for _opt, _val in (("jax_compilation_cache_dir", CACHE_DIR),
 
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+os.environ["AE_JAX_MIRRORS"] = ""
 
 
 def pytest_unconfigure(config):

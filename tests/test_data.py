@@ -143,12 +143,15 @@ def test_data_dir_without_the_files_lists_what_is_missing(tmp_path):
     assert IDX_FILES["train_images"] not in str(err.value)
 
 
-def test_no_data_anywhere_says_what_to_do(monkeypatch):
+def test_no_data_anywhere_says_what_to_do(tmp_path, monkeypatch):
+    from ae_jax import download
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+    monkeypatch.setattr(download, "user_cache_root", lambda: tmp_path / "empty_cache")
+    monkeypatch.setenv(download.ENV_MIRRORS, "")
     monkeypatch.setattr(data, "_tfds_usable", lambda: False)
     with pytest.raises(DataError, match="--data-dir") as err:
         load_raw("kmnist")
-    assert "digits" in str(err.value)
+    assert "digits" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_dataset():
