@@ -29,6 +29,7 @@ cache whose recipe, data hash or parameter file does not match is retrained.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import time
@@ -172,7 +173,10 @@ def data_hash(splits: Splits) -> str:
     return h.hexdigest()
 
 
-def _make_epoch(batch: int, n: int, opt: optax.GradientTransformation):
+@functools.lru_cache(maxsize=8)
+def _make_epoch(batch: int, n: int, lr: float):
+    """The compiled epoch (one per batch size, training-set size and learning rate)."""
+    opt = optax.adam(lr)
     steps = n // batch  # the partial last batch is dropped (a different one each epoch)
 
     @jax.jit
@@ -210,9 +214,8 @@ def train_reference(splits: Splits, recipe: dict, log: Callable[[str], None] = p
     key = jax.random.key(int(recipe["seed"]))
     k_init, k_shuffle = jax.random.split(key)
     params = MODEL.init(k_init, x[:2])["params"]
-    opt = optax.adam(float(recipe["lr"]))
-    opt_state = opt.init(params)
-    epoch = _make_epoch(batch, n, opt)
+    opt_state = optax.adam(float(recipe["lr"])).init(params)
+    epoch = _make_epoch(batch, n, float(recipe["lr"]))
     best, best_val, best_epoch = params, -1.0, 0
     t0 = time.perf_counter()
     for e in range(int(recipe["epochs"])):
