@@ -1,0 +1,84 @@
+"""Label budgets: the sizes per dataset, and subsets that are nested, balanced and fixed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ae_jax import label_budget as lb
+
+
+def class_counts(y, idx) -> np.ndarray:
+    return np.bincount(np.asarray(y)[idx], minlength=10)
+
+
+def test_budgets_are_a_tenth_of_a_percent_to_all_of_the_training_split():
+    assert lb.budgets_for("mnist", 55_000) == (55, 550, 5_500, 55_000)
+    assert lb.budgets_for("fashion_mnist", 55_000) == (55, 550, 5_500, 55_000)
+    assert lb.budgets_for("digits", 1_350) == (13, 135, 1_350)  # 1.35 labels cannot cover ten classes
+    with pytest.raises(ValueError, match="unknown dataset"):
+        lb.budgets_for("cifar", 50_000)
+    with pytest.raises(ValueError, match="too few"):
+        lb.budgets_for("digits", 9)
+
+
+def test_subsets_of_the_digits_split_are_nested_balanced_and_fixed(digits):
+    y = digits.y_train
+    subsets = lb.budget_subsets("digits", y)
+    assert sorted(subsets) == [13, 135, 1_350]
+    sizes = sorted(subsets)
+    for small, large in zip(sizes, sizes[1:]):
+        np.testing.assert_array_equal(subsets[large][:small], subsets[small])  # a prefix
+    for b, idx in subsets.items():
+        assert idx.shape == (b,) and len(np.unique(idx)) == b
+        assert ((idx >= 0) & (idx < len(y))).all()
+    for b in (13, 135):
+        c = class_counts(y, subsets[b])
+        assert c.max() - c.min() <= 1, (b, c)
+    assert (class_counts(y, subsets[13]) >= 1).all()
+    np.testing.assert_array_equal(np.sort(subsets[1_350]), np.arange(len(y)))  # the whole split
+    again = lb.budget_subsets("digits", y.copy())
+    assert all(np.array_equal(again[b], subsets[b]) for b in subsets)
+    other = lb.budget_subsets("digits", y, seed=1)
+    assert not np.array_equal(other[135], subsets[135])
+
+
+def test_every_prefix_is_balanced_until_a_class_runs_out():
+    # class 0 has 3 images, class 1 has 7, the rest 20 each (shuffled)
+    rng = np.random.default_rng(0)
+    y = rng.permutation(np.concatenate([[0] * 3, [1] * 7] + [[k] * 20 for k in range(2, 10)]))
+    order = lb.balanced_order(y, seed=4)
+    assert sorted(order.tolist()) == list(range(len(y)))
+    for b in range(1, len(y) + 1):
+        c = class_counts(y, order[:b])
+        live = c < np.bincount(y, minlength=10)  # classes that still have images left after b labels
+        full = ~live
+        if live.any():
+            # classes with images left differ by at most one, and none lags an exhausted class by more
+            assert c[live].max() - c[live].min() <= 1, (b, c)
+            if full.any():
+                assert c[live].min() >= c[full].max() - 1, (b, c)
+
+
+def test_the_default_budgets_on_mnist_sized_labels():
+    y = np.random.default_rng(1).integers(0, 10, size=55_000)
+    subsets = lb.nested_label_subsets(y)
+    assert sorted(subsets) == [55, 550, 5_500, 55_000]
+    c55 = class_counts(y, subsets[55])
+    assert sorted(c55.tolist()) == [5] * 5 + [6] * 5
+    assert class_counts(y, subsets[550]).tolist() == [55] * 10
+    np.testing.assert_array_equal(subsets[5_500][:550], subsets[550])
+    with pytest.raises(ValueError, match="outside"):
+        lb.nested_label_subsets(y[:100], budgets=(10, 200))
+
+
+def test_take_labelled_slices_images_labels_and_per_seed_encoder_outputs():
+    x = np.arange(6 * 2).reshape(6, 2)
+    y = np.arange(6) * 10
+    h = np.arange(3 * 6 * 4).reshape(3, 6, 4)  # [R, N, e]
+    idx = np.array([4, 1])
+    xs, ys = lb.take_labelled(idx, x, y)
+    np.testing.assert_array_equal(xs, x[[4, 1]])
+    np.testing.assert_array_equal(ys, [40, 10])
+    (hs,) = lb.take_labelled(idx, h, axis=1)
+    assert hs.shape == (3, 2, 4)
+    np.testing.assert_array_equal(hs, h[:, [4, 1]])
