@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ae_jax import baselines, tasks
-from ae_jax.train import run_keys
+from ae_jax.tasks import probe, scratch
+from ae_jax.tasks import random_encoder as baselines
+from ae_jax.trainer import run_keys
 
 from _helpers import leaves_with_paths
 
@@ -37,7 +38,7 @@ def test_running_statistics_are_the_momentum_average_of_the_training_batches(dig
     v0, v1 = baselines.random_encoder_train(key, x, y, epochs=1)
     w0 = np.asarray(v0["params"]["enc"]["dense0"]["kernel"], np.float64)  # no bias before bn0
     _, k_run = jax.random.split(key)
-    idx, _ = tasks._batches(jax.random.fold_in(k_run, 0), n, tasks.PROBE_BATCH, drop_last=True)
+    idx, _ = probe._batches(jax.random.fold_in(k_run, 0), n, probe.PROBE_BATCH, drop_last=True)
     mean, var = np.zeros(w0.shape[1]), np.ones(w0.shape[1])
     for bi in np.asarray(idx):
         a = np.asarray(digits.x_train[:n][bi], np.float64).reshape(len(bi), -1) @ w0
@@ -63,7 +64,7 @@ def test_a_random_encoder_beats_chance_but_not_a_trained_encoder(digits):
     args = (d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test)
     seeds = [0, 1]
     rand = baselines.random_encoder_baseline(seeds, *args)
-    scratch = tasks.scratch_baseline(seeds, *args)
+    trained = scratch.scratch_baseline(seeds, *args)
     assert (rand["test_accuracy"] > 0.3).all(), rand  # chance is 0.1
-    assert rand["test_accuracy"].mean() < scratch["test_accuracy"].mean() - 0.1, (rand, scratch)
-    assert ((rand["best_epoch"] >= 1) & (rand["best_epoch"] <= tasks.PROBE_EPOCHS)).all()
+    assert rand["test_accuracy"].mean() < trained["test_accuracy"].mean() - 0.1, (rand, trained)
+    assert ((rand["best_epoch"] >= 1) & (rand["best_epoch"] <= probe.PROBE_EPOCHS)).all()

@@ -27,12 +27,13 @@ from .anomaly import Anomaly
 from .interpolation import Interpolation
 from .latent_structure import LatentStructure
 from .probe import LinearProbe
+from .random_encoder import RandomEncoder
 from .reconstruction import Reconstruction
 from .samples import Samples
 from .scratch import Scratch
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch())}
+    Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch(), RandomEncoder())}
 
 
 def get_task(name: str) -> Task:

@@ -16,6 +16,7 @@ gradients. Every seed trains in one compiled program (``jax.vmap`` over keys).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -23,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .tasks import (PROBE_BATCH, PROBE_EPOCHS, PROBE_LR, PROBE_PATIENCE, ScratchClassifier, _accuracy, _batches,
-                    _early_stopping_scan, _xent)
-from .train import run_keys
+from ..trainer import map_runs, run_keys
+from .base import EvalContext, Task, TaskResult
+from .probe import PROBE_BATCH, PROBE_EPOCHS, PROBE_LR, PROBE_PATIENCE, _accuracy, _batches, _early_stopping_scan, _xent
+from .scratch import ScratchClassifier
 
 TASK_STREAM = 3  # fold_in index of run_keys(seed)["task"]: the probe uses 1, the scratch baseline 2
 
@@ -100,7 +102,24 @@ def random_encoder_baseline(seeds: Sequence[int], x_tr, y_tr, x_val, y_val, x_te
                             latent_dim: int = 20) -> dict[str, np.ndarray]:
     """All seeds in one program: {"val_accuracy", "test_accuracy", "best_epoch"}, each [R]."""
     keys = jnp.stack([jax.random.fold_in(run_keys(s)["task"], TASK_STREAM) for s in seeds])
-    fn = jax.vmap(lambda k, *d: random_encoder_baseline_one(k, *d, latent_dim=latent_dim),
-                  in_axes=(0,) + (None,) * 6)
-    data = map(jnp.asarray, (x_tr, y_tr, x_val, y_val, x_te, y_te))  # arguments, not baked-in constants
-    return jax.device_get(jax.jit(fn)(keys, *data))
+    return map_runs(_program(latent_dim), (keys,), (x_tr, y_tr, x_val, y_val, x_te, y_te))
+
+
+@functools.lru_cache(maxsize=4)
+def _program(latent_dim: int):
+    """Every seed in one program, sharded like training; the data are arguments, not baked-in constants."""
+    fn = jax.vmap(lambda k, *d: random_encoder_baseline_one(k, *d, latent_dim=latent_dim), in_axes=(0,) + (None,) * 6)
+    return jax.jit(fn)
+
+
+class RandomEncoder(Task):
+    """Baseline: the encoder at its random initialisation (BatchNorm in training mode), only a linear head learns."""
+    name = "random_encoder"
+    needs_run = False
+
+    def run(self, ctx: EvalContext) -> TaskResult:
+        lab = ctx.splits("labelled")
+        ctx.log(f"[random_encoder] linear head on a random encoder, {len(lab.x_train)} labelled images")
+        r = random_encoder_baseline(ctx.seeds, lab.x_train, lab.y_train, lab.x_val, lab.y_val, lab.x_test,
+                                    lab.y_test)
+        return TaskResult({"probe_accuracy": r["test_accuracy"], "probe_best_epoch": r["best_epoch"]})
