@@ -52,18 +52,18 @@ class ExportError(ValueError):
 
 
 def explorable_reason(spec) -> str | None:
-    """None if the explorer can show this registry model, else why not.
+    """None if the explorer can show this registry model, else "<name> (why not)".
 
     It shows the deep dense models whose code is the encoder output (identity
     bottleneck: vanilla, stacked, denoising) or its mean (Gaussian bottleneck:
     vae and the beta-VAEs).
     """
     if spec.shallow:
-        return f"{spec.name} has a one-layer encoder and decoder"
+        return f"{spec.name} (its encoder and decoder are single layers)"
     if spec.codebook_size:
-        return f"{spec.name} quantises its code with a codebook"
+        return f"{spec.name} (its code is quantised by a codebook)"
     if spec.bottleneck not in ("identity", "gaussian"):
-        return f"{spec.name} has a {spec.bottleneck} bottleneck"
+        return f"{spec.name} (its code goes through a {spec.bottleneck} bottleneck)"
     return None
 
 
