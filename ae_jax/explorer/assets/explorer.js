@@ -480,7 +480,7 @@
       return {model: DATA.models[S.model].name, seed: DATA.seeds[S.seed], inverted: S.inverted, shared: S.shared,
               black: black().slice(), range: S.range.slice(), selected: shownInputs().map(function (x) { return x.name; }),
               inputs: S.inputs.map(function (x) { return x.name; }), lines: lines, decoded: lastDecoded.slice(),
-              drawing: S.pad.drawn};
+              drawing: S.pad.drawn, drawingImage: S.pad.drawn ? Array.prototype.slice.call(S.pad.image) : null};
     },
     setModel: function (m) { S.model = modelIndex(m); document.getElementById("model-" + DATA.models[S.model].name).checked = true; render(); },
     setSeed: function (s) { S.seed = seedIndex(s); seedSel.value = String(DATA.seeds[S.seed]); render(); },
