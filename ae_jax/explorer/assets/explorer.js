@@ -171,7 +171,7 @@
   function yOf(v) { return M.top + (S.range[1] - v) / (S.range[1] - S.range[0]) * (H - M.top - M.bottom); }
   function vOf(y) { return S.range[1] - (y - M.top) / (H - M.top - M.bottom) * (S.range[1] - S.range[0]); }
   function points(code) { return code.map(function (v, d) { return axisX(d).toFixed(1) + "," + yOf(v).toFixed(1); }).join(" "); }
-  var blackLine = null, handles = [];
+  var blackLine = null, handles = [], grabs = [];
 
   function renderPlot() {
     computeRange();
@@ -223,27 +223,30 @@
       hit.addEventListener("dblclick", function (ev) { ev.preventDefault(); snap(inp); });
     });
     blackLine = el("polyline", {points: points(black()), "class": "black", id: "black-line"}, plotArea);
-    handles = [];
+    handles = []; grabs = [];
     for (d = 0; d < N; d++) {
+      // A wider transparent circle under each point makes it easy to catch with a finger.
+      var grab = el("circle", {cx: axisX(d), cy: yOf(black()[d]), r: 18, "class": "grab", "data-dim": d}, svg);
       var h = el("circle", {cx: axisX(d), cy: yOf(black()[d]), r: 7, "class": "handle", id: "handle-" + d,
                             "data-dim": d}, svg);
       el("title", {}, h).textContent = "drag: z" + (d + 1);
       h.addEventListener("pointerdown", startDrag);
-      handles.push(h);
+      grab.addEventListener("pointerdown", startDrag);
+      handles.push(h); grabs.push(grab);
     }
   }
 
   function updateBlack() {  // moves the black line in place (a drag must keep its element)
     var z = black();
     blackLine.setAttribute("points", points(z));
-    for (var d = 0; d < N; d++) handles[d].setAttribute("cy", yOf(z[d]));
+    for (var d = 0; d < N; d++) { handles[d].setAttribute("cy", yOf(z[d])); grabs[d].setAttribute("cy", yOf(z[d])); }
     renderDecoded();
   }
 
   function startDrag(ev) {
     ev.preventDefault();
     S.dragging = Number(ev.currentTarget.getAttribute("data-dim"));
-    ev.currentTarget.classList.add("dragging");
+    handles[S.dragging].classList.add("dragging");
     dragTo(ev);
   }
   function svgY(ev) {
@@ -351,7 +354,8 @@
     document.getElementById("info").innerHTML =
       "<p>A 32\u00d732 image with 8-bit pixels holds 32\u00b732\u00b78 = <b>8192 bits</b>; n = " + N +
       " float32 values hold " + N + "\u00b732 = <b>" + code + " bits</b>, " + (img / code).toFixed(img % code ? 1 : 0) +
-      "\u00d7 fewer. The VAE's KL term makes most float values unlikely codes, so it uses fewer of those bits than the AE.</p>" +
+      "\u00d7 fewer. The original article argues that the VAE's KL term makes most float values unlikely codes, " +
+      "so the VAE uses fewer of those bits than the AE (compare the violins and the ranges).</p>" +
       parts.join("");
   }
 
@@ -397,7 +401,7 @@
   }
   var ink = document.createElement("canvas");  // the ink alone, white on black, sampled for the input
   ink.width = pad.width; ink.height = pad.height;
-  var ictx = ink.getContext("2d");
+  var ictx = ink.getContext("2d", {willReadFrequently: true});
   function clearPad() {
     ictx.fillStyle = "#000"; ictx.fillRect(0, 0, ink.width, ink.height);
     S.pad.drawn = false; S.pad.image = null;
