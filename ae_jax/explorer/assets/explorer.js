@@ -84,7 +84,9 @@
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   function fmt(v, d) { return (v >= 0 ? "\u2007" : "") + v.toFixed(d === undefined ? 2 : d).replace("-", "\u2212"); }
-  function fmtRange(r) { return "[" + fmt(r[0]).trim() + ", " + fmt(r[1]).trim() + "]"; }
+  function fmtRange(r) {  // may wrap after the comma in a narrow table
+    return "[" + fmt(r[0]).replace("\u2007", "") + ",\u200b" + fmt(r[1]).replace("\u2007", "") + "]";
+  }
 
   // ------------------------------------------------------------------ state
   var S = {
@@ -315,7 +317,7 @@
     return [lo, hi];
   }
   function renderRanges() {
-    var head = "<tr><th></th>", shownRow = "<tr><th>all inputs here</th>", trainRow = "<tr><th>training set, 1\u201399 %</th>",
+    var head = "<tr><th></th>", shownRow = "<tr><th>inputs here</th>", trainRow = "<tr><th>training set 1\u201399 %</th>",
         origRow = "<tr><th>original article</th>";
     DATA.models.forEach(function (m, mi) {
       var p = m.seeds[S.seed].pct, tr = [Math.min.apply(null, p.p1), Math.max.apply(null, p.p99)];
