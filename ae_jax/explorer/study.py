@@ -1,0 +1,251 @@
+"""Train (or reuse) the explorer's models and write its folder.
+
+    results/<dataset>/explorer/
+      index.html       the page (open it in a browser: nothing to install, nothing fetched)
+      reference.json   JAX's decodes and codes for a few vectors and inputs, per model and seed
+      screenshot.png   the page as it opens (when a headless Chromium is found)
+      pca.png, pca.npz the first seed's training codes, first two principal components, per model
+      ranges.json      per-dimension ranges and percentiles of the training codes, per model and seed
+      README.md        the command, how to open the page, our ranges beside the original article's
+      runs/<name>/     the training runs (run_experiment folders)
+
+``trained_states`` is the only function here that touches the training and
+experiment API; everything else works from its ``TrainedModel``s.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..io import atomic_write_text, write_json
+from .analysis import code_summary, pca_figure, range_table, ranges_markdown
+from .export import ExportedModel, explorable_reason, export_state, jax_apply, np_encode, seed_slice
+from .glyphs import glyphs
+from .page import MODEL_LABELS, ORIGINAL_RANGES, PageInput, PageModel, page_data, write_page
+from .screenshot import screenshot
+
+DEFAULT_MODELS = ("vanilla", "vae")
+DEFAULT_LATENT = 4
+INITIAL_DIGITS = (0, 3, 7)  # test digits selected when the page opens, with the question mark
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A trained model as the explorer needs it; ``state`` has .params and .batch_stats, leaves [S, ...]."""
+    name: str
+    description: str
+    gaussian: bool       # encoder outputs [mu, log_sigma]
+    latent_dim: int
+    seeds: list[int]
+    state: Any
+    epochs: int | None = None
+    run_dir: Path | None = None
+
+
+EXPLORABLE_HINT = "vanilla, stacked, denoising, vae, beta_vae_strict, beta_vae_loose or beta_vae"
+
+
+def check_models(names: Sequence[str]) -> None:
+    """Raise ConfigError for an unknown model or one the explorer cannot show."""
+    from ..models import MODELS
+    from ..trainer import ConfigError
+    if not names:
+        raise ConfigError(f"name at least one model, e.g. vanilla,vae; the explorer shows {EXPLORABLE_HINT}")
+    for name in names:
+        if name not in MODELS:
+            raise ConfigError(f"unknown model {name!r}; the explorer shows {EXPLORABLE_HINT}")
+        why = explorable_reason(MODELS[name])
+        if why:
+            raise ConfigError(f"the explorer cannot show {why}; use {EXPLORABLE_HINT}")
+
+
+def trained_states(models: Sequence[str], dataset: str, latent_dim: int, seeds: int, epochs: int,
+                   runs_root: Path, data_dir: str | None = None, splits=None, force: bool = False,
+                   command: str | None = None, log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
+    """Train (or resume, or reuse) each model for seeds 0..seeds-1 into runs_root/<run name>.
+
+    The one coupling to the training and experiment API. Every request is
+    checked before anything trains; raises ConfigError (unknown or unsupported
+    model, impossible sizes) or DataError.
+    """
+    from ..trainer import ExperimentConfig, get_model_or_error, load_final_state, run_experiment
+
+    check_models(models)
+    cfgs = []
+    for name in models:
+        spec = get_model_or_error(name)
+        cfg = ExperimentConfig(model=name, dataset=dataset, latent_dim=latent_dim, seeds=seeds, epochs=epochs)
+        cfg.validate()
+        cfgs.append((spec, cfg))
+    out = {}
+    for spec, cfg in cfgs:
+        run_dir = Path(runs_root) / cfg.name()
+        _, run_dir = run_experiment(cfg, out=run_dir, data_dir=data_dir, force=force, command=command, log=log,
+                                    splits=splits)
+        tcfg = cfg.train_config()
+        state = load_final_state(spec, tcfg, len(cfg.runs()), run_dir / "checkpoints")
+        if state is None:  # finished, but its checkpoints are gone (they are not committed): train again
+            log(f"{run_dir} has no final checkpoint; training it again")
+            run_experiment(cfg, out=run_dir, data_dir=data_dir, command=command, log=log, splits=splits,
+                           reuse_complete=False)
+            state = load_final_state(spec, tcfg, len(cfg.runs()), run_dir / "checkpoints")
+        out[cfg.model] = TrainedModel(cfg.model, spec.description, spec.bottleneck.name == "gaussian", cfg.latent, cfg.seed_list, state,
+                                      cfg.epochs, run_dir)
+    return out
+
+
+# ----------------------------------------------------------------------------- inputs and reference
+def page_inputs(x_test: np.ndarray, y_test: np.ndarray) -> list[PageInput]:
+    """The first test image of each digit class present, then the three glyphs."""
+    out = []
+    for k in range(10):
+        hits = np.nonzero(np.asarray(y_test) == k)[0]
+        if hits.size:
+            out.append(PageInput(f"test digit {k}", str(k), np.asarray(x_test[hits[0]], np.float32)))
+    shorts = {"question mark": "?", "letter A": "A", "stick figure": "figure"}
+    out += [PageInput(name, shorts.get(name, name), img) for name, img in glyphs().items()]
+    return out
+
+
+def _r(a: np.ndarray) -> list:
+    """float32 values with 8 significant digits (enough for a 1e-6 comparison, half the JSON)."""
+    return np.vectorize(lambda v: float(f"{v:.8g}"), otypes=[float])(np.asarray(a, np.float64)).tolist()
+
+
+def reference_data(trained: dict[str, TrainedModel], inputs: Sequence[PageInput], n_random: int = 2,
+                   seed: int = 0) -> dict:
+    """JAX's answers, evaluation mode: {model: {seed: {"z", "images", "inputs", "codes"}}}.
+
+    z [k, n]: the zero vector, ``n_random`` draws from N(0, 1) (numpy seed
+    ``seed``) and the code of the first input; images [k, 1024]: the decoder's
+    sigmoid output for each; inputs [m, 1024] in [0, 1] and codes [m, n]: what
+    the encoder gives for them (the VAE family: mu).
+    """
+    x = np.stack([np.asarray(i.image, np.float32).reshape(32, 32) for i in inputs])
+    ref = {}
+    for name, tm in trained.items():
+        ref[name] = {}
+        rng = np.random.default_rng(seed)
+        for i, s in enumerate(tm.seeds):
+            enc, dec = jax_apply(seed_slice(tm.state.params, i), seed_slice(tm.state.batch_stats, i),
+                                 tm.latent_dim, tm.gaussian)
+            codes = enc(x)
+            z = np.concatenate([np.zeros((1, tm.latent_dim)), rng.standard_normal((n_random, tm.latent_dim)),
+                                codes[:1]]).astype(np.float32)
+            ref[name][str(s)] = {"z": _r(z), "images": _r(dec(z)), "inputs": _r(x.reshape(len(x), -1)),
+                                 "codes": _r(codes)}
+    return ref
+
+
+# ----------------------------------------------------------------------------- the folder
+def _fmt_range(r) -> str:
+    return f"[{r[0]:.2f}, {r[1]:.2f}]"
+
+
+def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, command: str = "",
+                   dataset: str | None = None, take_screenshot: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+    """Write the explorer folder from trained models and the data splits; returns what was written.
+
+    ``splits`` needs x_train [N, 32, 32], y_train, x_test, y_test. All models
+    must share the latent size and the seeds.
+    """
+    out_dir = Path(out_dir)
+    dataset = dataset or getattr(splits, "dataset", "?")
+    names = list(trained)
+    first = trained[names[0]]
+    n, seeds = first.latent_dim, first.seeds
+    for tm in trained.values():
+        if tm.latent_dim != n or tm.seeds != seeds:
+            raise ValueError(f"{tm.name}: n = {tm.latent_dim}, seeds {tm.seeds}; expected n = {n}, seeds {seeds}")
+    exports: dict[str, list[ExportedModel]] = {name: export_state(name, tm.state, n, tm.gaussian)
+                                               for name, tm in trained.items()}
+    inputs = page_inputs(splits.x_test, splits.y_test)
+    x_inputs = np.stack([i.image for i in inputs])
+    log(f"encoding the {len(splits.x_train)} training images for {len(names)} model(s) x {len(seeds)} seed(s)")
+    codes = {name: np.stack([np_encode(e, splits.x_train) for e in ex]) for name, ex in exports.items()}
+    shown = {name: np.stack([np_encode(e, x_inputs) for e in ex]) for name, ex in exports.items()}
+    labels = {name: MODEL_LABELS.get(name, name) for name in names}
+
+    epochs = {tm.epochs for tm in trained.values()}
+    trained_for = f" for {epochs.pop()} epochs" if len(epochs) == 1 and None not in epochs else ""
+    subtitle = (f"{' vs '.join(labels[m] for m in names)}, n = {n} latent values, trained on {dataset}{trained_for}, "
+                f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+    selected = [f"test digit {k}" for k in INITIAL_DIGITS] + ["question mark"]
+    selected = [s for s in selected if any(i.name == s for i in inputs)]
+    models = [PageModel(name, trained[name].description, exports[name],
+                        [code_summary(c) for c in codes[name]]) for name in names]
+    data = page_data(models, seeds, inputs, selected, subtitle,
+                     footer=f"Written by ae_jax ({command or 'build_explorer'}). The encoder and decoder run in this "
+                            "page's JavaScript from the trained weights, BatchNorm folded in; nothing is fetched.")
+    page = out_dir / "index.html"
+    size = write_page(page, data, title=f"{' vs '.join(labels.values())} on {dataset}")
+    log(f"wrote {page} ({size / 1e6:.1f} MB)")
+
+    digits = [i for i in inputs if i.name.startswith("test digit")]
+    write_json(out_dir / "reference.json",  # two digits and the glyphs: about 0.13 MB per model and seed
+               reference_data(trained, digits[:2] + [i for i in inputs if i not in digits]))
+    table = range_table(codes, seeds, shown, {m: ORIGINAL_RANGES[m] for m in names if m in ORIGINAL_RANGES})
+    write_json(out_dir / "ranges.json", table)
+    pca_figure({m: codes[m][0] for m in names}, splits.y_train, out_dir / "pca.png", out_dir / "pca.npz",
+               titles={m: f"{labels[m]} ({m}), seed {seeds[0]}" for m in names})
+
+    shot = None
+    if take_screenshot:
+        shot = screenshot(page, out_dir / "screenshot.png")
+        if shot:
+            log(f"no screenshot: {shot}")
+    readme = explorer_readme(command, dataset, n, seeds, names, labels, table, size, shot is None and take_screenshot)
+    atomic_write_text(out_dir / "README.md", readme)
+    return {"page": page, "page_bytes": size, "ranges": table, "screenshot": shot is None and take_screenshot,
+            "codes": codes}
+
+
+def explorer_readme(command: str, dataset: str, n: int, seeds: Sequence[int], names: Sequence[str],
+                    labels: dict, table: dict, page_bytes: int, has_screenshot: bool) -> str:
+    """README.md of the explorer folder."""
+    rows = ["| model | shown inputs, ours (mean ± std over seeds) | per seed | original article |", "|---|---|---|---|"]
+    for m in names:
+        t = table["models"][m]
+        lo, hi = t["over_seeds"]["shown_inputs"]["lo"], t["over_seeds"]["shown_inputs"]["hi"]
+        per = ", ".join(_fmt_range(e["shown_inputs"]) for e in t["per_seed"])
+        orig = _fmt_range(t["original_shown_range"]) if "original_shown_range" in t else "—"
+        pm = lambda a: f"{a['mean']:.2f}" + (f" ± {a['std']:.2f}" if len(seeds) > 1 else "")  # noqa: E731
+        rows.append(f"| {labels[m]} ({m}) | [{pm(lo)}, {pm(hi)}] | {per} | {orig} |")
+    bits = 32 * n
+    parts = [
+        f"# Latent explorer: {' vs '.join(labels[m] for m in names)} on {dataset}, n = {n}", "",
+        "Made with:", "", f"    {command}" if command else "    (build_explorer)", "",
+        "**Open `index.html` in a browser** (double-click it, or `file://` + its path): it is one self-contained "
+        f"file ({page_bytes / 1e6:.1f} MB) with the weights of every model and seed inline; it needs no server, no "
+        "network and nothing installed. The encoder and decoder run in the page's JavaScript from the trained "
+        "weights (BatchNorm folded into the dense layers) and agree with JAX to 1e-4 per pixel "
+        "(`reference.json` holds JAX's answers the tests check them against).", "",
+        "Controls: click inputs on the left to show their codes as coloured lines; draw your own on the pad; drag a "
+        "point of the black line to change the code the decoder sees (the image on the right follows); "
+        "double-click a coloured line to put the black line on it; **Random** draws the black line from N(0, 1) "
+        "clipped to the visible range; the model switch shows one model's lines in colour and the others in grey; "
+        "the seed switch picks one of the seeds (dimensions of different seeds are unrelated); **Inverted** shows "
+        "images black on white.", "",
+    ]
+    if has_screenshot:
+        parts += ["![the page as it opens](screenshot.png)", ""]
+    parts += [
+        "## Value ranges of the codes", "",
+        "Over the inputs the page shows (the test digits and the three glyphs; the VAE's code is its mean):", "",
+        *rows, "",
+        ranges_markdown(table, {m: f"{labels[m]} ({m})" for m in names}),
+        "`ranges.json` holds every seed's per-dimension min, max and percentiles (1, 5, 25, 50, 75, 95, 99).", "",
+        "## PCA of the training codes", "",
+        f"![PCA of each model's codes of the training set, seed {seeds[0]}](pca.png)", "",
+        "`pca.npz`: the first two principal components of every training image's code (`<model>_pc`), the digit "
+        "labels, components, explained variance and mean.", "",
+        "## Information", "",
+        f"A 32×32 image with 8-bit pixels holds 32·32·8 = 8192 bits; n = {n} float32 values hold {n}·32 = {bits} "
+        f"bits, {8192 / bits:g}× fewer. Each doubling of n doubles the code's bits (n = 2: 64, n = 8: 256, "
+        "n = 20: 640).", "",
+    ]
+    return "\n".join(parts)
