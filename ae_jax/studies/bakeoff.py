@@ -3,7 +3,9 @@
 Plan: every model at n = 20 on the full split (reconstruction, interpolation,
 samples where the model has a prior, latent structure, the linear probe) and
 at n = 2 on the anomaly split (reconstruction, latent structure, anomaly
-detection), plus the from-scratch baseline. Summary: ``{model: {metric:
+detection), plus two baselines for the probe: the encoder trained from
+scratch on the labels (``scratch``), and the random encoder with a trained
+linear head (``random_encoder``, what the original's baseline code ran). Summary: ``{model: {metric:
 {mean, std, values}}}`` with the anomaly run's metrics prefixed "anomaly_".
 Its summary and report go to the results root itself (``results/<dataset>/``).
 """
@@ -29,6 +31,7 @@ from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, task_tab
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe")
 ANOMALY_TASKS = ("reconstruction", "latent_structure", "anomaly")
 SCRATCH = "scratch"
+RANDOM_ENCODER = "random_encoder"
 
 # Published single-run MNIST numbers (PROTOCOL.md).
 PUBLISHED = {
@@ -36,7 +39,7 @@ PUBLISHED = {
     "probe_accuracy": dict(zip(CONTESTANTS, (0.4511, 0.7835, 0.6107, 0.2221, 0.8049, 0.6016, 0.4536, 0.6311,
                                              0.7717))),
 }
-PUBLISHED_SCRATCH = 0.4364
+PUBLISHED_SCRATCH = 0.4364  # the original's "from scratch" number, which its code computed as random_encoder
 SIGNIFICANCE = 0.05
 
 # (title, [(metric, label, higher is better)], note)
@@ -47,8 +50,11 @@ TABLES = [
     ("Classification (linear probe, {n_labelled} labels)",
      [("probe_accuracy", "test accuracy", True), ("probe_best_epoch", "best validation epoch", None)],
      "Frozen encoder + bottleneck, linear layer 20 → 10, Adam 1e-3, batch 32 ({steps} steps per epoch), "
-     "≤ 20 epochs, early stopping (patience 3) on validation accuracy. `scratch` trains the same encoder plus "
-     "linear layer from scratch on the same labels."),
+     "≤ 20 epochs, early stopping (patience 3) on validation accuracy. Two baselines use no autoencoder: "
+     "`scratch` trains the same dense encoder plus a linear layer from scratch on the same labels (every weight "
+     "learns); `random_encoder` is what the original study's baseline code ran: the encoder keeps its random "
+     "initial weights with BatchNorm in training mode (running statistics updated by the training passes, used "
+     "at evaluation) and only the linear layer learns. The published 0.4364 belongs to the second."),
     ("Latent structure (n = 20, UMAP to 2-D)",
      [("knn_accuracy", "5-NN accuracy in 2-D (5-fold)", True), ("silhouette", "silhouette by label", True)],
      "UMAP with default parameters (random_state = seed) of the test-set codes."),
@@ -82,7 +88,7 @@ ANOMALY_NOTE = (
 class Bakeoff(Study):
     name = "bake-off"
     folder = ""
-    baselines = (SCRATCH,)
+    baselines = (SCRATCH, RANDOM_ENCODER)
 
     def plan(self, opts: StudyOptions) -> list[PlannedRun]:
         models = list(opts.models) if opts.models else list(CONTESTANTS)
@@ -135,8 +141,8 @@ def published_table(summary: dict) -> str:
         b, bi = cell(m, "test_bce", PUBLISHED["test_bce"][m])
         p, pi = cell(m, "probe_accuracy", PUBLISHED["probe_accuracy"][m])
         out.append(f"| {m} | {PUBLISHED['test_bce'][m]} | {b} | {bi} | {PUBLISHED['probe_accuracy'][m]} | {p} | {pi} |")
-    p, pi = cell("scratch", "probe_accuracy", PUBLISHED_SCRATCH)
-    out.append(f"| scratch | | | | {PUBLISHED_SCRATCH} | {p} | {pi} |")
+    p, pi = cell(RANDOM_ENCODER, "probe_accuracy", PUBLISHED_SCRATCH)
+    out.append(f"| random_encoder (the published 'from scratch') | | | | {PUBLISHED_SCRATCH} | {p} | {pi} |")
     return "\n".join(out)
 
 
@@ -174,7 +180,7 @@ def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
 
 
 def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s: float) -> None:
-    models = [m for m in summary if m != "scratch"]
+    models = [m for m in summary if m not in (SCRATCH, RANDOM_ENCODER)]
     compute = sum(t["seconds"] for r in results for t in r.tasks.values())
     train = sum(r.metrics["timing"]["train_time_s"] + r.metrics["timing"]["compile_time_s"] for r in results)
     devices = sorted({device_text(r.metrics["device"]) for r in results})
@@ -200,7 +206,8 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
     fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}
     for title, rows, note in TABLES:
         title, note = title.format(**fill), note.format(**fill)
-        cols = order + (["scratch"] if rows[0][0] == "probe_accuracy" and "scratch" in summary else [])
+        cols = order + ([b for b in (SCRATCH, RANDOM_ENCODER) if b in summary] if rows[0][0] == "probe_accuracy"
+                        else [])
         t = task_table(summary, rows, cols)
         if t:
             lines += [f"## {title}", "", note, "", t, ""]

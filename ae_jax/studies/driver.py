@@ -117,6 +117,23 @@ def _collect(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult:
                      {t: read_json(task_path(run_dir, t)) for t in tasks})
 
 
+# The tasks the single tasks.json of version 0.1 covered. A run finished by that code (its checkpoints are
+# gone) still counts as done for these tasks, so its committed numbers are reported, not retrained; the
+# report names it as a run from older code.
+LEGACY_TASKS = frozenset({"reconstruction", "interpolation", "samples", "latent_structure", "anomaly", "probe"})
+
+
+def _legacy(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult | None:
+    path = run_dir / "tasks.json"
+    if not (path.exists() and (run_dir / "metrics.json").exists()) or not set(tasks) <= LEGACY_TASKS:
+        return None
+    old = read_json(path)
+    if old.get("seeds") != p.cfg.seed_list:
+        return None
+    return RunResult(p, run_dir, read_json(run_dir / "metrics.json"),
+                     {"tasks.json": {"metrics": old["metrics"], "seconds": old.get("task_time_s", 0.0)}})
+
+
 def applicable_tasks(p: PlannedRun) -> list[str]:
     spec = get_model(p.cfg.model)
     return [t for t in p.tasks if get_task(t).applies(spec)]
@@ -133,6 +150,10 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
     if has_metrics and not missing and not opts.force:
         log(f"{tag} done already (--force redoes it)")
         return _collect(p, run_dir, tasks)
+    legacy = None if opts.force else _legacy(p, run_dir, tasks)
+    if legacy is not None and not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
+        log(f"{tag} done by older code (its tasks.json); reported as it is (--force redoes it)")
+        return legacy
     if opts.force or not has_metrics:
         log(f"{tag} training")
         run_experiment(cfg, out=run_dir, force=opts.force, command=opts.command, log=log,
