@@ -43,6 +43,28 @@ def image_grid(images: np.ndarray, path: Path, cols: int = 4, title: str | None 
     image_rows(rows, path, [title] + [None] * (len(rows) - 1) if title else None)
 
 
+def tile(images: np.ndarray, pad: int = 0) -> np.ndarray:
+    """[A, B, H, W] -> one [A (H + 2 pad), B (W + 2 pad)] image: row a, column b holds images[a, b]."""
+    if pad:
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=1.0)
+    a, b, h, w = images.shape
+    return images.transpose(0, 2, 1, 3).reshape(a * h, b * w)
+
+
+def panels(images: Sequence[np.ndarray], path: Path, titles: Sequence[str], cols: int | None = None,
+           size: float = 3.6) -> None:
+    """Grey [H, W] images in [0, 1], one titled panel each, side by side (cols per row)."""
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, im, t in zip(axes.flat, images, titles):
+        ax.imshow(im, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(t, fontsize=9)
+    _save_fig(fig, path)
+
+
 def write_gif(frames: np.ndarray, path: Path, ms_per_frame: int = 30) -> int:
     """[T, 32, 32] in [0, 1] -> GIF that plays forward then back, enlarged GIF_SCALE x.
 

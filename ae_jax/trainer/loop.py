@@ -141,9 +141,16 @@ def _restore(manager, template: dict, step: int | None = None) -> dict:
     return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
 
 
-def _saved_snapshot_shape(manager, step: int) -> tuple[int, ...] | None:
+def _saved_snapshot_shape(ckpt_dir: Path, step: int) -> tuple[int, ...] | None:
     """The shape of the snapshots a checkpoint holds, or None (read from its metadata, no arrays)."""
-    tree = manager.item_metadata(step).tree
+    import orbax.checkpoint as ocp
+    opts = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+    manager = ocp.CheckpointManager(Path(ckpt_dir).absolute(), options=opts,
+                                    item_handlers=ocp.StandardCheckpointHandler())
+    try:
+        tree = manager.item_metadata(step).tree
+    finally:
+        manager.close()
     return tuple(tree["snapshots"].shape) if "snapshots" in tree else None
 
 
@@ -167,7 +174,7 @@ def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: P
         shapes = jax.eval_shape(jax.vmap(lambda k: init_state(spec, cfg, k)),
                                 jnp.stack([run_keys(0)["init"]] * n_runs))
         template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs,
-                              _saved_snapshot_shape(manager, cfg.epochs))
+                              _saved_snapshot_shape(ckpt_dir, cfg.epochs))
         return jax.device_get(_restore(manager, template)["state"])
     finally:
         manager.close()
@@ -240,7 +247,8 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         if pi not in compiled:
             fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=vepoch_in_axes)
             t0 = time.perf_counter()
-            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp, *shared).compile()
+            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp,
+                                                                *shared).compile()
             dt = time.perf_counter() - t0
             compile_time += dt
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
