@@ -56,6 +56,12 @@ def reference(splits: Splits) -> PixelReference:
     return _CACHE[key]
 
 
+def labeller_accuracy(splits: Splits, n: int = N_OWN) -> float:
+    """How often the nearest-neighbour label is right on real images: the first n test images."""
+    _, label = reference(splits).query(splits.x_test[:n])
+    return float((label == splits.y_test[:n]).mean())
+
+
 def off_threshold(ctx, index: int) -> float:
     """The OFF_QUANTILE-th percentile of seed `index`'s reconstructions' distance to the nearest training image.
 
