@@ -9,7 +9,7 @@ snapshots in the checkpoint, the old run name and identity).
 The study: ``experiments/ae_vs_vae.py`` with 2 seeds and 2 epochs into a
 temporary results folder (its main() in this process); then again after every
 checkpoint is deleted, which must train nothing and redraw the report from the
-saved arrays alone.
+saved arrays alone. Bad input: one line, exit 2, nothing written.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import dataclasses
 import importlib.util
 import io
 import shutil
+import subprocess
+import sys
 import types
 
 import jax
@@ -25,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO
+from _helpers import REPO, assert_one_line_error, subprocess_env
 from ae_jax.data import train_data, val_data
 from ae_jax.io import read_json
 from ae_jax.models import get_model
@@ -241,3 +243,18 @@ def test_study_reuses_its_runs_and_redraws_from_saved_arrays(study):
     assert "] training" not in study.log2 and "training again" not in study.log2, study.log2[-2000:]
     assert study.log2.count("done already") == len(KEYS) - 1  # seven runs: the beta run holds two keys
     assert study.summary == study.summary1
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--dataset=nope"], "unknown dataset"),
+    (["--dataset=digits", "--seeds=0"], "--seeds"),
+    (["--dataset=digits", "--epochs=0"], "--epochs"),
+    (["--dataset=mnist", "--data-dir={tmp}/absent"], "absent"),
+])
+def test_study_refuses_bad_input_in_one_line_writing_nothing(tmp_path, args, fragment):
+    out = tmp_path / "results"
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run([sys.executable, str(STUDY_PY), *args, f"--out={out}"], cwd=tmp_path,
+                          env=subprocess_env(AE_JAX_MIRRORS=""), capture_output=True, text=True, timeout=300)
+    assert_one_line_error(proc, fragment)
+    assert not out.exists()
