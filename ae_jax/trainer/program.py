@@ -232,9 +232,9 @@ def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
 
     With ``cfg.snapshots > 0`` the epoch takes a fourth data argument ``snap``
     (K images, K <= cfg.snapshots) and also returns their encoder outputs
-    h [K, e] after the epoch, from the same evaluation as the validation loss
-    (``make_eval`` of the whole model: BatchNorm running statistics, all
-    layers, whatever phase is training): (state, train_loss, val_loss, h).
+    h [K, e] after the epoch, evaluated as ``evaluate_runs`` would evaluate
+    the state (``make_eval`` of the whole model: BatchNorm running statistics,
+    all layers, whatever phase is training): (state, train_loss, val_loss, h).
     Snapshots take no key of their own (h does not depend on one), so the
     training numbers are those of the same run without snapshots.
     """
