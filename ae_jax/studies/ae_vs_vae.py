@@ -589,8 +589,8 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              "seeds, hence data order, but not initial weights (the networks differ), so the seeds are not "
              "treated as pairs.",
              "- \"Off the data\", \"digits among\" and \"showing the label\" judge decoded images by their nearest "
-             "training images in pixel space (the first 10 000), relative to the model's own reconstructions "
-             "(`ae_jax/tasks/pixels.py`).",
+             "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
+             "reconstructions (`ae_jax/tasks/pixels.py`).",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
     lines += diverged_note(results) + older_code_note(results)
     t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20)
