@@ -24,6 +24,28 @@ def _save_fig(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def save(fig, path: Path) -> None:
+    """A matplotlib figure -> PNG at path (written atomically); closes the figure."""
+    _save_fig(fig, path)
+
+
+def figure_rgb(fig, dpi: int = 80) -> np.ndarray:
+    """A matplotlib figure -> its pixels [H, W, 3] uint8; closes the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def write_rgb_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 200) -> None:
+    """[H, W, 3] uint8 frames (all the same size) -> a looping GIF, each frame with its own 255-colour palette."""
+    imgs = [Image.fromarray(f).convert("P", palette=Image.ADAPTIVE, colors=255) for f in frames]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=ms_per_frame, loop=0)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def image_rows(rows: Sequence[np.ndarray], path: Path, titles: Sequence[str] | None = None, pad: int = 2) -> None:
     """Rows of [k, 32, 32] images in [0, 1] tiled into one grey PNG (titles label the rows)."""
     k = max(len(r) for r in rows)
@@ -41,6 +63,30 @@ def image_grid(images: np.ndarray, path: Path, cols: int = 4, title: str | None 
     """[k, 32, 32] images -> a cols-wide grid PNG."""
     rows = [images[i: i + cols] for i in range(0, len(images), cols)]
     image_rows(rows, path, [title] + [None] * (len(rows) - 1) if title else None)
+
+
+def tile(images: np.ndarray, pad: int = 0) -> np.ndarray:
+    """[A, B, H, W] -> one [A (H + 2 pad), B (W + 2 pad)] image: row a, column b holds images[a, b]."""
+    if pad:
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=1.0)
+    a, b, h, w = images.shape
+    return images.transpose(0, 2, 1, 3).reshape(a * h, b * w)
+
+
+def panels(images: Sequence[np.ndarray], path: Path, titles: Sequence[str], cols: int | None = None,
+           size: float = 3.6, suptitle: str | None = None) -> None:
+    """Grey [H, W] images in [0, 1], one titled panel each, side by side (cols per row)."""
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, im, t in zip(axes.flat, images, titles):
+        ax.imshow(im, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(t, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    _save_fig(fig, path)
 
 
 def write_gif(frames: np.ndarray, path: Path, ms_per_frame: int = 30) -> int:

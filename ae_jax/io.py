@@ -31,6 +31,14 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def write_npz(path, **arrays) -> None:
+    """Named numpy arrays, compressed, written atomically (np.load(path) reads them back)."""
+    import io as _io
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def clean_json(obj: Any) -> Any:
     """numpy -> python, non-finite floats -> None (JSON has no NaN)."""
     if isinstance(obj, dict):

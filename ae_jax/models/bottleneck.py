@@ -42,6 +42,18 @@ class Bottleneck:
                  mask: jax.Array | None = None) -> Code:
         return Code(h, jnp.zeros((), h.dtype))
 
+    def mean_code(self, h: jax.Array, params: dict[str, Any] | None = None) -> jax.Array:
+        """The code without its noise, [B, e] -> [B, n]: z itself for a deterministic bottleneck.
+
+        A stochastic bottleneck returns the mean of z given h (the VAE's μ).
+        Deterministic codes do not depend on the key or on the hyperparameters
+        (those weigh only the loss term), so fixed ones are passed.
+        """
+        if self.stochastic:
+            raise NotImplementedError(f"the {self.name} bottleneck must define mean_code")
+        hp = Hparams(*(jnp.ones((), h.dtype),) * len(Hparams._fields))
+        return self(h, jax.random.key(0), hp, params).z
+
     def sample_prior(self, key: jax.Array, n: int, latent_dim: int, params: dict[str, Any]) -> jax.Array:
         """[n, latent_dim] codes drawn from the model's prior."""
         raise ValueError(f"the {self.name} bottleneck has no prior to sample from")

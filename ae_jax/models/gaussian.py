@@ -8,6 +8,12 @@ from ..losses import gaussian_kl, masked_mean
 from .bottleneck import Bottleneck, Code
 
 
+def moments(h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The encoder output h = [μ, log σ] of a Gaussian code as (μ, σ): [..., 2n] -> ([..., n], [..., n])."""
+    mu, log_sigma = jnp.split(h, 2, axis=-1)
+    return mu, jnp.exp(log_sigma)
+
+
 class Gaussian(Bottleneck):
     """h = [μ, log σ]; z = μ + σ ε, ε ~ N(0, I); extra = β mean_batch ½Σ_j(σ² + μ² − 1 − 2 log σ).
 
@@ -25,6 +31,10 @@ class Gaussian(Bottleneck):
         eps = jax.random.normal(key, mu.shape, mu.dtype)
         z = mu + jnp.exp(log_sigma) * eps
         return Code(z, hp.beta * masked_mean(gaussian_kl(mu, log_sigma), mask))
+
+    def mean_code(self, h, params=None):
+        """μ, the first half of h: [B, 2n] -> [B, n]."""
+        return moments(h)[0]
 
     def sample_prior(self, key, n, latent_dim, params):
         return jax.random.normal(key, (n, latent_dim))

@@ -4,14 +4,16 @@
                 resuming, running missing tasks, writing summary.json and the report
     report.py   report helpers: mean ± std cells, significance tests, provenance notes
     bakeoff.py  the bake-off (the first study)
+    ae_vs_vae.py  plain AE, VAE and conditional VAE compared (docs/studies.md part A)
 
 Adding a study: a module here with a ``Study`` subclass (its ``plan``,
 ``summarize`` and ``report``), a line in ``STUDIES``, and a thin entry point
 in ``experiments/``.
 """
+from .ae_vs_vae import AeVsVae
 from .bakeoff import Bakeoff
 from .driver import PlannedRun, RunResult, Study, StudyOptions, run_study
 
-STUDIES = {"bakeoff": Bakeoff()}
+STUDIES = {"bakeoff": Bakeoff(), "ae_vs_vae": AeVsVae()}
 
-__all__ = ["Bakeoff", "PlannedRun", "RunResult", "STUDIES", "Study", "StudyOptions", "run_study"]
+__all__ = ["AeVsVae", "Bakeoff", "PlannedRun", "RunResult", "STUDIES", "Study", "StudyOptions", "run_study"]

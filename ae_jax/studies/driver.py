@@ -164,6 +164,8 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")
         run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant),
                        reuse_complete=False)
+    if not missing:  # a run planned for its metrics (and files) alone: no trained state needed
+        return _collect(p, run_dir, tasks)
     state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
     if state is None:
         raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")

@@ -24,7 +24,11 @@ import numpy as np
 from ..io import aggregate, read_json, write_json
 from .base import EvalContext, Task, TaskResult
 from .anomaly import Anomaly
+from .arithmetic import Arithmetic
+from .codes_2d import Codes2D
+from .decoded_prior import DecodedPrior
 from .interpolation import Interpolation
+from .latent_plane import LatentPlane
 from .latent_structure import LatentStructure
 from .probe import LinearProbe
 from .random_encoder import RandomEncoder
@@ -33,7 +37,8 @@ from .samples import Samples
 from .scratch import Scratch
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch(), RandomEncoder())}
+    Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch(),
+    RandomEncoder(), DecodedPrior(), LatentPlane(), Codes2D(), Arithmetic())}
 
 
 def get_task(name: str) -> Task:

@@ -106,23 +106,34 @@ class EvalContext:
     def fig_key(self) -> jax.Array:
         return run_keys(self.seeds[self.fig])["task"]
 
-    # ------------------------------------------------------- the figure seed's model
-    def _apply(self, method, *args):
-        model = make_model(self.spec, self.tcfg)
-        return model.apply({"params": self.one.params, "batch_stats": self.one.batch_stats}, *args, method=method)
+    # ------------------------------------------------------- one seed's model (default: the figure seed's)
+    def state_of(self, index: int | None = None) -> TrainState:
+        """The trained state of seed index `index` (an index into ``seeds``; None: the figure seed)."""
+        return self.one if index is None or index == self.fig else jax.tree.map(lambda a: a[index], self.state)
 
-    def decode(self, z, cond=None) -> np.ndarray:
+    def _apply(self, method, *args, index: int | None = None):
+        model = make_model(self.spec, self.tcfg)
+        st = self.state_of(index)
+        return model.apply({"params": st.params, "batch_stats": st.batch_stats}, *args, method=method)
+
+    def decode(self, z, cond=None, index: int | None = None) -> np.ndarray:
         """z: [B, n] (labels [B] for a conditional model) -> images [B, 32, 32] in [0, 1], BatchNorm in eval mode."""
-        logits = self._apply(lambda m, z, c: m.decode(z, c, train=False), jnp.asarray(z), _cond(self.spec, cond))
+        logits = self._apply(lambda m, z, c: m.decode(z, c, train=False), jnp.asarray(z), _cond(self.spec, cond),
+                             index=index)
         return np.asarray(jax.nn.sigmoid(logits))
 
-    def encode_h(self, x, cond=None) -> jax.Array:
+    def encode_h(self, x, cond=None, index: int | None = None) -> jax.Array:
         """x: [B, 32, 32] -> encoder outputs h [B, e] (before the bottleneck)."""
-        return self._apply(lambda m, x, c: m.encode(x, c, train=False), jnp.asarray(x), _cond(self.spec, cond))
+        return self._apply(lambda m, x, c: m.encode(x, c, train=False), jnp.asarray(x), _cond(self.spec, cond),
+                           index=index)
 
     def bottleneck(self, h, key) -> jax.Array:
         """h -> the code z, as training and evaluation form it (samples for the VAE family)."""
         return self.spec.bottleneck(h, key, self.hps[0], self.one.params).z
+
+    def mean_code(self, h, index: int | None = None) -> np.ndarray:
+        """h [B, e] -> the code without its noise [B, n] (the VAE's μ; z itself for a plain autoencoder)."""
+        return np.asarray(self.spec.bottleneck.mean_code(jnp.asarray(h), self.state_of(index).params))
 
 
 def _cond(spec: ModelSpec, cond):

@@ -1,9 +1,17 @@
-"""Reconstruction: test error per image (BCE and MSE, overall and per class) and a figure."""
+"""Reconstruction: test error per image (BCE and MSE, overall and per class) and a figure.
+
+Arrays of the figure seed (``reconstructions.npz``): "index", "x", "recon" for
+the first 16 test images (the figure), and "digit_index", "digit_x",
+"digit_recon" for the first test image of each digit 0..9 (codes z as
+evaluation forms them: sampled for the VAE family).
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import figures
+from ..io import write_npz
+from ..models import NUM_CLASSES
 from ..trainer.run import per_class
 from .base import EvalContext, Task, TaskResult
 
@@ -21,6 +29,11 @@ class Reconstruction(Task):
         for k in ("bce", "mse"):
             metrics.update(per_class(np.asarray(ev[k], np.float64), data.y_test, f"test_{k}"))
         recon = ctx.decode(ev["z"][ctx.fig, :N_SHOW], data.y_test[:N_SHOW])
+        digits = np.asarray([np.flatnonzero(data.y_test == d)[0] for d in range(NUM_CLASSES)
+                             if np.any(data.y_test == d)])
+        write_npz(ctx.run_dir / "reconstructions.npz", index=np.arange(N_SHOW), x=data.x_test[:N_SHOW], recon=recon,
+                  digit_index=digits, digit_x=data.x_test[digits],
+                  digit_recon=ctx.decode(ev["z"][ctx.fig, digits], data.y_test[digits]), seed=ctx.seeds[ctx.fig])
         figures.image_rows([data.x_test[:N_SHOW], recon], ctx.run_dir / "reconstructions.png",
                            [f"{ctx.cfg.model}: test images", "reconstructions (seed %d)" % ctx.seeds[ctx.fig]])
         return TaskResult(metrics, {"reconstructions": "reconstructions.png"})

@@ -31,7 +31,7 @@ import numpy as np
 from ..data import Data
 from ..losses import Hparams
 from ..models import ModelSpec
-from .program import (TrainConfig, TrainState, init_state, make_epoch, make_eval, phase_at,
+from .program import (TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)
 
 
@@ -46,6 +46,7 @@ class TrainOutput:
     resumed_from: int           # epoch the run resumed from (0 = fresh)
     samples_per_epoch: int      # training images seen per run per epoch
     device: dict                # {"platform", "kind", "count"}: the devices that took part
+    snapshots: np.ndarray | None = None  # [E, R, K, e] encoder outputs of the K snapshot images after each epoch
 
 
 def stack_hparams(hps: Sequence[Hparams]) -> Hparams:
@@ -116,18 +117,41 @@ def _checkpoint_manager(path: Path):
     return ocp.CheckpointManager(path.absolute(), options=opts)
 
 
-def _ckpt_tree(state: TrainState, epochs: int, n_runs: int) -> dict:
-    """What a checkpoint holds: the batched state, the epoch reached, curves and timings."""
-    return {"state": state, "epoch": np.asarray(0, np.int32), "train_curve": np.full((epochs, n_runs), np.nan, np.float32),
+def _ckpt_tree(state: TrainState, epochs: int, n_runs: int, snapshot_shape: tuple[int, ...] | None = None) -> dict:
+    """What a checkpoint holds: the batched state, the epoch reached, curves and timings.
+
+    A run with snapshots also keeps them, [E, R, K, e] (NaN for epochs not yet
+    trained), so a resumed run still has those of the epochs before the resume.
+    Without snapshots the tree is exactly what it always was.
+    """
+    tree = {"state": state, "epoch": np.asarray(0, np.int32),
+            "train_curve": np.full((epochs, n_runs), np.nan, np.float32),
             "val_curve": np.full((epochs, n_runs), np.nan, np.float32), "epoch_time": np.zeros(epochs, np.float32),
             "compile_time": np.asarray(0.0, np.float32)}
+    if snapshot_shape is not None:
+        tree["snapshots"] = np.full(snapshot_shape, np.nan, np.float32)
+    return tree
 
 
-def _restore(manager, template: dict) -> dict:
+def _restore(manager, template: dict, step: int | None = None) -> dict:
+    """The checkpoint of `step` (default: the latest) in template's structure, shapes and dtypes."""
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    ckpt = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    ckpt = manager.restore(manager.latest_step() if step is None else step, args=ocp.args.StandardRestore(abstract))
     return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
+
+
+def _saved_snapshot_shape(ckpt_dir: Path, step: int) -> tuple[int, ...] | None:
+    """The shape of the snapshots a checkpoint holds, or None (read from its metadata, no arrays)."""
+    import orbax.checkpoint as ocp
+    opts = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+    manager = ocp.CheckpointManager(Path(ckpt_dir).absolute(), options=opts,
+                                    item_handlers=ocp.StandardCheckpointHandler())
+    try:
+        tree = manager.item_metadata(step).tree
+    finally:
+        manager.close()
+    return tuple(tree["snapshots"].shape) if "snapshots" in tree else None
 
 
 def has_final_checkpoint(cfg: TrainConfig, ckpt_dir: Path) -> bool:
@@ -149,7 +173,8 @@ def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: P
     try:
         shapes = jax.eval_shape(jax.vmap(lambda k: init_state(spec, cfg, k)),
                                 jnp.stack([run_keys(0)["init"]] * n_runs))
-        template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs)
+        template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs,
+                              _saved_snapshot_shape(ckpt_dir, cfg.epochs))
         return jax.device_get(_restore(manager, template)["state"])
     finally:
         manager.close()
@@ -165,10 +190,19 @@ def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log, labels: S
 
 def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams: Sequence[Hparams],
                train: Data, val: Data, ckpt_dir: Path | None = None, ckpt_every: int = 5,
-               log: Callable[[str], None] = print, run_labels: Sequence[str] | None = None) -> TrainOutput:
-    """Train len(seeds) runs (seed i with hparams i) together; resume from ckpt_dir if it holds a checkpoint."""
+               log: Callable[[str], None] = print, run_labels: Sequence[str] | None = None,
+               snap: Data | None = None) -> TrainOutput:
+    """Train len(seeds) runs (seed i with hparams i) together; resume from ckpt_dir if it holds a checkpoint.
+
+    With ``cfg.snapshots > 0``, ``snap`` holds the K <= cfg.snapshots images
+    (the first of the test set, say) whose encoder outputs each epoch program
+    also returns; they are gathered into ``TrainOutput.snapshots`` [E, R, K, e]
+    and kept in the checkpoints.
+    """
     R, E = len(seeds), cfg.epochs
     assert len(hparams) == R
+    if cfg.snapshots > 0 and (snap is None or not 0 < snap.x.shape[0] <= cfg.snapshots):
+        raise ValueError(f"cfg.snapshots = {cfg.snapshots}: pass snap, 1 to {cfg.snapshots} images")
     schedule = phase_schedule(spec, E)
     n_train = train.x.shape[0]
     axis = RunAxis(R)
@@ -183,7 +217,13 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     # Placed explicitly: leaves that do not depend on the key (biases, BN scales) would come out replicated,
     # and the compiled epoch would then disagree with its own run-sharded output from the second epoch on.
     state = axis.place(jax.jit(jax.vmap(lambda k: init_state(spec, cfg, k)))(init_keys))
-    ckpt = _ckpt_tree(axis.unpad(state), E, R)  # checkpoints hold the real runs only: resumable on any device count
+    snap_shape = None
+    shared = (dt_, dv)
+    if cfg.snapshots > 0:
+        snap_shape = (E, R, snap.x.shape[0], make_model(spec, cfg).encoder_out)
+        shared = (dt_, dv, axis.share(jax.tree.map(jnp.asarray, snap)))
+    # checkpoints hold the real runs only: resumable on any device count
+    ckpt = _ckpt_tree(axis.unpad(state), E, R, snap_shape)
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
     start = 0
     if manager is not None and manager.latest_step() is not None:
@@ -192,6 +232,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         start = int(ckpt["epoch"])
         log(f"  resuming from the checkpoint after epoch {start}")
     train_curve, val_curve = ckpt["train_curve"].copy(), ckpt["val_curve"].copy()
+    snapshots = ckpt["snapshots"].copy() if snap_shape is not None else None
     epoch_time, compile_time = ckpt["epoch_time"].copy(), float(ckpt["compile_time"])
     labels = list(run_labels) if run_labels is not None else [f"seed {s}" for s in seeds]
     diverged: dict[int, int] = {}
@@ -199,14 +240,15 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         _finite_first(np.stack([train_curve[e], val_curve[e]]), diverged, e + 1, lambda s: None, labels)
 
     compiled: dict[int, Callable] = {}
-    vepoch_in_axes = (0, 0, None, 0, None, None)
+    vepoch_in_axes = (0, 0, None, 0) + (None,) * len(shared)
     steps = n_train // cfg.batch_size
     for epoch in range(start, E):
         pi, phase = phase_at(schedule, epoch)
         if pi not in compiled:
             fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=vepoch_in_axes)
             t0 = time.perf_counter()
-            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp, dt_, dv).compile()
+            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp,
+                                                                *shared).compile()
             dt = time.perf_counter() - t0
             compile_time += dt
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
@@ -214,8 +256,10 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
             state = place_runs(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase
         t0 = time.perf_counter()
-        state, tl, vl = compiled[pi](state, train_keys, jnp.int32(epoch), hp, dt_, dv)
+        state, tl, vl, *h = compiled[pi](state, train_keys, jnp.int32(epoch), hp, *shared)
         tl, vl = np.asarray(tl)[:R], np.asarray(vl)[:R]  # waits for the epoch; padding runs dropped
+        if snapshots is not None:
+            snapshots[epoch] = np.asarray(h[0])[:R]
         dt = time.perf_counter() - t0
         train_curve[epoch], val_curve[epoch], epoch_time[epoch] = tl, vl, dt
         _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log, labels)
@@ -228,12 +272,14 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             import orbax.checkpoint as ocp
             ckpt = {"state": axis.unpad(state), "epoch": np.asarray(done, np.int32), "train_curve": train_curve, "val_curve": val_curve,
                     "epoch_time": epoch_time, "compile_time": np.asarray(compile_time, np.float32)}
+            if snapshots is not None:
+                ckpt["snapshots"] = snapshots
             manager.save(done, args=ocp.args.StandardSave(ckpt), force=True)
             manager.wait_until_finished()
     if manager is not None:
         manager.close()
     return TrainOutput(jax.device_get(axis.unpad(state)), train_curve, val_curve, epoch_time, compile_time, diverged,
-                       start, steps * cfg.batch_size, axis.describe())
+                       start, steps * cfg.batch_size, axis.describe(), snapshots)
 
 
 def _ms(v: np.ndarray) -> str:

@@ -43,6 +43,7 @@ class TrainConfig:
     loss: str = "bce"                 # reconstruction loss the model trains with: a key of losses.RECON_LOSSES
     width_latent: int | None = None   # hidden widths of this latent size (None: the protocol's, from latent_dim)
     precision: str = "float32"        # a key of PRECISIONS
+    snapshots: int = 0                # > 0: each epoch also returns the encoder outputs of this many test images
 
 
 def traced_with_precision(cfg: TrainConfig, fn):
@@ -222,21 +223,30 @@ def make_eval(spec: ModelSpec, cfg: TrainConfig, phase: Phase = EVAL):
 
 
 def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
-    """Return epoch(state, key, epoch, hp, train, val) for ONE run (train, val: ``Data``).
+    """Return epoch(state, key, epoch, hp, train, val[, snap]) for ONE run (train, val, snap: ``Data``).
 
     Shuffles with a key folded from (run key, epoch), scans over
     n_train // batch_size full minibatches (the remainder is dropped; a fresh
     permutation each epoch covers it over training), then computes the
     validation loss. Returns (state, train_loss, val_loss).
+
+    With ``cfg.snapshots > 0`` the epoch takes a fourth data argument ``snap``
+    (K images, K <= cfg.snapshots) and also returns their encoder outputs
+    h [K, e] after the epoch, evaluated as ``evaluate_runs`` would evaluate
+    the state (``make_eval`` of the whole model: BatchNorm running statistics,
+    all layers, whatever phase is training): (state, train_loss, val_loss, h).
+    Snapshots take no key of their own (h does not depend on one), so the
+    training numbers are those of the same run without snapshots.
     """
     loss_fn = make_loss(spec, cfg, phase)
     eval_fn = make_eval(spec, cfg, EVAL if phase.full else phase._replace(enc_bn=(False,) * 3, dec_bn=(False,) * 3))
+    snap_fn = make_eval(spec, cfg, EVAL) if cfg.snapshots > 0 else None
     bs = cfg.batch_size
     steps = n_train // bs
     if steps < 1:
         raise ValueError(f"the training set has {n_train} images, fewer than one batch of {bs}")
 
-    def epoch_fn(state: TrainState, key, epoch, hp: Hparams, train: Data, val: Data):
+    def epoch_fn(state: TrainState, key, epoch, hp: Hparams, train: Data, val: Data, snap: Data | None = None):
         ekey = jax.random.fold_in(key, epoch)
         k_perm, k_steps, k_val = jax.random.split(ekey, 3)
         idx = jax.random.permutation(k_perm, n_train)[: steps * bs].reshape(steps, bs)
@@ -254,6 +264,8 @@ def make_epoch(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int):
 
         state, losses = jax.lax.scan(step, state, (idx, jax.random.split(k_steps, steps)))
         val_loss = eval_fn(state, val, k_val, hp)["loss"].mean()
-        return state, losses.mean(), val_loss
+        if snap_fn is None:
+            return state, losses.mean(), val_loss
+        return state, losses.mean(), val_loss, snap_fn(state, snap, k_val, hp)["h"]
 
     return traced_with_precision(cfg, epoch_fn)

@@ -5,6 +5,8 @@ Layout of a run directory (default ``results/<dataset>/<name>``)::
     config.json      what was asked for, the command, the package version and source revision, the data
     curves.jsonl     one line per epoch: per-run train and validation loss, seconds
     metrics.json     per metric: per-run values, mean, std (written last: it marks the run done)
+    snapshots.npz    only with ``snapshots`` > 0: "h" [E, R, K, e], the encoder outputs of the first K test
+                     images after every epoch; "labels" [K], "epochs" [E], "seeds" and "betas" [R] of the runs
     tasks/<task>.json  each task's per-seed numbers (written by the studies, one file per task)
     checkpoints/     orbax checkpoints of the batched train state (not committed)
 
@@ -34,8 +36,8 @@ import subprocess
 import numpy as np
 
 from .. import __version__
-from ..data import Splits, load_splits, test_data, train_data, val_data
-from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json
+from ..data import Data, Splits, load_splits, test_data, train_data, val_data
+from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
 from ..losses import RECON_LOSSES
 from ..models import NUM_CLASSES, get_model
 from .loop import TrainOutput, evaluate_runs, train_runs
@@ -66,6 +68,7 @@ class ExperimentConfig:
     loss: str = "bce"           # reconstruction loss trained with: bce (the protocol's) or mse
     widths: str = "protocol"    # hidden widths: the protocol's for n, or "fixed" at the n = 20 widths
     precision: str = "float32"  # matmul precision: full float32 everywhere, or "fast" (the platform's default)
+    snapshots: int = 0          # > 0: keep the encoder outputs of the first this-many test images after every epoch
 
     @property
     def variant(self) -> str:
@@ -84,7 +87,7 @@ class ExperimentConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(latent_dim=self.latent, epochs=self.epochs, batch_size=self.batch_size, loss=self.loss,
-                           width_latent=self.width_latent, precision=self.precision)
+                           width_latent=self.width_latent, precision=self.precision, snapshots=self.snapshots)
 
     @property
     def seed_list(self) -> list[int]:
@@ -114,6 +117,8 @@ class ExperimentConfig:
             parts.append(f"w{self.width_latent}")
         if self.precision != "float32":
             parts.append(self.precision)
+        if self.snapshots > 0:
+            parts.append(f"snap{self.snapshots}")
         if self.anomaly:
             parts.append("anomaly")
         return "_".join(parts)
@@ -139,6 +144,8 @@ class ExperimentConfig:
             raise ConfigError(f"--widths must be one of {', '.join(WIDTHS)}, got {self.widths!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.snapshots < 0:
+            raise ConfigError(f"snapshots must be 0 (none) or a number of test images, got {self.snapshots}")
         if self.betas is not None:
             if not self.betas:
                 raise ConfigError("--beta needs at least one value")
@@ -210,6 +217,14 @@ def folder_lock(folder: Path):
         lock.unlink(missing_ok=True)
 
 
+SNAPSHOTS_FILE = "snapshots.npz"
+
+
+def snapshot_data(splits: Splits, k: int) -> Data:
+    """The images whose codes a run with snapshots keeps: the first min(k, test size) test images."""
+    return Data(splits.x_test[:k], splits.y_test[:k])
+
+
 def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
     return Path(out) if out is not None else Path("results") / cfg.dataset / cfg.name()
 
@@ -248,10 +263,10 @@ def _config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = 
 
 
 # What makes two runs different. A config.json written before a key existed counts as the value that
-# code always used (an older run trained with BCE, the protocol's widths, full float32 on a CPU).
+# code always used (an older run trained with BCE, the protocol's widths, full float32 on a CPU, no snapshots).
 IDENTITY = {"model": None, "dataset": None, "anomaly": None, "latent_dim": None, "seeds": None, "first_seed": None,
             "betas": None, "epochs": None, "batch_size": None, "lr": None, "loss": "bce", "width_latent": None,
-            "precision": "float32"}
+            "precision": "float32", "snapshots": 0}
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -384,7 +399,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
     with folder_lock(run_dir):
         if force and run_dir.exists():
-            for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json"):  # tasks.json: of the old models
+            # tasks.json: the single task file of older code
+            for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json", SNAPSHOTS_FILE):
                 (run_dir / p).unlink(missing_ok=True)
             for d in ("checkpoints", "tasks"):
                 shutil.rmtree(run_dir / d, ignore_errors=True)
@@ -400,8 +416,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         t0 = time.perf_counter()
         load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
+        snap = snapshot_data(splits, cfg.snapshots) if cfg.snapshots > 0 else None
         result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
-                            ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels)
+                            ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
         test = evaluate_runs(spec, tcfg, result.state, seeds, hps, test_data(splits))
         metrics = result_metrics(cfg, result, test, splits.y_test)
         metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
@@ -410,5 +427,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
                                                 "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
                          + "\n" for e in range(cfg.epochs))  # non-finite losses become null
         atomic_write_text(run_dir / "curves.jsonl", curves)
+        if result.snapshots is not None:
+            write_npz(run_dir / SNAPSHOTS_FILE, h=result.snapshots, labels=snap.y, epochs=np.arange(1, cfg.epochs + 1),
+                      seeds=np.asarray(seeds), betas=np.asarray([np.nan if b is None else b for _, b in runs]))
         write_json(run_dir / "metrics.json", metrics)
         return metrics, run_dir

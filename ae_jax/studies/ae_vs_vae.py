@@ -1,0 +1,613 @@
+"""Plain autoencoder, VAE and conditional VAE compared (docs/studies.md, part A).
+
+Plan: ``vanilla``, ``vae`` and ``cvae``, all trained with the MSE loss on the
+full split, at n = 20 (reconstruction, decoded prior, codes in 2-D, latent
+arithmetic) and at n = 2 (reconstruction, latent plane); plus one program
+training the n = 2 VAE with β = 0 and β = 1 side by side, which keeps the
+codes of the first SNAPSHOTS test images after every epoch (the latent
+dynamics). Summary: ``{"<model>_n<n>": {metric: {mean, std, values}}}``, the
+β runs as "vae_beta0_n2" and "vae_beta1_n2".
+
+The report (``<results>/ae_vs_vae/README.md``) draws every figure from arrays
+the tasks and the trainer saved in the run folders (``*.npz``), and saves each
+figure's own arrays beside it under the same stem, so it can be redrawn on a
+clone where the checkpoints are gone.
+"""
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from .. import figures
+from ..io import aggregate, atomic_write_text, fmt_mean_std, write_npz
+from ..models import NUM_CLASSES
+from ..models.gaussian import moments
+from ..trainer import ExperimentConfig
+from ..trainer.run import SNAPSHOTS_FILE, device_text
+from .driver import PlannedRun, RunResult, Study, StudyOptions
+from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, ranking, task_table, welch
+
+MODELS = ("vanilla", "vae", "cvae")
+N_BIG, N_PLANE = 20, 2
+BIG_TASKS = ("reconstruction", "decoded_prior", "codes_2d", "arithmetic")
+PLANE_TASKS = ("reconstruction", "latent_plane")
+BETAS = (0.0, 1.0)
+SNAPSHOTS = 1000
+LABELS = {"vanilla": "AE", "vae": "VAE", "cvae": "CVAE"}
+
+
+def run_key(cfg: ExperimentConfig, beta: float | None = None) -> str:
+    """The summary key of a run (group): "<model>_n<n>", or "vae_beta<β>_n2" for a group of the β run."""
+    return f"{cfg.model}_n{cfg.latent}" if beta is None else f"{cfg.model}_beta{beta:g}_n{cfg.latent}"
+
+
+class AeVsVae(Study):
+    name = "ae_vs_vae"
+    folder = "ae_vs_vae"
+
+    def plan(self, opts: StudyOptions) -> list[PlannedRun]:
+        def cfg(model, n, **kw):
+            return ExperimentConfig(model=model, dataset=opts.dataset, latent_dim=n, loss="mse", seeds=opts.seeds,
+                                    epochs=opts.epochs, **kw)
+        return ([PlannedRun(cfg(m, N_BIG), BIG_TASKS) for m in MODELS]
+                + [PlannedRun(cfg(m, N_PLANE), PLANE_TASKS) for m in MODELS]
+                + [PlannedRun(cfg("vae", N_PLANE, betas=BETAS, snapshots=SNAPSHOTS), ())])
+
+    def summarize(self, results: list[RunResult], baselines: dict[str, dict]) -> dict:
+        summary: dict[str, dict] = {}
+        for r in results:
+            cfg = r.planned.cfg
+            if cfg.betas is None:
+                summary[run_key(cfg)] = r.entry()
+                continue
+            snap = snapshot_metrics(r)
+            for g in r.metrics["groups"]:
+                entry = {k: {"mean": v["mean"], "std": v["std"], "values": v["values"]}
+                         for k, v in g["metrics"].items()}
+                entry.update(snap.get(g["beta"], {}))
+                summary[run_key(cfg, g["beta"])] = entry
+        return summary
+
+    def report(self, out_dir: Path, summary: dict, results: list[RunResult], opts: StudyOptions,
+               session_s: float) -> None:
+        write_report(out_dir, summary, {run_key(r.planned.cfg) if r.planned.cfg.betas is None else "betas": r
+                                        for r in results}, opts, session_s)
+
+    def headline(self, summary: dict) -> str:
+        rows = [("run", "test MSE", "test BCE")]
+        rows += [(k, fmt_mean_std(e["test_mse"]), fmt_mean_std(e["test_bce"])) for k, e in summary.items()
+                 if "test_mse" in e]
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- latent dynamics (claim 7)
+def _valid_runs(r: RunResult) -> np.ndarray:
+    """[R] False for runs (of metrics.json's "runs") whose training diverged."""
+    ok = np.ones(len(r.metrics["runs"]), bool)
+    for d in r.metrics.get("diverged", []):
+        ok[d["run"]] = False
+    return ok
+
+
+def snapshot_metrics(r: RunResult) -> dict[float, dict]:
+    """{beta: {metric: {mean, std, values}}} from the last epoch's snapshot codes μ of each seed.
+
+    ``snap_rms_mu``: sqrt(mean ‖μ‖²) over the K images (how far from the
+    origin the codes sit); ``snap_isotropy``: sqrt(λ_min / λ_max) of the μ's
+    2 x 2 covariance (1: a round cloud); ``snap_knn_accuracy``: 5-fold 5-NN
+    accuracy of the digits from μ (do the digits form clusters).
+    """
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    path = r.run_dir / SNAPSHOTS_FILE
+    if not path.exists():
+        return {}
+    snap = np.load(path)
+    mu = np.asarray(moments(np.asarray(snap["h"][-1], np.float64))[0])           # [R, K, 2]
+    y, ok = snap["labels"], _valid_runs(r)
+    per_run = {"snap_rms_mu": [], "snap_isotropy": [], "snap_knn_accuracy": []}
+    for i in range(mu.shape[0]):
+        m = mu[i]
+        if not ok[i] or not np.isfinite(m).all():
+            for v in per_run.values():
+                v.append(float("nan"))
+            continue
+        lam = np.linalg.eigvalsh(np.cov(m.T))
+        per_run["snap_rms_mu"].append(float(np.sqrt((m ** 2).sum(1).mean())))
+        per_run["snap_isotropy"].append(float(np.sqrt(max(lam[0], 0.0) / lam[1])) if lam[1] > 0 else float("nan"))
+        folds = min(5, int(np.bincount(y).min())) if len(y) else 0
+        acc = cross_val_score(KNeighborsClassifier(5), m, y, cv=folds).mean() if folds >= 2 else float("nan")
+        per_run["snap_knn_accuracy"].append(float(acc))
+    runs = r.metrics["runs"]
+    out = {}
+    for b in dict.fromkeys(run["beta"] for run in runs):
+        idx = [i for i, run in enumerate(runs) if run["beta"] == b]
+        out[b] = {k: _msv([v[i] for i in idx]) for k, v in per_run.items()}
+    return out
+
+
+def _msv(values) -> dict:
+    a = aggregate(values)
+    return {"mean": a["mean"], "std": a["std"], "values": a["values"]}
+
+
+# --------------------------------------------------------------------------- figures
+def _load(run: RunResult | None, name: str):
+    if run is None or not (run.run_dir / name).exists():
+        return None
+    return np.load(run.run_dir / name)
+
+
+def _first_finite(a: np.ndarray) -> int:
+    """Index of the first seed (leading axis) whose array is all finite (the first valid seed), else 0."""
+    for i in range(a.shape[0]):
+        if np.isfinite(a[i]).all():
+            return i
+    return 0
+
+
+def fig_reconstructions(out: Path, runs: dict) -> str | None:
+    data = {m: _load(runs.get(f"{m}_n{N_BIG}"), "reconstructions.npz") for m in MODELS}
+    have = [m for m in MODELS if data[m] is not None]
+    if not have:
+        return None
+    x = data[have[0]]["digit_x"]
+    recon = np.stack([data[m]["digit_recon"] for m in have])
+    write_npz(out / "reconstructions.npz", x=x, recon=recon, models=np.asarray(have),
+              index=data[have[0]]["digit_index"], seeds=np.asarray([int(data[m]["seed"]) for m in have]))
+    figures.image_rows([x] + list(recon), out / "reconstructions.png",
+                       ["test images (the first of each digit)"]
+                       + [f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}" for m in have])
+    return "reconstructions.png"
+
+
+def fig_prior(out: Path, runs: dict) -> list[str]:
+    data = {m: _load(runs.get(f"{m}_n{N_BIG}"), "decoded_prior.npz") for m in MODELS}
+    have = [m for m in MODELS if data[m] is not None]
+    made = []
+    if have:
+        seeds = [_first_finite(data[m]["images"]) for m in have]
+        imgs = np.stack([data[m]["images"][s] for m, s in zip(have, seeds)])            # [M, 10, k, 32, 32]
+        seed_ids = [int(data[m]["seeds"][s]) for m, s in zip(have, seeds)]
+        write_npz(out / "prior_samples.npz", images=imgs, models=np.asarray(have), seeds=np.asarray(seed_ids))
+        titles = [f"{LABELS[m]}: z ~ N(0, I), seed {s}" + (" (row d: label d)" if m == "cvae" else "")
+                  for m, s in zip(have, seed_ids)]
+        figures.panels([figures.tile(i, pad=1) for i in imgs], out / "prior_samples.png", titles, size=4.2)
+        made.append("prior_samples.png")
+    if data["cvae"] is not None:
+        imgs = data["cvae"]["images"]                                                     # [S, 10, k, 32, 32]
+        write_npz(out / "cvae_samples.npz", images=imgs, seeds=data["cvae"]["seeds"], labels=np.arange(NUM_CLASSES))
+        s = _first_finite(imgs)
+        figures.image_rows(list(imgs[s]), out / "cvae_samples.png",
+                           [f"CVAE (n = {N_BIG}), seed {int(data['cvae']['seeds'][s])}: row d decodes z ~ N(0, I) "
+                            "with label d = 0..9"] + [None] * (NUM_CLASSES - 1))
+        made.append("cvae_samples.png")
+    return made
+
+
+def fig_latent_plane(out: Path, runs: dict) -> str | None:
+    plt = figures.plt
+    panels = []  # (title, image [G*32, G*32], extent, codes, labels)
+    for m in MODELS:
+        d = _load(runs.get(f"{m}_n{N_PLANE}"), "latent_plane.npz")
+        if d is None:
+            continue
+        u, v = d["u"], d["v"]
+        step_u, step_v = (u[1] - u[0]) / 2, (v[1] - v[0]) / 2
+        extent = (u[0] - step_u, u[-1] + step_u, v[0] - step_v, v[-1] + step_v)
+        for p, lab in zip(d["images"], d["plane_labels"]):
+            title = f"{LABELS[m]}, seed {int(d['seed'])}" + (f", label {lab}" if lab >= 0 else "")
+            panels.append((title, figures.tile(p), extent, d["codes"], d["labels"]))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.4 * len(panels), 9.0), squeeze=False)
+    for j, (title, img, ext, codes, y) in enumerate(panels):
+        axes[0, j].imshow(img, cmap="gray", vmin=0, vmax=1, extent=ext, interpolation="nearest", aspect="auto")
+        axes[0, j].set_title(title, fontsize=9)
+        axes[0, j].set_box_aspect(1)
+        sc = axes[1, j].scatter(codes[:, 0], codes[:, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=1.5, alpha=0.6,
+                                rasterized=True)
+        axes[1, j].set_xlim(ext[0], ext[1]), axes[1, j].set_ylim(ext[2], ext[3])
+        axes[1, j].set_box_aspect(1)
+        axes[1, j].set_title("test codes (μ) by digit", fontsize=8)
+        axes[0, j].tick_params(labelsize=7), axes[1, j].tick_params(labelsize=7)
+    fig.colorbar(sc, ax=axes[1, :].tolist(), ticks=range(10), fraction=0.02)
+    fig.suptitle(f"n = {N_PLANE}: a regular grid over the latent plane decoded (top) and the test set's codes over "
+                 "the same box (bottom)", fontsize=10)
+    figures.save(fig, out / "latent_plane.png")
+    write_npz(out / "latent_plane.npz", titles=np.asarray([p[0] for p in panels]),
+              images=np.stack([p[1] for p in panels]), extents=np.asarray([p[2] for p in panels]),
+              codes=np.stack([p[3] for p in panels]), labels=panels[0][4])
+    return "latent_plane.png"
+
+
+def fig_codes(out: Path, runs: dict) -> str | None:
+    plt = figures.plt
+    data = {m: _load(runs.get(f"{m}_n{N_BIG}"), "codes_2d.npz") for m in MODELS}
+    have = [m for m in MODELS if data[m] is not None]
+    if not have:
+        return None
+    seeds = [int(np.argmax(data[m]["seeds"] == data[m]["tsne_seed"])) for m in have]  # the task's figure seed
+    pca = np.stack([data[m]["pca"][s] for m, s in zip(have, seeds)])                   # [M, N, 2]
+    ratio = np.stack([data[m]["pca_ratio"][s] for m, s in zip(have, seeds)])
+    tsne = np.stack([data[m]["tsne"] for m in have])                                   # [M, T, 2]
+    y, yt = data[have[0]]["labels"], data[have[0]]["labels"][data[have[0]]["tsne_index"]]
+    fig, axes = plt.subplots(3, len(have), figsize=(4.2 * len(have), 12), squeeze=False)
+    for j, m in enumerate(have):
+        sd = int(data[m]["tsne_seed"])
+        ax = axes[0, j]
+        sc = ax.scatter(pca[j, :, 0], pca[j, :, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=1, alpha=0.5,
+                        rasterized=True)
+        ax.set_title(f"{LABELS[m]} (n = {N_BIG}), seed {sd}: PCA of the test codes\n"
+                     f"PC1 {ratio[j, 0]:.0%}, PC2 {ratio[j, 1]:.0%} of the variance", fontsize=9)
+        ax.set_xlabel("PC1", fontsize=8), ax.set_ylabel("PC2", fontsize=8)
+        ax = axes[1, j]
+        for c, name in ((0, "PC1"), (1, "PC2")):
+            z = pca[j, :, c] / pca[j, :, c].std()
+            ax.hist(z, bins=int(np.clip(len(z) // 10, 10, 80)), density=True, histtype="step", label=name)
+        g = np.linspace(-4, 4, 200)
+        ax.plot(g, np.exp(-g ** 2 / 2) / np.sqrt(2 * np.pi), "k:", lw=1, label="N(0, 1)")
+        ax.set_xlim(-4, 4)
+        ax.set_title("density of each component, standardised", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[2, j]
+        ax.scatter(tsne[j, :, 0], tsne[j, :, 1], c=yt, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.7,
+                   rasterized=True)
+        ax.set_title(f"t-SNE of the first {len(yt)} test codes (random_state = {sd})", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(sc, ax=axes[0, :].tolist(), ticks=range(10), fraction=0.02)
+    figures.save(fig, out / "codes_2d.png")
+    write_npz(out / "codes_2d.npz", pca=pca, pca_ratio=ratio, tsne=tsne, labels=y, tsne_labels=yt,
+              models=np.asarray(have), seeds=np.asarray([int(data[m]["tsne_seed"]) for m in have]))
+    return "codes_2d.png"
+
+
+def fig_dynamics(out: Path, run: RunResult | None) -> list[str]:
+    """The n = 2 VAE's test codes after every epoch, β = 1 beside β = 0: a GIF and a still of four epochs."""
+    from matplotlib.collections import EllipseCollection
+    plt = figures.plt
+    d = _load(run, SNAPSHOTS_FILE)
+    if d is None:
+        return []
+    h, y, epochs = d["h"], d["labels"], d["epochs"]
+    mu_all, sigma_all = moments(np.asarray(h, np.float64))                                # [E, R, K, 2]
+    runs = run.metrics["runs"]
+    ok = _valid_runs(run)
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    pick = next((s for s in seeds if all(ok[i] for i, r in enumerate(runs) if r["seed"] == s)), seeds[0])
+    order = [1.0, 0.0]  # β = 1 on the left
+    idx = [next(i for i, r in enumerate(runs) if r["seed"] == pick and r["beta"] == b) for b in order]
+    mu, sigma = np.asarray(mu_all[:, idx]), np.asarray(sigma_all[:, idx])                # [E, 2, K, 2]
+    radius = np.sqrt((sigma ** 2).sum(-1))                                                # [E, 2, K]
+    write_npz(out / "dynamics.npz", mu=mu, sigma=sigma, radius=radius, labels=y, epochs=epochs,
+              betas=np.asarray(order), seed=pick)
+    lims = []  # per panel, fixed over the epochs: at least the prior's [-3, 3]^2
+    for j in range(2):
+        m = mu[:, j][np.isfinite(mu[:, j]).all(-1)]
+        lims.append(max(float(np.percentile(np.abs(m), 99.5)) * 1.15 if m.size else 0.0, 3.0))
+    colours = plt.get_cmap("tab10")(y % 10)
+
+    def draw(axes, e):
+        for j, ax in enumerate(axes):
+            ok_e = np.isfinite(mu[e, j]).all(-1) & np.isfinite(radius[e, j])
+            ax.add_collection(EllipseCollection(2 * radius[e, j][ok_e], 2 * radius[e, j][ok_e], 0,
+                                                units="xy", offsets=mu[e, j][ok_e], offset_transform=ax.transData,
+                                                facecolors="none", edgecolors=colours[ok_e], linewidths=0.4,
+                                                alpha=0.35))
+            ax.scatter(mu[e, j][ok_e, 0], mu[e, j][ok_e, 1], c=colours[ok_e], s=1.5)
+            ax.set_xlim(-lims[j], lims[j]), ax.set_ylim(-lims[j], lims[j])
+            ax.set_aspect("equal")
+            ax.set_title(f"β = {order[j]:g}, epoch {int(epochs[e])}", fontsize=9)
+            ax.tick_params(labelsize=7)
+
+    from matplotlib.lines import Line2D
+    digits = sorted(set(int(v) for v in y))
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=plt.get_cmap("tab10")(d % 10)) for d in digits]
+
+    def legend(fig):
+        fig.legend(handles, [str(d) for d in digits], loc="lower center", ncol=len(digits), fontsize=7,
+                   frameon=False, handletextpad=0.1, columnspacing=0.8)
+
+    frames = []
+    for e in range(len(epochs)):
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
+        draw(axes, e)
+        legend(fig)
+        fig.suptitle(f"n = 2 VAE, seed {pick}: μ of the first {len(y)} test images, circle radius "
+                     "sqrt(σ1² + σ2²), colour = digit", fontsize=8)
+        frames.append(figures.figure_rgb(fig))
+    figures.write_rgb_gif(frames, out / "dynamics.gif", ms_per_frame=250)
+    pick_e = sorted(set(int(round(x)) for x in np.linspace(0, len(epochs) - 1, 4)))
+    fig, axes = plt.subplots(2, len(pick_e), figsize=(3.3 * len(pick_e), 6.8), squeeze=False)
+    for c, e in enumerate(pick_e):
+        draw(axes[:, c], e)
+    legend(fig)
+    fig.suptitle(f"n = 2 VAE, seed {pick}: μ of the first {len(y)} test images with circles of radius "
+                 "sqrt(σ1² + σ2²), colour = digit", fontsize=9)
+    figures.save(fig, out / "dynamics.png")
+    return ["dynamics.gif", "dynamics.png"]
+
+
+def fig_arithmetic(out: Path, runs: dict) -> list[str]:
+    data = {m: _load(runs.get(f"{m}_n{N_BIG}"), "arithmetic.npz") for m in MODELS}
+    have = [m for m in MODELS if data[m] is not None]
+    made = []
+    if have:
+        w = data[have[0]]["weights"]
+        x = data[have[0]]["x"]
+        imgs = np.stack([data[m]["images"] for m in have])                                 # [M, F, W, 32, 32]
+        write_npz(out / "arithmetic.npz", x=x, images=imgs, weights=w, models=np.asarray(have),
+                  seeds=np.asarray([int(data[m]["seed"]) for m in have]))
+        tiles = [figures.tile(np.concatenate([x[:, None], im], axis=1), pad=1) for im in imgs]
+        figures.panels(tiles, out / "arithmetic.png", [f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}"
+                                                        for m in have], size=4.4,
+                       suptitle="each row: a test image, then its code + w·v decoded for w = "
+                                + ", ".join(f"{a:g}" for a in w) + "; v = mean code of thick strokes − thin strokes")
+        made.append("arithmetic.png")
+    d = data.get("cvae")
+    if d is not None and "style" in d:
+        write_npz(out / "style_transfer.npz", x=d["x"], images=d["style"], labels=np.arange(NUM_CLASSES),
+                  seed=d["seed"])
+        figures.image_rows([np.concatenate([[xi], st]) for xi, st in zip(d["x"], d["style"])],
+                           out / "style_transfer.png",
+                           [f"CVAE, seed {int(d['seed'])}: a test image, then its code decoded with labels 0-9"]
+                           + [None] * (len(d["x"]) - 1))
+        made.append("style_transfer.png")
+    return made
+
+
+# --------------------------------------------------------------------------- the report
+def _get(summary, key, metric):
+    e = summary.get(key, {}).get(metric)
+    return None if e is None or e["mean"] is None or not math.isfinite(e["mean"]) else e
+
+
+def _ms(summary, key, metric) -> str:
+    e = _get(summary, key, metric)
+    return _fmt(e["mean"], e["std"]) if e else "n/a"
+
+
+def _cmp(summary, a, b, metric) -> tuple[bool | None, str]:
+    """Is a's mean above b's, significantly (Welch)? (verdict or None when not computable, text)."""
+    ea, eb = _get(summary, a, metric), _get(summary, b, metric)
+    if not ea or not eb:
+        return None, "not run"
+    p = welch(ea["values"], eb["values"])
+    above = ea["mean"] > eb["mean"]
+    ptxt = f"Welch p = {p:.2g}" if math.isfinite(p) else "no test possible"
+    return (above and math.isfinite(p) and p < SIGNIFICANCE), (f"{_ms(summary, a, metric)} vs "
+                                                               f"{_ms(summary, b, metric)} ({ptxt})")
+
+
+def _verdict(parts: list[bool | None]) -> str:
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return "not testable (runs missing)"
+    if all(parts):
+        return "**confirmed**"
+    if not any(parts):
+        return "**refuted**"
+    return "**partly confirmed**"
+
+
+def _all_at_least(e: dict | None, bound: float) -> bool | None:
+    vals = [v for v in (e or {}).get("values", []) if v is not None and math.isfinite(v)]
+    return all(v >= bound for v in vals) if vals else None
+
+
+def digit_ranking(summary: dict, key: str) -> list[int] | None:
+    """Digits from the lowest to the highest mean per-class test MSE of a run."""
+    means = [(_get(summary, key, f"test_mse_class{d}") or {}).get("mean") for d in range(NUM_CLASSES)]
+    if any(m is None for m in means):
+        return None
+    return [int(d) for d in np.argsort(means, kind="stable")]
+
+
+def claims(summary: dict) -> list[tuple[str, str, str, str]]:
+    """(#, claim, what our numbers say, verdict) for claims 1-9 of docs/studies.md part A."""
+    ae, vae, cvae = (f"{m}_n{N_BIG}" for m in MODELS)
+    ae2, vae2, cvae2 = (f"{m}_n{N_PLANE}" for m in MODELS)
+    b0, b1 = f"vae_beta0_n{N_PLANE}", f"vae_beta1_n{N_PLANE}"
+    rows = [("1", "plain AE: test error falls as n grows, for every digit", "needs the latent-size sweep",
+             "not tested here, see latent_sweep"),
+            ("2", "VAE: test error hardly changes with n, may rise beyond about 20", "needs the latent-size sweep",
+             "not tested here, see latent_sweep")]
+    # 3: per-digit difficulty
+    texts, easy, hard = [], [], []
+    for k in (ae, vae, cvae):
+        r = digit_ranking(summary, k)
+        if r is None:
+            continue
+        easy.append(set(r[:2]) == {1, 7})
+        hard.append(set(r[-2:]) == {2, 8})
+        texts.append(f"{LABELS[k.split('_')[0]]}: easiest {r[0]}, {r[1]}; hardest {r[-1]}, {r[-2]}")
+    rows.append(("3", "1 and 7 are the easiest digits to reconstruct, 2 and 8 the hardest",
+                 "; ".join(texts) + " (mean per-class test MSE, n = 20; the claim holds when {1, 7} are the two "
+                 "lowest and {2, 8} the two highest)" if texts else "not run",
+                 _verdict([all(easy), all(hard)] if texts else [])))
+    # 4: samples from N(0, I)
+    a_off, a_txt = _cmp(summary, ae, vae, "prior_offdata_fraction")
+    classes = _get(summary, vae, "prior_classes")
+    acc, ref = _get(summary, cvae, "prior_label_accuracy"), _get(summary, cvae, "pixel_knn_test_accuracy")
+    v_ok = classes["mean"] >= 8 if classes else None
+    c_ok = (acc["mean"] >= 0.8 * ref["mean"]) if acc and ref else None
+    rows.append(("4", "z ~ N(0, I) decoded: AE unreadable; VAE legible digits of random class; CVAE the digit asked for",
+                 f"fraction of decodes off the data, AE vs VAE: {a_txt}; digits among the VAE's decodes: "
+                 f"{_ms(summary, vae, 'prior_classes')}; CVAE decodes showing the label asked for: "
+                 f"{_ms(summary, cvae, 'prior_label_accuracy')} (the same nearest-neighbour labeller on real test "
+                 f"images: {_ms(summary, cvae, 'pixel_knn_test_accuracy')}). Rule: AE significantly more off the "
+                 "data than the VAE; ≥ 8 digits among the VAE's; CVAE labelled as asked ≥ 0.8 × the labeller's "
+                 "accuracy on real images. Legibility is also to be judged from `prior_samples.png`.",
+                 _verdict([a_off, v_ok, c_ok])))
+    # 5: latent plane
+    p_off, p_txt = _cmp(summary, ae2, vae2, "plane_offdata_fraction")
+    pc = _get(summary, vae2, "plane_classes")
+    rows.append(("5", "n = 2 plane decoded: AE has holes and garbage; VAE shows every digit around (0, 0), "
+                      "neighbours blending; CVAE with a fixed label: the plane encodes style",
+                 f"fraction of grid decodes off the data, AE vs VAE: {p_txt}; digits on the VAE's [−3, 3]² plane: "
+                 f"{_ms(summary, vae2, 'plane_classes')}; CVAE planes showing their label: "
+                 f"{_ms(summary, cvae2, 'plane_label_accuracy')}. Rule: AE significantly more off the data; all 10 "
+                 "digits on the VAE's plane in every seed. Blending and style: from `latent_plane.png`.",
+                 _verdict([p_off, _all_at_least(pc, NUM_CLASSES)])))
+    # 6: PCA / t-SNE
+    order_sil = [k for k in ranking({k: summary[k] for k in (ae, vae, cvae) if k in summary}, "code_silhouette", True)]
+    order_ks = [k for k in ranking({k: summary[k] for k in (ae, vae, cvae) if k in summary}, "code_gauss_ks", False)]
+    sil_ok = ks_ok = None
+    if len(order_sil) == 3:
+        sil_ok = order_sil[0] == ae
+    if len(order_ks) == 3:
+        ks_ok = order_ks[0] == cvae
+    rows.append(("6", "AE codes form per-digit clusters with wide gaps; CVAE codes are the closest to one Gaussian",
+                 f"silhouette by digit of the n = 20 codes: AE {_ms(summary, ae, 'code_silhouette')}, "
+                 f"VAE {_ms(summary, vae, 'code_silhouette')}, CVAE {_ms(summary, cvae, 'code_silhouette')}; "
+                 f"mean KS distance of the standardised principal components to N(0, 1): "
+                 f"AE {_ms(summary, ae, 'code_gauss_ks')}, VAE {_ms(summary, vae, 'code_gauss_ks')}, "
+                 f"CVAE {_ms(summary, cvae, 'code_gauss_ks')}. Rule: AE has the highest silhouette, CVAE the lowest "
+                 "KS distance (`codes_2d.png`).",
+                 _verdict([sil_ok, ks_ok])))
+    # 7: dynamics
+    r_ok, r_txt = _cmp(summary, b0, b1, "snap_rms_mu")
+    k0, k1 = _get(summary, b0, "snap_knn_accuracy"), _get(summary, b1, "snap_knn_accuracy")
+    clusters = (k0["mean"] > 0.5 and k1["mean"] > 0.5) if k0 and k1 else None
+    rows.append(("7", "the KL term draws the n = 2 codes into a round region about the origin; clusters appear "
+                      "with or without it",
+                 f"after the last epoch, RMS ‖μ‖ with β = 0 vs β = 1: {r_txt}; roundness sqrt(λmin/λmax) "
+                 f"β = 1 {_ms(summary, b1, 'snap_isotropy')}, β = 0 {_ms(summary, b0, 'snap_isotropy')}; 5-NN digit "
+                 f"accuracy from μ: β = 1 {_ms(summary, b1, 'snap_knn_accuracy')}, β = 0 "
+                 f"{_ms(summary, b0, 'snap_knn_accuracy')} (chance 0.1). Rule: β = 0 codes significantly further out; "
+                 "5-NN accuracy above 0.5 for both (`dynamics.gif`).",
+                 _verdict([r_ok, clusters])))
+    # 8: arithmetic
+    g_ae, g_vae = _get(summary, ae, "arith_ink_gain"), _get(summary, vae, "arith_ink_gain")
+    carries = None
+    if g_ae and g_vae:
+        carries = g_ae["mean"] > 0 and g_vae["mean"] > 0
+    m_ok, m_txt = _cmp(summary, ae, vae, "arith_offdata_fraction")
+    rows.append(("8", "an attribute vector carries over; the VAE keeps the result on the data manifold",
+                 f"ink added per unit of the thickness vector, as a fraction of the thick-thin ink gap: AE "
+                 f"{_ms(summary, ae, 'arith_ink_gain')}, VAE {_ms(summary, vae, 'arith_ink_gain')}; decodes at "
+                 f"w = ±2 off the data, AE vs VAE: {m_txt}. Rule: positive gain for both; AE significantly more "
+                 "off the data than the VAE (`arithmetic.png`).",
+                 _verdict([carries, m_ok])))
+    rows.append(("9", "a single-layer linear autoencoder spans the same subspace as PCA",
+                 "this study trains no linear (activation-free) autoencoder; ae_jax's shallow model has a ReLU",
+                 "not tested here"))
+    return rows
+
+
+N20_ROWS = [("test_mse", "test MSE (summed per image)", False), ("test_bce", "test BCE (summed per image)", False),
+            ("prior_offdata_fraction", "N(0, I) decodes off the data", False),
+            ("prior_classes", "digits among N(0, I) decodes", True),
+            ("prior_label_accuracy", "N(0, I) decodes showing the label asked for", True),
+            ("code_silhouette", "silhouette of the codes by digit", None),
+            ("code_gauss_ks", "KS distance of the codes' components to N(0, 1)", None),
+            ("arith_ink_gain", "thickness arithmetic: ink gain", None),
+            ("arith_offdata_fraction", "thickness arithmetic: decodes at w = ±2 off the data", False),
+            ("style_label_accuracy", "style transfer: decodes showing the label asked for", True),
+            ("train_time_s", "training wall-clock s, all seeds together", False)]
+N2_ROWS = [("test_mse", "test MSE (summed per image)", False), ("test_bce", "test BCE (summed per image)", False),
+           ("plane_offdata_fraction", "plane decodes off the data", False),
+           ("plane_classes", "digits on the plane", True),
+           ("plane_label_accuracy", "plane decodes showing their label", True),
+           ("snap_rms_mu", "last epoch: RMS ‖μ‖ of 1000 test codes", None),
+           ("snap_isotropy", "last epoch: roundness of the μ cloud", None),
+           ("snap_knn_accuracy", "last epoch: 5-NN digit accuracy from μ", True),
+           ("train_time_s", "training wall-clock s, all seeds together", False)]
+
+
+def per_class_table(summary: dict, keys) -> str:
+    out = ["| run | " + " | ".join(str(d) for d in range(NUM_CLASSES)) + " | easiest → hardest |",
+           "|---|" + "---|" * (NUM_CLASSES + 1)]
+    for k in keys:
+        if k not in summary:
+            continue
+        r = digit_ranking(summary, k)
+        out.append(f"| {k} | " + " | ".join(_ms(summary, k, f"test_mse_class{d}") for d in range(NUM_CLASSES))
+                   + f" | {' '.join(map(str, r)) if r else ''} |")
+    return "\n".join(out)
+
+
+FIGURES = [
+    ("reconstructions.png", "Reconstructions (n = 20)",
+     "The first test image of each digit and its reconstruction by each model (z as evaluation forms it: "
+     "sampled for the VAE and CVAE; the CVAE also gets the true label)."),
+    ("prior_samples.png", "Decoding z ~ N(0, I) (n = 20)",
+     "The same kind of draw for every model. The plain autoencoder was never asked to make N(0, I) codes mean "
+     "anything; the VAE's KL term was. The CVAE's row d is decoded with label d."),
+    ("cvae_samples.png", "The CVAE's class-conditional samples",
+     "Row d: ten draws z ~ N(0, I) decoded with label d. Every seed's grid is in `cvae_samples.npz` "
+     "(images [seeds, 10, k, 32, 32])."),
+    ("latent_plane.png", "The latent plane (n = 2)",
+     "Top: a 15 × 15 grid decoded, over the box the AE's test codes occupy (0.5th to 99.5th percentile) and "
+     "over [−3, 3]² for the VAE and for the CVAE (one plane per label shown). Bottom: the test set's codes (μ) "
+     "over the same box, coloured by digit."),
+    ("codes_2d.png", "PCA and t-SNE of the n = 20 codes",
+     "Top: the test codes (μ) on their first two principal components. Middle: the density of each of the two, "
+     "standardised, against N(0, 1). Bottom: t-SNE of the first 2000 test codes."),
+    ("dynamics.png", "Latent dynamics (n = 2 VAE, β = 1 above, β = 0 below)",
+     "Four epochs of the animation [dynamics.gif](dynamics.gif): μ of the first 1000 test images after each epoch, "
+     "a circle of radius sqrt(σ1² + σ2²) around it, coloured by digit. The codes come out of the compiled epoch "
+     "program (the trainer's snapshots), evaluated with BatchNorm's running statistics."),
+    ("arithmetic.png", "Latent arithmetic: stroke thickness (n = 20)",
+     "v = mean code of the quarter of training images with the most ink − that of the quarter with the least; "
+     "each row is a test image, then its code + w·v decoded for w = −2, −1, 0, 1, 2."),
+    ("style_transfer.png", "The CVAE's style transfer",
+     "A test image's code decoded with each of the ten labels: the code carries the style, the label the digit."),
+]
+
+
+def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, session_s: float) -> None:
+    made = []
+    for f in (fig_reconstructions(out, runs), *fig_prior(out, runs), fig_latent_plane(out, runs),
+              fig_codes(out, runs), *fig_dynamics(out, runs.get("betas")), *fig_arithmetic(out, runs)):
+        if f:
+            made.append(f)
+    results = list(runs.values())
+    devices = sorted({device_text(r.metrics["device"]) for r in results})
+    n20 = [f"{m}_n{N_BIG}" for m in MODELS]
+    n2 = [f"{m}_n{N_PLANE}" for m in MODELS] + [f"vae_beta{b:g}_n{N_PLANE}" for b in BETAS]
+    lines = [f"# Plain AE, VAE and conditional VAE on {opts.dataset}", "",
+             "The claims of docs/studies.md part A, checked under ae_jax's protocol (BatchNorm, Adam 1e-3, "
+             "batch 256) with the squared-error loss the articles use. Produced by (rerun it to reproduce; "
+             "finished runs are reused, `--force` redoes them):", "",
+             f"    {opts.command}", "",
+             f"- Machine: {platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} device(s); "
+             f"training devices recorded: {', '.join(devices) or 'n/a'}",
+             f"- Seeds: {opts.seeds}; epochs: {opts.epochs}; loss: MSE (squared error of the sigmoid output summed "
+             "over the 1024 pixels, averaged over the batch; β = 1 for the VAE and CVAE). Every number is "
+             "mean ± sample std over seeds.",
+             f"- Runs: {', '.join(f'`{r.run_dir.name}`' for r in results)}. The β = 0 / β = 1 pair trains in one "
+             "program and keeps the codes of the first 1000 test images after every epoch (`snapshots.npz`).",
+             f"- This invocation took {session_s:.0f} s (runs finished earlier were reused).",
+             f"- Best mean in **bold**; the last column tests the best against the runner-up with Welch's "
+             f"(unpaired) t-test over seeds, significant at p < {SIGNIFICANCE}. Runs of different models share "
+             "seeds, hence data order, but not initial weights (the networks differ), so the seeds are not "
+             "treated as pairs.",
+             "- \"Off the data\", \"digits among\" and \"showing the label\" judge decoded images by their nearest "
+             "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
+             "reconstructions (`ae_jax/tasks/pixels.py`).",
+             "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
+    lines += diverged_note(results) + older_code_note(results)
+    t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20)
+    if t:
+        lines += ["## n = 20", "", t, ""]
+    t = task_table({k: summary[k] for k in n2 if k in summary}, N2_ROWS, n2)
+    if t:
+        lines += ["## n = 2", "",
+                  "`vae_beta1_n2` is the same model as `vae_n2` (same seeds, same data order), trained in the "
+                  "β pair's program; the two programs round differently, and the difference grows over training, "
+                  "so the two rows agree only to within their spread over seeds.", "", t, ""]
+    lines += ["## Test MSE per digit", "", per_class_table(summary, n20 + n2), ""]
+    lines += ["## The claims of docs/studies.md part A", "",
+              "| # | claim | what our runs say | verdict |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(summary)]
+    lines += ["", "## Figures", ""]
+    for f, title, note in FIGURES:
+        if f in made:
+            lines += [f"### {title}", "", note, "", f"![{title}]({f})", ""]
+    atomic_write_text(out / "README.md", "\n".join(lines))
