@@ -20,6 +20,20 @@ class ArgParser(argparse.ArgumentParser):
         fail(f"{message} (see --help)")
 
 
+def recorded_command(script: str, argv=None) -> str:
+    """The exact command line, as results record it: 'python experiments/<script> <args>'."""
+    import shlex
+    args = argv if argv is not None else sys.argv[1:]
+    return f"python experiments/{script} " + " ".join(shlex.quote(a) for a in args)
+
+
+def check_dataset(name: str) -> None:
+    """One-line error (exit 2) for a dataset name ae_jax does not know."""
+    from .data import DATASETS
+    if name not in DATASETS:
+        fail(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
 def float_list(text: str) -> list[float]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, guarded  # noqa: E402
+from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,14 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the study")
     args = p.parse_args(argv)
     from ae_jax.studies import STUDIES, StudyOptions, run_study
-    if args.dataset not in DATASETS:
-        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_dataset(args.dataset)
     if args.seeds < 1:
         fail(f"--seeds must be at least 1, got {args.seeds}")
     if args.epochs < 1:
         fail(f"--epochs must be at least 1, got {args.epochs}")
-    command = "python experiments/ae_vs_vae.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = recorded_command("ae_vs_vae.py", argv)
     opts = StudyOptions(dataset=args.dataset, seeds=args.seeds, epochs=args.epochs, data_dir=args.data_dir,
                         out=args.out, force=args.force, command=command)
 

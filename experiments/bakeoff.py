@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, guarded, name_list  # noqa: E402
+from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded, name_list  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,8 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate every selected model")
     args = p.parse_args(argv)
     from ae_jax.studies import STUDIES, StudyOptions, run_study
-    if args.dataset not in DATASETS:
-        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_dataset(args.dataset)
     bad = [m for m in args.models if m not in MODELS]
     if bad or not args.models:
         fail(f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}" if bad else "--models is empty")
@@ -41,7 +39,7 @@ def main(argv=None) -> int:
         fail(f"--seeds must be at least 1, got {args.seeds}")
     if args.epochs < 3:
         fail(f"--epochs must be at least 3 (the stacked model trains in 3 phases), got {args.epochs}")
-    command = "python experiments/bakeoff.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = recorded_command("bakeoff.py", argv)
     opts = StudyOptions(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
                         data_dir=args.data_dir, out=args.out, force=args.force, command=command)
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, guarded, name_list  # noqa: E402
+from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded, name_list  # noqa: E402
 
 
 def parse(argv=None):
@@ -45,17 +44,14 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from ae_jax.data import DATASETS
-    if args.dataset not in DATASETS:
-        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_dataset(args.dataset)
     for flag, v in (("--latent-dim", args.latent_dim), ("--seeds", args.seeds), ("--epochs", args.epochs)):
         if v < 1:
             fail(f"{flag} must be at least 1, got {v}")
     models = list(dict.fromkeys(args.models))
     out = Path(args.out) if args.out else Path("results") / args.dataset / "explorer"
     runs_root = out / "runs" if args.out else Path("results") / args.dataset
-    command = "python experiments/explore.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = recorded_command("explore.py", argv)
 
     def body() -> int:
         from ae_jax.data import load_splits

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import ArgParser, fail, float_list, guarded  # noqa: E402
+from ae_jax.cli import check_dataset, recorded_command, ArgParser, float_list, guarded  # noqa: E402
 
 
 def parse(argv=None):
@@ -50,16 +49,14 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from ae_jax.data import DATASETS
     from ae_jax.trainer import ExperimentConfig, format_table, run_experiment
-    if args.dataset not in DATASETS:
-        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_dataset(args.dataset)
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
                            latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, loss=args.loss, widths=args.widths,
                            precision=args.precision)
-    command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = recorded_command("run.py", argv)
 
     def body() -> int:
         metrics, run_dir = run_experiment(cfg, out=args.out, data_dir=args.data_dir, force=args.force,

@@ -11,7 +11,6 @@ Its summary and report go to the results root itself (``results/<dataset>/``).
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 from pathlib import Path
@@ -21,7 +20,7 @@ import jax
 
 from .. import figures
 from ..data import SPLIT_SIZES
-from ..io import atomic_write_text, fmt_mean_std, read_json
+from ..io import atomic_write_text, fmt_mean_std
 from ..models import CONTESTANTS, get_model
 from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
@@ -40,7 +39,6 @@ PUBLISHED = {
                                              0.7717))),
 }
 PUBLISHED_SCRATCH = 0.4364  # the original's "from scratch" number, which its code computed as random_encoder
-SIGNIFICANCE = 0.05
 
 # (title, [(metric, label, higher is better)], note)
 TABLES = [

@@ -25,9 +25,8 @@ import numpy as np
 import optax
 
 from ..trainer import map_runs, run_keys
-from .base import EvalContext, Task, TaskResult
 from .probe import PROBE_BATCH, PROBE_EPOCHS, PROBE_LR, PROBE_PATIENCE, _accuracy, _batches, _early_stopping_scan, _xent
-from .scratch import ScratchClassifier
+from .scratch import LabelledBaseline, ScratchClassifier
 
 TASK_STREAM = 3  # fold_in index of run_keys(seed)["task"]: the probe uses 1, the scratch baseline 2
 
@@ -112,14 +111,10 @@ def _program(latent_dim: int):
     return jax.jit(fn)
 
 
-class RandomEncoder(Task):
+class RandomEncoder(LabelledBaseline):
     """Baseline: the encoder at its random initialisation (BatchNorm in training mode), only a linear head learns."""
     name = "random_encoder"
-    needs_run = False
+    what = "linear head on a random encoder"
 
-    def run(self, ctx: EvalContext) -> TaskResult:
-        lab = ctx.splits("labelled")
-        ctx.log(f"[random_encoder] linear head on a random encoder, {len(lab.x_train)} labelled images")
-        r = random_encoder_baseline(ctx.seeds, lab.x_train, lab.y_train, lab.x_val, lab.y_val, lab.x_test,
-                                    lab.y_test)
-        return TaskResult({"probe_accuracy": r["test_accuracy"], "probe_best_epoch": r["best_epoch"]})
+    def baseline(self, seeds, *data):
+        return random_encoder_baseline(seeds, *data)

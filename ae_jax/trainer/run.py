@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import hashlib
 import subprocess
