@@ -14,7 +14,7 @@ One run does all of this and writes JSON (default benchmarks/throughput.json):
    them for information.
 2. ae_jax: the `vanilla` model (n = 20: 1024-341-113-20 / 20-113-341-1024 with
    BatchNorm, batch 256, Adam 1e-3, validation loss each epoch) trained by
-   ae_jax.runner.train_runs on MNIST-shaped random data (uniform [0, 1],
+   ae_jax.trainer.train_runs on MNIST-shaped random data (uniform [0, 1],
    --n-train x 32 x 32, validation --n-val) for --epochs epochs at each seed
    count of --seeds-list, all seeds in one compiled program. Seed-samples/s =
    seeds x samples_per_epoch x epochs / sum(epoch_time): every epoch counts,
@@ -166,29 +166,30 @@ def xla_step_flops() -> float | None:
 
     The epoch program is a lax.scan, whose body XLA's cost analysis counts once
     whatever the trip count, so the step is compiled on its own here. It
-    mirrors ae_jax.train.make_epoch's step (a cross-check, not the timed code).
+    mirrors ae_jax.trainer.program.make_epoch's step (a cross-check, not the timed code).
     """
     import jax
     import jax.numpy as jnp
-    import numpy as np
-    from ae_jax.registry import get_model
-    from ae_jax.train import OPTIMIZER, FULL, TrainConfig, init_state, make_loss, run_keys, spec_hparams
+    from ae_jax.data import Data
+    from ae_jax.models import get_model
+    from ae_jax.trainer.program import OPTIMIZER, FULL, TrainConfig, init_state, make_loss, run_keys, spec_hparams
 
     spec = get_model(MODEL)
     cfg = TrainConfig(latent_dim=LATENT, epochs=1, batch_size=BATCH)
     loss_fn = make_loss(spec, cfg, FULL)
     hp = jax.tree.map(jnp.asarray, spec_hparams(spec, lr=LR))
 
-    def step(st, x, key):
-        (loss, (bstats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params, st.batch_stats, x, key, hp)
+    def step(st, batch, key):
+        (loss, (bstats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params, st.batch_stats, batch, key,
+                                                                                hp)
         updates, opt_state = OPTIMIZER.update(grads, st.opt_state)
         params = jax.tree.map(lambda p, u: p - hp.lr * u, st.params, updates)
         return st._replace(params=params, batch_stats=bstats, opt_state=opt_state), loss
 
     try:
         st = init_state(spec, cfg, run_keys(0)["init"])
-        x = jnp.zeros((BATCH, 32, 32), jnp.float32)
-        ca = jax.jit(step).lower(st, x, run_keys(0)["train"]).compile().cost_analysis()
+        batch = Data(jnp.zeros((BATCH, 32, 32), jnp.float32), jnp.zeros((BATCH,), jnp.int32))
+        ca = jax.jit(step).lower(st, batch, run_keys(0)["train"]).compile().cost_analysis()
         if isinstance(ca, (list, tuple)):
             ca = ca[0]
         return float(ca["flops"]) / BATCH
@@ -262,8 +263,8 @@ def step_floor(seeds: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
-    from ae_jax.registry import get_model
-    from ae_jax.train import TrainConfig, init_state, run_keys
+    from ae_jax.models import get_model
+    from ae_jax.trainer.program import TrainConfig, init_state, run_keys
 
     dims = layer_dims()
     keys = iter(jax.random.split(jax.random.key(0), 4 * len(dims)))
@@ -327,14 +328,15 @@ def jax_block(tree):
 
 def bench_jax(seeds: int, epochs: int, x_train, x_val, verbose: bool) -> dict:
     import numpy as np
-    from ae_jax.registry import get_model
-    from ae_jax.runner import train_runs
-    from ae_jax.train import TrainConfig, spec_hparams
+    from ae_jax.data import Data
+    from ae_jax.models import get_model
+    from ae_jax.trainer import TrainConfig, spec_hparams, train_runs
 
     spec = get_model(MODEL)
     cfg = TrainConfig(latent_dim=LATENT, epochs=epochs, batch_size=BATCH)
     hps = [spec_hparams(spec, lr=LR)] * seeds
-    out = train_runs(spec, cfg, list(range(seeds)), hps, x_train, x_val,
+    labels = lambda x: np.zeros(x.shape[0], np.int32)  # noqa: E731 - the vanilla model ignores labels
+    out = train_runs(spec, cfg, list(range(seeds)), hps, Data(x_train, labels(x_train)), Data(x_val, labels(x_val)),
                      log=(lambda s: print(s, flush=True)) if verbose else (lambda s: None))
     times = [float(t) for t in out.epoch_time]
     total = sum(times)

@@ -51,5 +51,7 @@ def digits():
 
 @pytest.fixture(scope="session")
 def tiny(digits):
-    """(x_train, x_val): a small slice of digits, enough for a few quick steps."""
-    return digits.x_train[:512], digits.x_val[:128]
+    """(train, val) as ``ae_jax.data.Data`` (images and labels): a small slice of digits, enough for a few
+    quick steps."""
+    from ae_jax.data import Data
+    return Data(digits.x_train[:512], digits.y_train[:512]), Data(digits.x_val[:128], digits.y_val[:128])

@@ -1,4 +1,5 @@
-"""experiments/run.py end to end (subprocesses), its errors, resume after kill -9, and metrics.json."""
+"""experiments/run.py end to end (subprocesses), its errors, resume after kill -9, metrics.json, and the
+identity of a run folder (what makes two runs different, and what an older config.json means)."""
 from __future__ import annotations
 
 import gzip
@@ -13,13 +14,16 @@ import time
 import numpy as np
 import pytest
 
-from _helpers import assert_one_line_error, cli_command, run_cli, subprocess_env
-from ae_jax.data import IDX_FILES
+import ae_jax
+from _helpers import REPO, assert_one_line_error, cli_command, run_cli, subprocess_env
+from ae_jax.data import IDX_FILES, load_splits
 from ae_jax.cli import guarded
-from ae_jax.experiment import (LOCK_NAME, ConfigError, ExperimentConfig, folder_lock, format_table,
-                               result_metrics, run_experiment)
 from ae_jax.io import aggregate, read_json, write_json
-from ae_jax.runner import TrainOutput
+from ae_jax.models import NUM_CLASSES
+from ae_jax.trainer import TrainOutput
+from ae_jax.trainer.run import (IDENTITY, LOCK_NAME, ConfigError, ExperimentConfig, _config_record,
+                                check_same_config, data_fingerprint, device_text, folder_lock, format_table, result_metrics,
+                                run_experiment)
 
 
 
@@ -54,6 +58,10 @@ ERRORS = {
                      [IDX_FILES["test_images"], "magic"]),
     "latent_too_large": (["--model=vae", "--dataset=digits", "--latent-dim=600"], ["--latent-dim", "512"]),
     "batch_larger_than_data": (["--model=vanilla", "--dataset=digits", "--batch-size=5000"], ["5000"]),
+    "unknown_loss": (["--model=vanilla", "--dataset=digits", "--loss=nope"], ["--loss", "'nope'", "mse"]),
+    "unknown_precision": (["--model=vanilla", "--dataset=digits", "--precision=nope"],
+                          ["--precision", "'nope'", "float32"]),
+    "unknown_widths": (["--model=vanilla", "--dataset=digits", "--widths=nope"], ["--widths", "'nope'", "fixed"]),
 }
 
 
@@ -94,6 +102,17 @@ def test_cli_run_writes_metrics_config_and_curves(e2e):
     assert config["command"] == "python experiments/run.py " + " ".join(E2E_ARGS + [f"--out={out}"])
     assert (config["model"], config["dataset"], config["epochs"], config["seeds"]) == ("vanilla", "digits", 3, 2)
     assert config["seed_list"] == [0, 1] and config["latent_dim"] == 20
+    assert (config["loss"], config["precision"], config["widths"]) == ("bce", "float32", "protocol")
+    # provenance: the package version, the source revision, and the exact data trained on
+    assert config["version"] == ae_jax.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:  # a commit of this repository's history (HEAD may have moved on since the run)
+        commit, _, dirty = config["revision"].partition("+")
+        assert dirty in ("", "dirty") and len(commit) == 40
+        ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO)
+        assert ancestor.returncode == 0, f"{config['revision']} is not in the history of HEAD"
+    splits = load_splits("digits")
+    assert config["data"] == {"source": splits.source, "fingerprint": data_fingerprint(splits)}
 
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert [c["epoch"] for c in curves] == [1, 2, 3]
@@ -117,7 +136,13 @@ def test_cli_run_writes_metrics_config_and_curves(e2e):
         assert m["std"] == pytest.approx(np.std(m["values"], ddof=1))
     assert group["metrics"]["final_train_loss"]["values"] == pytest.approx(curves[-1]["train_loss"])
     assert group["metrics"]["final_val_loss"]["values"] == pytest.approx(curves[-1]["val_loss"])
-    assert 50 < group["metrics"]["test_bce"]["mean"] < 1024 * math.log(2)  # learnt something, per image sum
+    assert group["metrics"]["test_bce"]["mean"] < 1024 * math.log(2)  # better than a constant grey image
+    # per-class test errors, weighted by the test set's class counts, give the overall ones back
+    counts = np.bincount(load_splits("digits").y_test, minlength=NUM_CLASSES)
+    for k in ("bce", "mse"):
+        per = np.array([group["metrics"][f"test_{k}_class{d}"]["values"] for d in range(NUM_CLASSES)])  # [10, R]
+        np.testing.assert_allclose(counts @ per / counts.sum(), group["metrics"][f"test_{k}"]["values"], rtol=1e-6)
+    assert f"on {device_text(metrics['device'])}" in proc.stdout  # the table names the devices it recorded
     assert metrics["timing"]["train_time_s"] > 0
     assert "test_bce" in proc.stdout and "mean ± std" in proc.stdout and str(out) in proc.stdout
 
@@ -190,21 +215,28 @@ def fake_output(train_curve, val_curve, diverged) -> TrainOutput:
     E = len(train_curve)
     return TrainOutput(state=None, train_curve=np.asarray(train_curve, np.float32),
                        val_curve=np.asarray(val_curve, np.float32), epoch_time=np.full(E, 0.5, np.float32),
-                       compile_time_s=1.0, diverged=diverged, resumed_from=0, samples_per_epoch=100)
+                       compile_time_s=1.0, diverged=diverged, resumed_from=0, samples_per_epoch=100,
+                       device={"platform": "cpu", "kind": "test", "count": 1})
+
+
+def fake_test(per_run_bce, n=2):
+    """Evaluation output whose per-run mean BCE is per_run_bce (n images each, labels 0..n-1); MSE = BCE / 4."""
+    bce = np.repeat(np.asarray(per_run_bce, np.float64)[:, None], n, axis=1)
+    return {"bce": bce, "mse": bce / 4}, np.arange(n)
 
 
 def test_beta_grid_metrics_are_grouped_per_beta():
     cfg = ExperimentConfig(model="beta_vae", dataset="digits", seeds=2, first_seed=5, betas=(0.5, 2.0), epochs=2)
     assert cfg.runs() == [(5, 0.5), (6, 0.5), (5, 2.0), (6, 2.0)]
     curve = [[10.0, 11.0, 20.0, 21.0], [1.0, 2.0, 3.0, 5.0]]
-    metrics = result_metrics(cfg, fake_output(curve, curve, {}), np.array([7.0, 8.0, 9.0, 10.0]))
+    metrics = result_metrics(cfg, fake_output(curve, curve, {}), *fake_test([7.0, 8.0, 9.0, 10.0]))
     assert metrics["metrics"] is None  # more than one group: no single top-level table
     assert [g["beta"] for g in metrics["groups"]] == [0.5, 2.0]
     assert [g["seeds"] for g in metrics["groups"]] == [[5, 6], [5, 6]]
     g0, g1 = (g["metrics"] for g in metrics["groups"])
     assert g0["final_train_loss"]["values"] == [1.0, 2.0] and g1["final_train_loss"]["values"] == [3.0, 5.0]
     assert g1["final_train_loss"]["mean"] == 4.0 and g1["final_train_loss"]["std"] == pytest.approx(math.sqrt(2))
-    assert g1["test_bce"]["values"] == [9.0, 10.0]
+    assert g1["test_bce"]["values"] == [9.0, 10.0] and g1["test_mse"]["values"] == [2.25, 2.5]
     assert metrics["timing"]["train_time_s"] == pytest.approx(1.0)
     assert metrics["timing"]["seed_samples_per_s"] == pytest.approx(4 * 100 * 2 / 1.0)
     table = format_table(metrics)
@@ -214,9 +246,9 @@ def test_beta_grid_metrics_are_grouped_per_beta():
 def test_a_run_that_diverged_is_excluded_even_if_its_last_loss_is_finite(tmp_path):
     cfg = ExperimentConfig(model="vae", dataset="digits", seeds=3, epochs=3)
     train = [[5.0, 5.0, 5.0], [4.0, float("nan"), 4.0], [3.0, 2.0, 3.0]]  # run 1 nan in epoch 2 only
-    metrics = result_metrics(cfg, fake_output(train, train, {1: 2}), np.array([1.0, 100.0, 3.0]))
+    metrics = result_metrics(cfg, fake_output(train, train, {1: 2}), *fake_test([1.0, 100.0, 3.0]))
     assert metrics["diverged"] == [{"run": 1, "seed": 1, "beta": None, "epoch": 2}]
-    for key in ("final_train_loss", "test_bce"):
+    for key in ("final_train_loss", "test_bce", "test_mse", "test_bce_class0", "test_mse_class1"):
         m = metrics["metrics"][key]
         assert m["n"] == 2 and math.isnan(m["values"][1])
     assert metrics["metrics"]["test_bce"]["mean"] == 2.0  # (1 + 3) / 2, not 104 / 3
@@ -233,9 +265,25 @@ def test_result_metrics_leaves_the_training_curves_alone():
     cfg = ExperimentConfig(model="vae", dataset="digits", seeds=2, epochs=2)
     train = [[5.0, float("nan")], [4.0, 6.0]]  # run 1 diverged in epoch 1, finite again in epoch 2
     out = fake_output(train, train, {1: 1})
-    result_metrics(cfg, out, np.array([1.0, 2.0]))
+    result_metrics(cfg, out, *fake_test([1.0, 2.0]))
     np.testing.assert_array_equal(out.train_curve, np.asarray(train, np.float32))
     np.testing.assert_array_equal(out.val_curve, np.asarray(train, np.float32))
+
+
+def test_per_class_metrics_are_the_class_means_of_each_runs_errors():
+    """result_metrics' test_{bce,mse}_class<d> against numpy, and their class-count-weighted mean is test_{bce,mse}."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, NUM_CLASSES, 300)
+    test = {"bce": rng.gamma(3.0, 20.0, size=(2, 300)), "mse": rng.gamma(2.0, 5.0, size=(2, 300))}
+    cfg = ExperimentConfig(model="vanilla", dataset="digits", seeds=2, epochs=1)
+    m = result_metrics(cfg, fake_output([[1.0, 2.0]], [[1.0, 2.0]], {}), test, y)["metrics"]
+    counts = np.bincount(y, minlength=NUM_CLASSES)
+    for k in ("bce", "mse"):
+        assert m[f"test_{k}"]["values"] == pytest.approx(test[k].mean(1).tolist(), rel=1e-12)
+        for d in range(NUM_CLASSES):
+            assert m[f"test_{k}_class{d}"]["values"] == pytest.approx(test[k][:, y == d].mean(1).tolist(), rel=1e-12)
+        per = np.array([m[f"test_{k}_class{d}"]["values"] for d in range(NUM_CLASSES)])
+        np.testing.assert_allclose(counts @ per / len(y), m[f"test_{k}"]["values"], rtol=1e-12)
 
 
 def test_aggregate_uses_sample_std_over_finite_values():
@@ -251,6 +299,76 @@ def test_run_experiment_validates_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="finite"):
         run_experiment(ExperimentConfig(model="vae", betas=(float("inf"),)), out=tmp_path / "r", log=lambda m: None)
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------ run identity
+def test_loss_precision_and_widths_each_get_their_own_run_folder():
+    base = ExperimentConfig(model="vanilla", dataset="digits")
+    variants = {"bce": base, "mse": ExperimentConfig(model="vanilla", dataset="digits", loss="mse"),
+                "fast": ExperimentConfig(model="vanilla", dataset="digits", precision="fast"),
+                "mse_fast": ExperimentConfig(model="vanilla", dataset="digits", loss="mse", precision="fast"),
+                "n2": ExperimentConfig(model="vanilla", dataset="digits", latent_dim=2),
+                "n2_fixed": ExperimentConfig(model="vanilla", dataset="digits", latent_dim=2, widths="fixed")}
+    names = {k: c.name() for k, c in variants.items()}
+    assert len(set(names.values())) == len(names), names
+    assert names["bce"] == "vanilla" and names["mse"] == "vanilla_mse"
+    # at n = 20 the fixed widths are the protocol's: the same run, the same folder
+    assert ExperimentConfig(model="vanilla", dataset="digits", widths="fixed").name() == names["bce"]
+    for k in ("loss", "precision", "width_latent"):
+        assert k in IDENTITY
+
+
+def record_without(cfg, *keys) -> dict:
+    rec = _config_record(cfg, "python experiments/run.py", load_splits("digits"))
+    for k in keys:
+        rec.pop(k)
+    return rec
+
+
+@pytest.mark.parametrize("recorded,asked,what", [
+    ({"loss": "mse"}, {}, "loss"),
+    ({}, {"loss": "mse"}, "loss"),
+    ({"precision": "fast"}, {}, "precision"),
+    ({}, {"precision": "fast"}, "precision"),
+], ids=["mse_folder_bce_asked", "bce_folder_mse_asked", "fast_folder", "float32_folder"])
+def test_run_experiment_refuses_a_folder_made_with_another_loss_or_precision(tmp_path, digits, recorded, asked, what):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / "config.json", _config_record(ExperimentConfig(model="vanilla", dataset="digits", **recorded),
+                                                    "earlier", digits))
+    write_json(run / "metrics.json", {"model": "vanilla"})
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    cfg = ExperimentConfig(model="vanilla", dataset="digits", **asked)
+    with pytest.raises(ConfigError, match=f"different {what}"):
+        run_experiment(cfg, out=run, splits=digits, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+
+
+def test_an_older_config_without_loss_precision_or_version_counts_as_bce_float32(tmp_path, digits):
+    """A folder written before these keys existed was trained with BCE at full float32: a bce/float32 request
+    reuses it (its metrics.json is returned, nothing retrained); an mse or fast request is refused."""
+    run = tmp_path / "old"
+    run.mkdir()
+    old = record_without(ExperimentConfig(model="vanilla", dataset="digits"), "loss", "precision", "version",
+                         "revision", "widths", "width_latent", "data")
+    write_json(run / "config.json", old)
+    write_json(run / "metrics.json", {"model": "vanilla", "marker": 17})
+    logs = []
+    metrics, where = run_experiment(ExperimentConfig(model="vanilla", dataset="digits"), out=run, splits=digits,
+                                    log=logs.append)
+    assert metrics["marker"] == 17 and where == run and any("already complete" in m for m in logs)
+    check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits"), digits)  # no error
+    for other, what in ((dict(loss="mse"), "loss"), (dict(precision="fast"), "precision")):
+        with pytest.raises(ConfigError, match=f"different {what}"):
+            check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits", **other), digits)
+
+
+def test_a_folder_made_from_other_data_is_refused(tmp_path, digits):
+    run = tmp_path / "run"
+    write_json(run / "config.json", _config_record(ExperimentConfig(model="vanilla", dataset="digits"), "", digits))
+    shuffled = digits._replace(x_train=digits.x_train[::-1].copy())
+    with pytest.raises(ConfigError, match="data"):
+        check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits"), shuffled)
 
 
 def test_a_run_folder_in_use_is_refused_with_one_line_and_left_alone(tmp_path):

@@ -1,4 +1,5 @@
-"""Losses and bottlenecks against numpy references, all under jax.jit.
+"""Losses and bottlenecks (ae_jax.losses, ae_jax.models' bottleneck classes) against numpy references,
+all under jax.jit.
 
 Every test here runs with jax_numpy_rank_promotion="raise": an accidental
 broadcast in ae_jax/losses.py fails loudly.
@@ -12,6 +13,14 @@ import pytest
 
 from ae_jax import losses
 from ae_jax.losses import Hparams
+from ae_jax.models import Gaussian, Identity, Sparse, VQ
+from ae_jax.models.vq import quantise
+
+identity_bottleneck, sparse_bottleneck, gaussian_bottleneck = Identity(), Sparse(), Gaussian()
+
+
+def vq_bottleneck(h, key, hp, codebook, mask=None):
+    return VQ(codebook.shape[1])(h, key, hp, {"codebook": codebook}, mask)
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +46,12 @@ def torch_bce_numpy(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
         log_1mp = np.maximum(np.log(1.0 - p), -100.0)
     per_pixel = -(x * log_p + (1 - x) * log_1mp)
     return per_pixel.reshape(len(x), -1).sum(-1)
+
+
+def mse_numpy(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Squared error of sigmoid(logits) against x, summed per image, in float64."""
+    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return ((p - x.astype(np.float64)) ** 2).reshape(len(x), -1).sum(-1)
 
 
 def gaussian_kl_numpy(mu, log_sigma):
@@ -87,6 +102,34 @@ def test_bce_gradient_is_finite_where_sigmoid_saturates():
     np.testing.assert_allclose(float(g[0, 2]), 1 / (1 + np.exp(-5.0)) - 0.3, rtol=1e-5)
 
 
+# ------------------------------------------------------------------ MSE
+def test_mse_matches_numpy_reference():
+    r = rng(11)
+    logits = r.uniform(-8, 8, size=(5, 32, 32)).astype(np.float32)
+    x = r.uniform(0, 1, size=(5, 32, 32)).astype(np.float32)
+    x[:, :4] = 0.0
+    x[:, -4:] = 1.0
+    got = jax.jit(losses.mse_from_logits)(logits, x)
+    assert got.shape == (5,)
+    np.testing.assert_allclose(np.asarray(got), mse_numpy(logits, x), rtol=1e-5)
+
+
+def test_mse_is_summed_over_pixels_not_averaged():
+    half = jax.jit(losses.mse_from_logits)(np.zeros((2, 32, 32), np.float32), np.zeros((2, 32, 32), np.float32))
+    np.testing.assert_allclose(np.asarray(half), [1024 * 0.25] * 2, rtol=1e-6)  # (0.5 - 0)^2 per pixel
+    wrong = jax.jit(losses.mse_from_logits)(np.full((1, 32, 32), 50.0, np.float32), np.zeros((1, 32, 32), np.float32))
+    np.testing.assert_allclose(np.asarray(wrong), [1024.0], rtol=1e-6)  # saturated and wrong: 1 per pixel
+
+
+def test_mse_gradient_is_that_of_the_squared_sigmoid_error():
+    r = rng(12)
+    logits = r.uniform(-4, 4, size=(3, 6)).astype(np.float32)
+    x = r.uniform(0, 1, size=(3, 6)).astype(np.float32)
+    g = jax.jit(jax.grad(lambda l: losses.mse_from_logits(l, x).sum()))(logits)
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    np.testing.assert_allclose(np.asarray(g), 2 * (p - x) * p * (1 - p), rtol=1e-4, atol=1e-7)
+
+
 # ------------------------------------------------------------------ KL terms
 def test_gaussian_kl_closed_form():
     r = rng(2)
@@ -126,7 +169,7 @@ def test_masked_mean_ignores_masked_rows():
 # ------------------------------------------------------------------ bottlenecks
 def test_identity_bottleneck():
     h = jnp.arange(6.0).reshape(2, 3)
-    b = jax.jit(losses.identity_bottleneck)(h, jax.random.key(0), hp())
+    b = jax.jit(identity_bottleneck)(h, jax.random.key(0), hp())
     np.testing.assert_array_equal(np.asarray(b.z), np.asarray(h))
     assert float(b.extra) == 0.0
 
@@ -135,7 +178,7 @@ def test_sparse_codes_in_unit_interval_and_penalty_value():
     r = rng(3)
     h = r.normal(0, 3, size=(16, 5)).astype(np.float32)
     h[0, 0], h[1, 1] = 80.0, -80.0  # saturating
-    b = jax.jit(losses.sparse_bottleneck)(h, jax.random.key(0), hp(beta=2.0, sparsity=0.25))
+    b = jax.jit(sparse_bottleneck)(h, jax.random.key(0), hp(beta=2.0, sparsity=0.25))
     z = np.asarray(b.z)
     assert z.min() >= 0.0 and z.max() <= 1.0
     np.testing.assert_allclose(z, 1 / (1 + np.exp(-h.astype(np.float64))), rtol=1e-5, atol=1e-7)
@@ -146,7 +189,7 @@ def test_sparse_codes_in_unit_interval_and_penalty_value():
 def test_sparse_penalty_stays_finite_when_a_unit_saturates_over_the_batch():
     h = np.zeros((8, 3), np.float32)
     h[:, 1] = 30.0  # sigmoid(30) == 1.0 in float32 for every image
-    b = jax.jit(losses.sparse_bottleneck)(h, jax.random.key(0), hp(beta=1.0, sparsity=0.25))
+    b = jax.jit(sparse_bottleneck)(h, jax.random.key(0), hp(beta=1.0, sparsity=0.25))
     assert np.isfinite(float(b.extra)), "one saturated unit makes the sparse loss (and the run) non-finite"
 
 
@@ -154,7 +197,7 @@ def test_gaussian_bottleneck_zero_log_sigma_gives_mu_plus_eps():
     key = jax.random.key(42)
     mu = jnp.array([[0.5, -1.0, 2.0], [3.0, 0.0, -0.25]])
     h = jnp.concatenate([mu, jnp.zeros_like(mu)], axis=-1)
-    b = jax.jit(losses.gaussian_bottleneck)(h, key, hp(beta=1.0))
+    b = jax.jit(gaussian_bottleneck)(h, key, hp(beta=1.0))
     eps = jax.random.normal(key, mu.shape)
     np.testing.assert_allclose(np.asarray(b.z), np.asarray(mu + eps), rtol=1e-6, atol=1e-6)
     # KL with sigma = 1: 1/2 sum mu^2, averaged over the batch
@@ -168,7 +211,7 @@ def test_gaussian_bottleneck_scale_and_kl_with_beta_and_mask():
     log_sigma = r.normal(0, 0.5, size=(4, 3)).astype(np.float32)
     h = np.concatenate([mu, log_sigma], -1)
     mask = jnp.array([1.0, 1.0, 1.0, 0.0])
-    b = jax.jit(losses.gaussian_bottleneck)(h, key, hp(beta=3.0), None, mask)
+    b = jax.jit(gaussian_bottleneck)(h, key, hp(beta=3.0), None, mask)
     eps = np.asarray(jax.random.normal(key, mu.shape))
     np.testing.assert_allclose(np.asarray(b.z), mu + np.exp(log_sigma) * eps, rtol=1e-5, atol=1e-6)
     ref = 3.0 * gaussian_kl_numpy(mu, log_sigma)[:3].mean()  # the masked row does not count
@@ -182,12 +225,12 @@ def _codebook(n=4, k=512, seed=5):
 def test_vq_outputs_are_drawn_from_each_dimensions_codebook():
     cb = _codebook()
     h = rng(6).uniform(-3 / 512, 3 / 512, size=(32, 4)).astype(np.float32)
-    z = np.asarray(jax.jit(losses.vq_quantise)(h, cb))
+    z = np.asarray(jax.jit(quantise)(h, cb))
     for j in range(4):
         assert np.isin(z[:, j], cb[j]).all(), f"dimension {j} used a value outside its own codebook"
         nearest = cb[j][np.argmin(np.abs(h[:, j, None] - cb[j][None]), -1)]
         np.testing.assert_array_equal(z[:, j], nearest)
-    b = jax.jit(losses.vq_bottleneck)(h, jax.random.key(0), hp(), cb)
+    b = jax.jit(vq_bottleneck)(h, jax.random.key(0), hp(), cb)
     np.testing.assert_allclose(np.asarray(b.z), z, atol=1e-7)  # forward value is the quantised one
 
 
@@ -197,10 +240,10 @@ def test_vq_loss_value():
     q = cb[np.arange(4)[None, :], np.argmin(np.abs(h[:, :, None] - cb[None]), -1)]
     per_ex = ((h - q).astype(np.float64) ** 2).sum(-1)
     beta = 0.25
-    b = jax.jit(losses.vq_bottleneck)(h, jax.random.key(0), hp(beta=beta), cb)
+    b = jax.jit(vq_bottleneck)(h, jax.random.key(0), hp(beta=beta), cb)
     np.testing.assert_allclose(float(b.extra), (1 + beta) * per_ex.mean(), rtol=1e-5)
     mask = jnp.array([1.0] * 5 + [0.0] * 3)
-    bm = jax.jit(losses.vq_bottleneck)(h, jax.random.key(0), hp(beta=beta), cb, mask)
+    bm = jax.jit(vq_bottleneck)(h, jax.random.key(0), hp(beta=beta), cb, mask)
     np.testing.assert_allclose(float(bm.extra), (1 + beta) * per_ex[:5].mean(), rtol=1e-5)
 
 
@@ -210,16 +253,16 @@ def test_vq_straight_through_and_commitment_gradients():
     beta = 0.5
 
     def z_sum(h, cb):
-        return losses.vq_bottleneck(h, None, hp(beta=beta), cb).z.sum()
+        return vq_bottleneck(h, None, hp(beta=beta), cb).z.sum()
 
     def extra(h, cb):
-        return losses.vq_bottleneck(h, None, hp(beta=beta), cb).extra
+        return vq_bottleneck(h, None, hp(beta=beta), cb).extra
 
     gz_h, gz_cb = jax.jit(jax.grad(z_sum, argnums=(0, 1)))(h, cb)
     np.testing.assert_array_equal(np.asarray(gz_h), np.ones((8, 4)))  # straight-through
     np.testing.assert_array_equal(np.asarray(gz_cb), 0.0)  # z's gradient never reaches the codebook
     ge_h, ge_cb = jax.jit(jax.grad(extra, argnums=(0, 1)))(h, cb)
-    q = np.asarray(losses.vq_quantise(h, cb))
+    q = np.asarray(quantise(h, cb))
     # commitment term beta*(h - sg(q))^2 moves h; codebook term (sg(h) - q)^2 moves the codebook
     np.testing.assert_allclose(np.asarray(ge_h), 2 * beta * (np.asarray(h) - q) / 8, rtol=1e-4, atol=1e-9)
     assert np.count_nonzero(np.asarray(ge_cb)) > 0

@@ -1,4 +1,5 @@
-"""Architecture: the built layer sizes equal PROTOCOL.md's table; PyTorch-style BatchNorm."""
+"""Architecture: the built layer sizes equal PROTOCOL.md's table; PyTorch-style BatchNorm; the conditional
+model's label input."""
 from __future__ import annotations
 
 import functools
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from _helpers import leaves_with_paths
-from ae_jax.models import TorchBatchNorm, decoder_units, encoder_units, shrink
-from ae_jax.registry import MODELS, VQ_CODEBOOK_SIZE
-from ae_jax.train import TrainConfig, init_state, make_model
+from ae_jax.models import CODEBOOK_SIZE, MODELS, NUM_CLASSES, decoder_units, encoder_units, shrink
+from ae_jax.models.modules import TorchBatchNorm
+from ae_jax.trainer.program import TrainConfig, init_state, make_model
 
 # PROTOCOL.md "Resulting sizes": (model, n) -> encoder units, decoder units (input size first)
 TABLE = {
@@ -27,7 +28,7 @@ _init = jax.jit(init_state, static_argnums=(0, 1))
 
 @functools.lru_cache(maxsize=None)
 def initial_state(name: str, n: int, seed: int = 0):
-    """train.init_state for model `name` with latent size n (the real initialisation, compiled)."""
+    """trainer.program.init_state for model `name` with latent size n (the real initialisation, compiled)."""
     return _init(MODELS[name], TrainConfig(latent_dim=n), jax.random.key(seed))
 
 
@@ -48,7 +49,7 @@ def test_shrink_uses_the_float_cube_root():
 def test_unit_helpers_match_protocol_table(case):
     name, n = case
     enc, dec = TABLE[case]
-    assert encoder_units(MODELS[name].encoder_factor * n) == enc[1:]
+    assert encoder_units(MODELS[name].bottleneck.encoder_factor * n) == enc[1:]
     assert decoder_units(n) == dec[1:]
 
 
@@ -74,16 +75,17 @@ def test_initialised_kernels_match_protocol_table(case):
 def test_every_model_encodes_to_its_encoder_output_and_decodes_to_an_image(name):
     spec = MODELS[name]
     n = 5
-    model = make_model(spec, n)
+    model = make_model(spec, TrainConfig(latent_dim=n))
+    cond = jnp.array([0, 4, 9]) if spec.conditional else None
 
     def forward(key, x):
         state = init_state(spec, TrainConfig(latent_dim=n), key)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        h = model.apply(variables, x, method=model.encode)
-        return h, model.apply(variables, h[:, :n], method=model.decode)
+        h = model.apply(variables, x, cond, method=model.encode)
+        return h, model.apply(variables, h[:, :n], cond, method=model.decode)
 
     h, logits = jax.eval_shape(forward, jax.random.key(1), jnp.zeros((3, 32, 32)))  # traced, not compiled
-    assert h.shape == (3, spec.encoder_factor * n)
+    assert h.shape == (3, spec.bottleneck.encoder_factor * n)
     assert logits.shape == (3, 32, 32)
 
 
@@ -95,7 +97,7 @@ def test_shallow_is_one_dense_layer_each_way(n):
     assert params["dec/kernel"].shape == (n, 1024) and params["dec/bias"].shape == (1024,)
     assert stats == {}
     # encoder is Linear -> ReLU: codes are non-negative
-    model = make_model(MODELS["shallow"], n)
+    model = make_model(MODELS["shallow"], TrainConfig(latent_dim=n))
     x = jnp.asarray(np.random.default_rng(1).uniform(size=(64, 32, 32)).astype(np.float32))
     h = np.asarray(model.apply({"params": initial_state("shallow", n).params}, x, method=model.encode))
     assert h.min() == 0.0 and h.max() > 0.0
@@ -104,11 +106,12 @@ def test_shallow_is_one_dense_layer_each_way(n):
 def test_vq_codebook_shape_and_init_range():
     params, _ = built("vq", 20)
     cb = params["codebook"]
-    assert cb.shape == (20, VQ_CODEBOOK_SIZE) == (20, 512)
-    assert cb.min() >= -1 / 512 and cb.max() <= 1 / 512
+    K = CODEBOOK_SIZE
+    assert cb.shape == (20, K)
+    assert cb.min() >= -1 / K and cb.max() <= 1 / K
     # uniform over the whole interval, and a different draw per dimension
-    assert cb.min() < -0.95 / 512 and cb.max() > 0.95 / 512
-    assert np.abs(cb.mean()) < 0.1 / 512
+    assert cb.min() < -0.95 / K and cb.max() > 0.95 / K
+    assert np.abs(cb.mean()) < 0.1 / K
     assert not np.allclose(cb[0], cb[1])
     params2, _ = built("vq", 20, seed=1)
     assert not np.allclose(cb, params2["codebook"])  # depends on the init key
@@ -164,3 +167,74 @@ def test_dense_layers_use_pytorch_default_initialisation(name):
             a = np.asarray(leaf)
             assert np.abs(a).max() <= bound + 1e-7, layer
             assert np.abs(a).max() > 0.8 * bound, layer  # spread over the interval, not near zero
+
+
+# ------------------------------------------------------------------ the conditional model
+def dense_stack_numpy(params: dict, stats: dict, half: str, a: np.ndarray) -> np.ndarray:
+    """Three dense layers in evaluation mode, in float64: (Linear -> BatchNorm(running stats) -> ReLU) x 2, Linear."""
+    a = a.astype(np.float64)
+    for i in range(2):
+        a = a @ params[f"{half}/dense{i}/kernel"]
+        a = (a - stats[f"{half}/bn{i}/mean"]) / np.sqrt(stats[f"{half}/bn{i}/var"] + 1e-5)
+        a = np.maximum(a * params[f"{half}/bn{i}/scale"] + params[f"{half}/bn{i}/bias"], 0.0)
+    return a @ params[f"{half}/dense2/kernel"] + params[f"{half}/dense2/bias"]
+
+
+def randomised_stats(stats: dict, seed: int = 3) -> dict:
+    """BatchNorm running statistics away from their (0, 1) initialisation, so evaluation mode is exercised."""
+    r = np.random.default_rng(seed)
+    return {k: (r.normal(0, 0.1, v.shape) if k.endswith("mean") else r.uniform(0.5, 2.0, v.shape)).astype(np.float32)
+            for k, v in stats.items()}
+
+
+def unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        *path, leaf = k.split("/")
+        d = out
+        for p in path:
+            d = d.setdefault(p, {})
+        d[leaf] = jnp.asarray(v)
+    return out
+
+
+def test_cvae_sees_the_one_hot_label_beside_image_and_code():
+    """encode(x, y) and decode(z, y) equal a numpy forward pass over concat(x, onehot(y)) and concat(z, onehot(y)),
+    with layer sizes from the actual input sizes (1034 in, n + 10 into the decoder)."""
+    n = 20
+    spec = MODELS["cvae"]
+    params, stats = built("cvae", n)
+    stats = randomised_stats(stats)
+    assert params["enc/dense0/kernel"].shape == (1024 + NUM_CLASSES, 1034 // shrink(1034, 2 * n))
+    assert params["enc/dense2/kernel"].shape[1] == 2 * n
+    assert params["dec/dense0/kernel"].shape == (n + NUM_CLASSES, decoder_units(n + NUM_CLASSES)[0])
+    model = make_model(spec, TrainConfig(latent_dim=n))
+    variables = {"params": unflatten(params), "batch_stats": unflatten(stats)}
+    r = np.random.default_rng(0)
+    x = r.uniform(size=(4, 32, 32)).astype(np.float32)
+    z = r.normal(size=(4, n)).astype(np.float32)
+    y = np.array([0, 3, 3, 9])
+    onehot = np.eye(NUM_CLASSES)[y]
+    h = model.apply(variables, jnp.asarray(x), jnp.asarray(y), method=model.encode)
+    np.testing.assert_allclose(np.asarray(h), dense_stack_numpy(params, stats, "enc",
+                                                                np.concatenate([x.reshape(4, -1), onehot], 1)),
+                               rtol=1e-4, atol=1e-4)
+    logits = model.apply(variables, jnp.asarray(z), jnp.asarray(y), method=model.decode)
+    ref = dense_stack_numpy(params, stats, "dec", np.concatenate([z, onehot], 1)).reshape(4, 32, 32)
+    np.testing.assert_allclose(np.asarray(logits), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cvae_decoder_output_changes_with_the_label_alone():
+    n = 20
+    spec = MODELS["cvae"]
+    state = initial_state("cvae", n)
+    model = make_model(spec, TrainConfig(latent_dim=n))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    z = jnp.asarray(np.random.default_rng(1).normal(size=(1, n)).astype(np.float32))
+    out = np.stack([np.asarray(model.apply(variables, z, jnp.array([d]), method=model.decode))[0]
+                    for d in range(NUM_CLASSES)])
+    for a in range(NUM_CLASSES):
+        for b in range(a + 1, NUM_CLASSES):
+            assert np.abs(out[a] - out[b]).max() > 1e-3, f"labels {a} and {b} decode the same code alike"
+    with pytest.raises(ValueError, match="label"):
+        model.apply(variables, z, method=model.decode)  # a conditional model refuses to decode without one

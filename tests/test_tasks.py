@@ -1,15 +1,16 @@
-"""The gauntlet's building blocks (ae_jax.tasks, figures.write_gif) on hand-made inputs.
+"""The gauntlet's building blocks (ae_jax.tasks) on hand-made inputs, and run_task's bookkeeping.
 
-AUC against hand counts and scikit-learn, early stopping on a scripted sequence
-of validation accuracies, the GIF's frames and timing, interpolation frames
-against an independent forward pass, prior samples, and the latent-structure
-scores on synthetic clusters. Models are freshly initialised (no training):
-these tests check the plumbing, not what a model learns. The probe and the
-from-scratch baseline on real data are in test_bakeoff.py, which reuses the
-models the end-to-end bake-off trains.
+AUC against hand counts and the rank-sum formula, early stopping on a scripted sequence of validation
+accuracies, the GIF's frames and timing, interpolation frames against an independent forward pass,
+prior samples (the conditional model's too), the latent-structure scores on synthetic clusters, the
+linear probe on a synthetic separable problem, per-class reconstruction errors against numpy, and
+diverged seeds left out of every task's numbers. Models are freshly initialised (no training): these
+tests check the plumbing, not what a model learns. The probe and the from-scratch baseline on real
+data are in test_bakeoff.py, which reuses the models the end-to-end bake-off trains.
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -18,11 +19,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ae_jax import figures, tasks
-from ae_jax.data import ANOMALY_CLASS
-from ae_jax.models import Autoencoder
-from ae_jax.registry import MODELS
-from ae_jax.train import TrainConfig, init_state, run_keys, spec_hparams
+from ae_jax import figures
+from ae_jax.data import load_splits
+from ae_jax.io import read_json, write_json
+from ae_jax.models import NUM_CLASSES, Autoencoder, MODELS
+from ae_jax.tasks import TASKS, EvalContext, run_task, task_path
+from ae_jax.tasks import samples as samples_task
+from ae_jax.tasks.anomaly import anomaly_labels, roc_auc
+from ae_jax.tasks.interpolation import N_FRAMES, interpolation_frames
+from ae_jax.tasks.latent_structure import embed_2d, structure_scores
+from ae_jax.tasks.probe import PROBE_EPOCHS, PROBE_PATIENCE, _early_stopping_scan, linear_probe
+from ae_jax.trainer import ExperimentConfig
+from ae_jax.trainer.program import TrainConfig, init_state, run_keys, spec_hparams
+from ae_jax.trainer.run import per_class
 
 LATENT = 20
 CFG = TrainConfig(latent_dim=LATENT, epochs=1, batch_size=64)
@@ -39,9 +48,9 @@ def pair_auc(scores, positive) -> float:
 def test_auc_of_a_perfectly_separating_score_is_1_and_of_its_reverse_0():
     y = np.array([0, 0, 1, 0, 1, 1, 0, 1])
     s = np.where(y == 1, 5.0, 1.0) + np.arange(8) * 0.01
-    auc, fpr, tpr = tasks.roc_auc(s, y)
+    auc, fpr, tpr = roc_auc(s, y)
     assert auc == 1.0
-    assert tasks.roc_auc(-s, y)[0] == 0.0
+    assert roc_auc(-s, y)[0] == 0.0
     # a perfect score's ROC curve passes through the top-left corner
     assert np.any((fpr == 0.0) & (tpr == 1.0))
 
@@ -55,45 +64,55 @@ def test_auc_of_a_perfectly_separating_score_is_1_and_of_its_reverse_0():
     ([5.0, 1.0, 2.0, 7.0, 9.0], [1, 0, 0, 0, 0], 0.5),
 ], ids=["three_of_four_pairs", "tie_counts_half", "middle_of_the_pack"])
 def test_auc_on_small_examples_counted_by_hand(scores, positive, expected):
-    auc, fpr, tpr = tasks.roc_auc(np.array(scores), np.array(positive))
+    auc, fpr, tpr = roc_auc(np.array(scores), np.array(positive))
     assert auc == pytest.approx(expected, abs=1e-12)
     assert pair_auc(scores, positive) == pytest.approx(expected, abs=1e-12)  # the helper agrees with the hand count
     assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
     assert np.trapezoid(tpr, fpr) == pytest.approx(expected, abs=1e-12)  # the curve is the one the AUC is of
 
 
+def rank_sum_auc(scores, positive) -> float:
+    """AUC by the Mann-Whitney formula: (sum of the positives' mid-ranks - P(P+1)/2) / (P N)."""
+    from scipy.stats import rankdata
+    r = rankdata(np.asarray(scores, np.float64))  # ties get their average rank
+    p = np.asarray(positive).astype(bool)
+    n_pos, n_neg = p.sum(), (~p).sum()
+    return float((r[p].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_auc_equals_scikit_learn_and_the_pair_count_on_random_data(seed):
-    from sklearn.metrics import roc_auc_score
+def test_auc_equals_the_pair_count_and_the_rank_sum_on_random_data(seed):
     rng = np.random.default_rng(seed)
     y = (rng.random(300) < 0.15).astype(np.int32)
     s = rng.normal(size=300) + 0.8 * y
     s[::7] = np.round(s[::7], 1)  # some ties
-    auc, fpr, tpr = tasks.roc_auc(s, y)
+    auc, fpr, tpr = roc_auc(s, y)
     assert isinstance(auc, float)
-    assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert auc == pytest.approx(pair_auc(s, y), abs=1e-12)
-    assert 0.6 < auc < 0.9  # the shift is visible but not perfect: a sign error would give < 0.5
+    assert auc == pytest.approx(rank_sum_auc(s, y), abs=1e-12)
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
     assert np.trapezoid(tpr, fpr) == pytest.approx(auc, abs=1e-9)
+    # the positive class is the one given: swapping it mirrors the AUC
+    assert roc_auc(s, 1 - y)[0] == pytest.approx(1.0 - auc, abs=1e-12)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_auc_of_non_finite_scores_is_nan(bad):
     y = np.array([0, 1, 0, 1])
     s = np.array([0.1, 0.9, bad, 0.7])
-    auc, fpr, tpr = tasks.roc_auc(s, y)
+    auc, fpr, tpr = roc_auc(s, y)
     assert np.isnan(auc)
     assert np.isfinite(fpr).all() and np.isfinite(tpr).all()  # still a drawable (diagonal) curve
 
 
-def test_anomaly_labels_mark_exactly_class_1():
-    assert ANOMALY_CLASS == 1
-    y = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 1, 7, 0], np.int32)
-    lab = tasks.anomaly_labels(y)
-    np.testing.assert_array_equal(lab, [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0])
-    assert lab.dtype.kind == "i"
-    assert tasks.roc_auc(y == 1, lab)[0] == 1.0
+def test_the_anomaly_positives_are_the_test_images_of_the_class_left_out_of_training():
+    s = load_splits("digits", "anomaly")
+    absent = set(range(NUM_CLASSES)) - set(np.unique(s.y_train).tolist())
+    assert len(absent) == 1
+    lab = anomaly_labels(s.y_test)
+    assert lab.dtype.kind == "i" and set(np.unique(lab).tolist()) == {0, 1}
+    np.testing.assert_array_equal(np.unique(s.y_test[lab == 1]), sorted(absent))
+    assert not np.isin(s.y_test[lab == 0], sorted(absent)).any()
 
 
 # ------------------------------------------------------------------ early stopping
@@ -119,7 +138,7 @@ def reference_early_stopping(vals, patience):
     return best_i + 1, best_i
 
 
-PADDED = 20  # PROBE_EPOCHS
+PADDED = PROBE_EPOCHS
 
 
 @pytest.mark.parametrize("vals, best_epoch", [
@@ -137,9 +156,9 @@ PADDED = 20  # PROBE_EPOCHS
 def test_early_stopping_keeps_the_best_validation_epoch_and_stops_after_3_without_improvement(vals, best_epoch):
     vals = list(vals) + [0.99] * (PADDED - len(vals))  # late high values that must never be picked after a stop
     tests = 0.5 + np.arange(PADDED) / 100.0             # a distinct test accuracy per epoch
-    assert reference_early_stopping(vals, tasks.PROBE_PATIENCE)[0] == best_epoch
-    out = jax.jit(lambda: tasks._early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED,
-                                                     tasks.PROBE_PATIENCE))()
+    assert reference_early_stopping(vals, PROBE_PATIENCE)[0] == best_epoch
+    out = jax.jit(lambda: _early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED,
+                                                     PROBE_PATIENCE))()
     assert int(out["best_epoch"]) == best_epoch
     assert float(out["val_accuracy"]) == pytest.approx(vals[best_epoch - 1])
     assert float(out["test_accuracy"]) == pytest.approx(tests[best_epoch - 1])  # the test accuracy OF that epoch
@@ -152,14 +171,9 @@ def test_early_stopping_matches_a_plain_reference_on_random_sequences():
         for _ in range(8):
             vals = np.round(rng.random(PADDED), 2)  # rounding makes ties
             ep, idx = reference_early_stopping(vals, patience)
-            out = tasks._early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED, patience)
+            out = _early_stopping_scan(scripted(vals, tests), jnp.int32(0), PADDED, patience)
             assert int(out["best_epoch"]) == ep, (patience, vals)
             assert float(out["test_accuracy"]) == pytest.approx(tests[idx], abs=1e-6)
-
-
-def test_protocol_constants_of_the_probe():
-    assert (tasks.PROBE_BATCH, tasks.PROBE_EPOCHS, tasks.PROBE_PATIENCE, tasks.PROBE_LR) == (32, 20, 3, 1e-3)
-    assert tasks.N_FRAMES == 130 and tasks.N_SHOW == 16
 
 
 # ------------------------------------------------------------------ GIF
@@ -219,15 +233,33 @@ def x_pair(digits):
     return digits.x_test[:2]
 
 
+@functools.lru_cache(maxsize=None)
+def digits_splits(variant: str):
+    return load_splits("digits", variant)
+
+
+def context(name: str, state, run_dir, seeds=(0,)) -> EvalContext:
+    """An EvalContext for model `name` at n = 20 on digits; state has a leading seed axis."""
+    cfg = ExperimentConfig(model=name, dataset="digits", latent_dim=LATENT, seeds=len(seeds), first_seed=seeds[0],
+                           epochs=CFG.epochs, batch_size=CFG.batch_size)
+    return EvalContext(MODELS[name], cfg, state, run_dir, digits_splits, log=lambda m: None)
+
+
+def batched(state):
+    return jax.tree.map(lambda a: a[None], state)
+
+
 @pytest.fixture(scope="module")
-def fresh():
-    """fresh(name) -> (spec, unbatched initial TrainState, Hparams) at n = 20."""
+def fresh(tmp_path_factory):
+    """fresh(name) -> (spec, unbatched initial TrainState, Hparams, its one-seed EvalContext) at n = 20."""
     cache = {}
+    run_dir = tmp_path_factory.mktemp("fresh")
 
     def get(name):
         if name not in cache:
             spec = MODELS[name]
-            cache[name] = (spec, init_state(spec, CFG, run_keys(0)["init"]), spec_hparams(spec))
+            st = init_state(spec, CFG, run_keys(0)["init"])
+            cache[name] = (spec, st, spec_hparams(spec), context(name, batched(st), run_dir))
         return cache[name]
     return get
 
@@ -236,15 +268,15 @@ def module_vars(state):
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def frames_of(name, fresh, x, key, fixed_noise=False):
-    spec, st, hp = fresh(name)
-    return tasks.interpolation_frames(spec, CFG, st, hp, x, key, fixed_noise)
+def frames_of(name, fresh, x, key, fixed_noise=False, y=(0, 0)):
+    ctx = fresh(name)[3]
+    return interpolation_frames(ctx, x, np.asarray(y), key, fixed_noise)
 
 
 def test_interpolation_frames_of_a_deterministic_model_run_from_one_reconstruction_to_the_other(fresh, x_pair):
-    spec, st, _ = fresh("vanilla")
+    spec, st, _, _ = fresh("vanilla")
     frames = frames_of("vanilla", fresh, x_pair, run_keys(0)["task"])
-    assert frames.shape == (130, 32, 32)
+    assert frames.shape == (N_FRAMES, 32, 32)
     assert frames.min() >= 0.0 and frames.max() <= 1.0
     # independent forward pass: Autoencoder.__call__ decodes h directly (vanilla's bottleneck is the identity)
     model = Autoencoder(latent_dim=LATENT, encoder_out=LATENT)
@@ -272,10 +304,10 @@ def vae_reference(st, x, eps):
 
 
 def test_vae_interpolation_with_fixed_noise_shares_one_noise_draw(fresh, x_pair):
-    _, st, _ = fresh("vae")
+    _, st, _, _ = fresh("vae")
     key = jax.random.fold_in(run_keys(0)["task"], 4)
     fixed = frames_of("vae", fresh, x_pair, key, fixed_noise=True)
-    assert fixed.shape == (130, 32, 32) and fixed.min() >= 0.0 and fixed.max() <= 1.0
+    assert fixed.shape == (N_FRAMES, 32, 32) and fixed.min() >= 0.0 and fixed.max() <= 1.0
     np.testing.assert_array_equal(fixed, frames_of("vae", fresh, x_pair, key, fixed_noise=True))  # same key, same frames
     # both ends decode mu + sigma * eps with the SAME eps
     ref = vae_reference(st, x_pair, jax.random.normal(key, (1, LATENT)))
@@ -300,32 +332,32 @@ def test_vae_interpolation_noise_is_shared_only_when_fixed(fresh, x_pair):
 
 # ------------------------------------------------------------------ prior samples
 def test_vae_prior_samples_are_standard_normal(fresh):
-    spec, st, _ = fresh("vae")
+    spec, st, _, ctx = fresh("vae")
     key = run_keys(0)["task"]
-    z = np.asarray(tasks.prior_samples(spec, st, key, tasks.N_SHOW, LATENT))
+    z = np.asarray(samples_task.prior_samples(ctx, key, samples_task.N_SHOW))  # the Samples task's draw
     assert z.shape == (16, LATENT) and np.isfinite(z).all()
-    assert np.asarray(tasks.prior_samples(spec, st, key, 16, 7)).shape == (16, 7)
-    np.testing.assert_array_equal(z, tasks.prior_samples(spec, st, key, 16, LATENT))
-    assert not np.allclose(z, tasks.prior_samples(spec, st, jax.random.fold_in(key, 1), 16, LATENT))
-    big = np.asarray(tasks.prior_samples(spec, st, key, 4096, LATENT))
+    assert np.asarray(spec.bottleneck.sample_prior(key, 16, 7, st.params)).shape == (16, 7)
+    np.testing.assert_array_equal(z, spec.bottleneck.sample_prior(key, 16, LATENT, st.params))
+    assert not np.allclose(z, spec.bottleneck.sample_prior(jax.random.fold_in(key, 1), 16, LATENT, st.params))
+    big = np.asarray(spec.bottleneck.sample_prior(key, 4096, LATENT, st.params))
     assert abs(big.mean()) < 0.03 and abs(big.std() - 1.0) < 0.03
     assert np.all(np.abs(big.mean(0)) < 0.1) and np.all(np.abs(big.std(0) - 1.0) < 0.1)  # every dimension
 
 
 def test_vq_prior_samples_draw_each_dimension_from_its_own_codebook_row(fresh):
-    spec, st, _ = fresh("vq")
-    K = spec.codebook_size
+    spec, st, _, _ = fresh("vq")
+    K = spec.bottleneck.codebook_size
     # a codebook whose entries tell their row and column apart: cb[j, k] = j + (k + 0.5) / K
     cb = np.arange(LATENT, dtype=np.float32)[:, None] + (np.arange(K, dtype=np.float32)[None] + 0.5) / K
     assert st.params["codebook"].shape == cb.shape
     st = st._replace(params={**st.params, "codebook": jnp.asarray(cb)})
-    z = np.asarray(tasks.prior_samples(spec, st, run_keys(0)["task"], 16, LATENT))
+    z = np.asarray(spec.bottleneck.sample_prior(run_keys(0)["task"], 16, LATENT, st.params))
     assert z.shape == (16, LATENT)
     for j in range(LATENT):
         assert np.isin(z[:, j], cb[j]).all(), f"dimension {j} drew values outside its codebook row"
     assert len(np.unique(z[:, 0])) > 8  # 16 draws out of 512 are (almost) all different
     # categories are uniform over all K entries, both ends included
-    big = np.asarray(tasks.prior_samples(spec, st, run_keys(1)["task"], 2048, LATENT))
+    big = np.asarray(spec.bottleneck.sample_prior(run_keys(1)["task"], 2048, LATENT, st.params))
     k = np.rint((big - np.arange(LATENT)[None]) * K - 0.5).astype(int)
     np.testing.assert_allclose(cb[np.arange(LATENT)[None], k], big)
     assert k.min() == 0 and k.max() == K - 1
@@ -334,9 +366,10 @@ def test_vq_prior_samples_draw_each_dimension_from_its_own_codebook_row(fresh):
 
 
 def test_models_without_a_prior_refuse_to_sample(fresh):
-    spec, st, _ = fresh("vanilla")
+    spec, st, _, ctx = fresh("vanilla")
+    assert not spec.can_sample and not TASKS["samples"].applies(spec)
     with pytest.raises(ValueError, match="no prior"):
-        tasks.prior_samples(spec, st, run_keys(0)["task"], 16, LATENT)
+        spec.bottleneck.sample_prior(run_keys(0)["task"], 16, LATENT, st.params)
 
 
 # ------------------------------------------------------------------ latent structure
@@ -354,7 +387,7 @@ def clusters(n_per=40, k=10, dim=2, spread=0.3, seed=0):
 
 def test_structure_scores_on_well_separated_clusters_are_near_perfect():
     emb, y = clusters()
-    s = tasks.structure_scores(emb, y, seed=0)
+    s = structure_scores(emb, y, seed=0)
     assert set(s) == {"knn_accuracy", "silhouette"}
     assert s["knn_accuracy"] > 0.98
     assert s["silhouette"] > 0.5
@@ -363,7 +396,7 @@ def test_structure_scores_on_well_separated_clusters_are_near_perfect():
 def test_structure_scores_on_random_labels_are_near_chance():
     emb, y = clusters()
     y = np.random.default_rng(1).permutation(y)
-    s = tasks.structure_scores(emb, y, seed=0)
+    s = structure_scores(emb, y, seed=0)
     assert s["knn_accuracy"] < 0.25  # chance is 0.1
     assert s["silhouette"] < 0.1
 
@@ -371,7 +404,7 @@ def test_structure_scores_on_random_labels_are_near_chance():
 def test_structure_scores_of_a_non_finite_embedding_are_nan():
     emb, y = clusters()
     emb[3, 1] = np.nan
-    s = tasks.structure_scores(emb, y)
+    s = structure_scores(emb, y)
     assert np.isnan(s["knn_accuracy"]) and np.isnan(s["silhouette"])
 
 
@@ -380,7 +413,7 @@ def test_embed_2d_returns_codes_of_at_most_2_dimensions_as_they_are(monkeypatch,
     monkeypatch.setitem(sys.modules, "umap", None)  # any attempt to import umap now fails
     z = np.random.default_rng(0).normal(size=(50, n)).astype(np.float64)
     logs = []
-    emb = tasks.embed_2d(z, seed=0, log=logs.append)
+    emb = embed_2d(z, seed=0, log=logs.append)
     assert emb.shape == (50, n) and emb.dtype == np.float32
     np.testing.assert_allclose(emb, z, rtol=1e-6)
     assert logs == []
@@ -389,32 +422,167 @@ def test_embed_2d_returns_codes_of_at_most_2_dimensions_as_they_are(monkeypatch,
 def test_embed_2d_reduces_higher_dimensional_codes_with_umap():
     """One small UMAP fit (the first in a process compiles numba code; the bake-off test pays it otherwise)."""
     z, y = clusters(n_per=30, k=5, dim=10)
-    emb = tasks.embed_2d(z, seed=0, log=lambda s: None)
+    emb = embed_2d(z, seed=0, log=lambda s: None)
     assert emb.shape == (150, 2) and np.isfinite(emb).all()
-    assert tasks.structure_scores(emb, y)["knn_accuracy"] > 0.95  # clusters survive the reduction
-
-
-# ------------------------------------------------------------------ probe (on digits: test_bakeoff.py)
-def separable_features(seed, n, e):
-    """Encoder outputs h whose first 10 coordinates carry the label; y in 0..9."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n).astype(np.int32)
-    h = rng.normal(size=(n, e)).astype(np.float32) * 0.3
-    h[np.arange(n), y] += 3.0
-    return h, y
-
-
-def probe_inputs(n_runs=2, e=LATENT):
-    h, y = {}, {}
-    for i, (split, n) in enumerate((("train", 135), ("val", 150), ("test", 297))):
-        hs, y[split] = separable_features(i, n, e)
-        h[split] = np.repeat(hs[None], n_runs, axis=0)  # [R, N, e]
+    assert structure_scores(emb, y)["knn_accuracy"] > 0.95  # clusters survive the reduction
 
 
 def test_embed_2d_gives_nan_for_non_finite_codes_instead_of_crashing_umap():
     """A diverged seed's codes: UMAP would raise; the scores come out nan and the study goes on."""
     z = np.ones((50, 20), np.float32)
     z[3, 4] = np.nan
-    emb = tasks.embed_2d(z, 0, log=lambda s: None)
+    emb = embed_2d(z, 0, log=lambda s: None)
     assert emb.shape == (50, 2) and np.isnan(emb).all()
-    assert all(np.isnan(v) for v in tasks.structure_scores(emb, np.arange(50) % 10).values())
+    assert all(np.isnan(v) for v in structure_scores(emb, np.arange(50) % 10).values())
+
+
+# ------------------------------------------------------------------ probe (on digits: test_bakeoff.py)
+def separable_codes(rng, n, per_class=20):
+    """A linearly separable 10-class problem: h [n, 10 * per_class], class c lights its own block of
+    per_class coordinates at 1 (plus noise of std 0.1); y [n] int32."""
+    y = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+    h = 0.1 * rng.normal(size=(n, NUM_CLASSES * per_class))
+    for c in range(NUM_CLASSES):
+        h[y == c, c * per_class:(c + 1) * per_class] += 1.0
+    return h.astype(np.float32), y
+
+
+def test_linear_probe_solves_a_linearly_separable_problem():
+    """The probe (vanilla: the identity bottleneck) on synthetic codes of the digits' split sizes (135 labelled,
+    150 validation, 297 test) reaches ~perfect test accuracy for every seed; with the training labels shuffled
+    it cannot beat chance by much."""
+    spec = MODELS["vanilla"]
+    rng = np.random.default_rng(0)
+    seeds = [0, 1]
+    h, y = {}, {}
+    for split, n in (("train", 135), ("val", 150), ("test", 297)):
+        codes, y[split] = separable_codes(rng, n)
+        h[split] = np.repeat(codes[None], len(seeds), axis=0)  # [R, N, e]: the same codes for both seeds
+    hps = [spec_hparams(spec)] * len(seeds)
+    out = linear_probe(spec, h["train"].shape[-1], {}, seeds, hps, h, y)
+    assert out["test_accuracy"].shape == (2,)
+    assert np.all(out["test_accuracy"] >= 0.98), out
+    assert np.all(out["val_accuracy"] >= 0.98), out
+    assert np.all((out["best_epoch"] >= 1) & (out["best_epoch"] <= PROBE_EPOCHS))
+    shuffled = linear_probe(spec, h["train"].shape[-1], {}, seeds, hps, h, dict(y, train=rng.permutation(y["train"])))
+    assert np.all(shuffled["test_accuracy"] < 0.35), shuffled
+
+
+# ------------------------------------------------------------------ the conditional model's samples
+def test_cvae_samples_one_row_per_label_decoded_with_that_label(fresh, tmp_path, monkeypatch):
+    """The Samples task on a cvae: 8 prior codes per label 0..9 (80 images, 8 per row), each decoded with its
+    row's label; decoding the same codes with other labels gives other images."""
+    spec, st, _, _ = fresh("cvae")
+    ctx = context("cvae", batched(st), tmp_path)
+    drawn = {}
+    monkeypatch.setattr(samples_task.figures, "image_grid",
+                        lambda images, path, cols, title: drawn.update(images=images, cols=cols, path=path))
+    out = run_task(TASKS["samples"], ctx)
+    assert out["figures"] == {"samples": "samples.png"} and drawn["path"] == tmp_path / "samples.png"
+    images, k = drawn["images"], drawn["cols"]
+    assert images.shape == (NUM_CLASSES * k, 32, 32) and k == 8
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    z = samples_task.prior_samples(ctx, jax.random.fold_in(ctx.fig_key, 3), NUM_CLASSES * k)
+    assert z.shape == (NUM_CLASSES * k, LATENT)
+    labels = np.repeat(np.arange(NUM_CLASSES), k)
+    np.testing.assert_allclose(images, ctx.decode(z, labels), atol=1e-6)
+    shifted = ctx.decode(z, (labels + 1) % NUM_CLASSES)
+    assert np.abs(shifted - images).reshape(len(images), -1).max(1).min() > 1e-3  # every image depends on its label
+    with pytest.raises(ValueError, match="conditional"):
+        ctx.decode(z)  # a conditional model needs the labels
+
+
+# ------------------------------------------------------------------ per-class errors
+def bce_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    with np.errstate(divide="ignore"):
+        per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
+    return per.reshape(len(x), -1).sum(-1)
+
+
+def mse_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
+
+
+def test_per_class_means_match_a_loop_and_average_back_to_the_overall_mean():
+    rng = np.random.default_rng(0)
+    values = rng.gamma(2.0, 30.0, size=(3, 200))
+    labels = rng.integers(0, NUM_CLASSES, 200)
+    labels[labels == 4] = 5  # class 4 absent: no entry for it
+    got = per_class(values, labels, "test_mse")
+    assert sorted(got) == sorted(f"test_mse_class{d}" for d in range(NUM_CLASSES) if d != 4)
+    for d in set(range(NUM_CLASSES)) - {4}:
+        ref = [np.mean([values[r, i] for i in range(200) if labels[i] == d]) for r in range(3)]
+        np.testing.assert_allclose(got[f"test_mse_class{d}"], ref, rtol=1e-12)
+    counts = {d: np.sum(labels == d) for d in range(NUM_CLASSES)}
+    weighted = sum(counts[d] * got[f"test_mse_class{d}"] for d in range(NUM_CLASSES) if d != 4) / 200
+    np.testing.assert_allclose(weighted, values.mean(1), rtol=1e-12)
+
+
+def seeds_state(name, seeds=(0, 1, 2)):
+    spec = MODELS[name]
+    return jax.jit(jax.vmap(lambda k: init_state(spec, CFG, k)))(jnp.stack([run_keys(s)["init"] for s in seeds]))
+
+
+def test_reconstruction_reports_bce_and_mse_overall_and_per_class_as_a_direct_forward_pass_gives(tmp_path):
+    state = seeds_state("vanilla")  # three seeds, as in the next test: one evaluation program for both
+    ctx = context("vanilla", state, tmp_path, seeds=(0, 1, 2))
+    out = run_task(TASKS["reconstruction"], ctx)
+    saved = read_json(task_path(tmp_path, "reconstruction"))
+    assert saved["task"] == "reconstruction" and saved["seeds"] == [0, 1, 2] and saved["metrics"].keys() == out["metrics"].keys()
+    for k, v in saved["metrics"].items():
+        assert v["values"] == pytest.approx(out["metrics"][k]["values"], rel=1e-12), k
+    x, y = ctx.data.x_test, ctx.data.y_test
+    model = Autoencoder(latent_dim=LATENT, encoder_out=LATENT)
+    m = out["metrics"]
+    for i in range(3):
+        st = jax.tree.map(lambda a: a[i], state)
+        logits = model.apply(module_vars(st), jnp.asarray(x), train=False)
+        errors = {"bce": bce_numpy(logits, x), "mse": mse_numpy(logits, x)}
+        for k, e in errors.items():
+            assert m[f"test_{k}"]["values"][i] == pytest.approx(e.mean(), rel=1e-4)
+            for d in range(NUM_CLASSES):
+                assert m[f"test_{k}_class{d}"]["values"][i] == pytest.approx(e[y == d].mean(), rel=1e-4), (k, d)
+            # the per-class means, weighted by the class counts, give the overall mean back
+            back = sum(np.sum(y == d) * m[f"test_{k}_class{d}"]["values"][i] for d in range(NUM_CLASSES)) / len(y)
+            assert back == pytest.approx(m[f"test_{k}"]["values"][i], rel=1e-5)
+    assert out["diverged_seeds"] == [] and m["test_bce"]["n"] == 3
+    assert (tmp_path / "reconstructions.png").is_file()
+
+
+# ------------------------------------------------------------------ diverged seeds
+def test_a_diverged_seed_is_left_out_of_every_task_number(tmp_path, monkeypatch):
+    """Three seeds: seed 0's parameters hold a NaN, seed 2 is listed as diverged in metrics.json (its
+    parameters are finite). Each task's file nulls both, lists them under diverged_seeds, and its means are
+    seed 1's alone; the figures show seed 1. The probe of the NaN seed would otherwise report a finite
+    accuracy (the argmax of NaN logits is class 0)."""
+    state = seeds_state("vanilla")
+    kernel = np.array(state.params["dec"]["dense2"]["kernel"])
+    kernel[0, 3, 5] = np.nan
+    state = state._replace(params={**state.params, "dec": {**state.params["dec"], "dense2": {
+        **state.params["dec"]["dense2"], "kernel": jnp.asarray(kernel)}}})
+    write_json(tmp_path / "metrics.json", {"diverged": [{"run": 2, "seed": 2, "beta": None, "epoch": 1}]})
+    ctx = context("vanilla", state, tmp_path, seeds=(0, 1, 2))
+    np.testing.assert_array_equal(ctx.valid, [False, True, False])
+    assert ctx.fig == 1
+    shown = {}
+    monkeypatch.setattr(figures, "image_rows", lambda rows, path, titles=None: shown.update(rows=rows, titles=titles))
+
+    raw_probe = TASKS["probe"].run(ctx).metrics["probe_accuracy"]
+    assert np.isfinite(raw_probe[0]), "the hazard this test guards against: a NaN model gets a finite accuracy"
+    for name in ("reconstruction", "probe"):
+        run_task(TASKS[name], ctx)
+        saved = read_json(task_path(tmp_path, name))
+        assert saved["diverged_seeds"] == [0, 2] and saved["seeds"] == [0, 1, 2]
+        assert saved["metrics"], name
+        for metric, agg in saved["metrics"].items():
+            assert agg["values"][0] is None and agg["values"][2] is None, (name, metric)
+            assert agg["n"] == 1 and agg["mean"] == pytest.approx(agg["values"][1]), (name, metric)
+    # seed 1's reconstruction error, from a direct forward pass
+    x = ctx.data.x_test
+    logits = Autoencoder(latent_dim=LATENT, encoder_out=LATENT).apply(
+        module_vars(jax.tree.map(lambda a: a[1], state)), jnp.asarray(x), train=False)
+    rec = read_json(task_path(tmp_path, "reconstruction"))["metrics"]
+    assert rec["test_bce"]["mean"] == pytest.approx(bce_numpy(logits, x).mean(), rel=1e-4)
+    assert "seed 1" in shown["titles"][1] and np.isfinite(shown["rows"][1]).all()  # the figure shows seed 1

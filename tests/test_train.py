@@ -1,4 +1,5 @@
-"""Training: every model learns, vmapped runs equal separate runs, stacked phases, resume, nan, sharding.
+"""Training: every model learns, vmapped runs equal separate runs, stacked phases, resume, nan, sharding,
+labels that stay with their images, and evaluation that depends on nothing but the image.
 
 All runs use a 512-image slice of digits, 3 epochs of 8 batches of 64, latent 8:
 enough for the loss to fall, small enough for CI. Trained results are shared
@@ -11,18 +12,24 @@ import math
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import assert_trees_close, leaves_with_paths, subprocess_env
-from ae_jax.experiment import ExperimentConfig, format_table, result_metrics
-from ae_jax.registry import MODELS
-from ae_jax.runner import _eval_program, evaluate_runs, has_final_checkpoint, load_final_state, train_runs
-from ae_jax.train import (FULL, TrainConfig, init_state, make_epoch, phase_at, phase_schedule, reset_optimizer,
-                          run_keys, spec_hparams, stacked_phases)
+from _helpers import REPO, assert_trees_close, leaves_with_paths, subprocess_env
+from ae_jax.data import Data
+from ae_jax.losses import add_input_noise
+from ae_jax.models import MODELS
+from ae_jax.trainer import (ExperimentConfig, evaluate_runs, format_table, has_final_checkpoint, load_final_state,
+                            train_runs)
+from ae_jax.trainer import program
+from ae_jax.trainer.loop import _eval_program
+from ae_jax.trainer.program import (FULL, TrainConfig, init_state, make_epoch, make_eval, make_loss, make_model,
+                                    phase_at, phase_schedule, reset_optimizer, run_keys, spec_hparams, stacked_phases)
+from ae_jax.trainer.run import result_metrics
 
 CFG = TrainConfig(latent_dim=8, epochs=3, batch_size=64)
 SEEDS = (3, 7)
@@ -57,17 +64,17 @@ def run_slice(out, i):
     return out.train_curve[:, i], out.val_curve[:, i], pick(out.state.params), pick(out.state.batch_stats)
 
 
-def assert_runs_equal(out_a, i, out_b, j, rtol=1e-3, ratio=0.1):
+def assert_runs_equal(out_a, i, out_b, j, rtol=1e-3, ratio=0.1, other=None):
     """Run i of out_a and run j of out_b are the same run trained in two programs.
 
     Losses agree to rtol. Parameters and BatchNorm statistics: every tensor is at least 1/ratio times
-    closer to its twin than to the other run of out_a (another seed or another beta). Exact or
+    closer to its twin than to run ``other`` of out_a (default 1 - i: another seed or another beta). Exact or
     element-wise equality is not promised: single elements with a near-zero gradient move by whole
     Adam steps of rounding noise (measured <= 4e-4 RMS in parameters, against >= 8e-3 between seeds).
     """
     ta, va, pa, sa = run_slice(out_a, i)
     tb, vb, pb, sb = run_slice(out_b, j)
-    _, _, po, so = run_slice(out_a, 1 - i)
+    _, _, po, so = run_slice(out_a, 1 - i if other is None else other)
     np.testing.assert_allclose(ta, tb, rtol=rtol, err_msg="train curve")
     np.testing.assert_allclose(va, vb, rtol=rtol, err_msg="validation curve")
     for what, (ta_, tb_, to_) in (("params", (pa, pb, po)), ("batch_stats", (sa, sb, so))):
@@ -120,7 +127,14 @@ def test_vmapped_seeds_equal_separate_runs(train, name):
         assert_runs_equal(both, i, alone, 0)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n not in ("vae", "sparse")])
+def same_program_as_vae(name: str) -> bool:
+    """Models that are vae with another beta value: one compiled program, beta a traced hyperparameter (the
+    beta-grid test below checks that each run gets its own)."""
+    spec, vae = MODELS[name], MODELS["vae"]
+    return name != "vae" and spec == dataclasses.replace(vae, name=name, beta=spec.beta, description=spec.description)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in ("vae", "sparse") and not same_program_as_vae(n)])
 def test_vmapped_seeds_match_separate_runs_in_their_losses(train, name):
     """Every other model: the numbers a user reads (per-seed train and validation losses) agree.
 
@@ -162,11 +176,11 @@ def test_stacked_phase_schedule():
 
 
 def test_stacked_phases_train_only_their_own_layers(train, tiny):
-    """Run the three phases by hand with train.make_epoch (one epoch each, a fresh Adam each
+    """Run the three phases by hand with program.make_epoch (one epoch each, a fresh Adam each
     phase): each phase changes exactly its layers (earlier ones frozen, their BatchNorm
-    statistics untouched), and the result equals runner.train_runs' stacked run."""
+    statistics untouched), and the result equals loop.train_runs' stacked run."""
     spec = MODELS["stacked"]
-    x_train, x_val = (jnp.asarray(a) for a in tiny)
+    d_train, d_val = (jax.tree.map(jnp.asarray, d) for d in tiny)
     keys = [run_keys(s) for s in SEEDS]
     hp = jax.tree.map(jnp.asarray, jax.tree.map(lambda *v: np.stack(v), *[spec_hparams(spec)] * 2))
     train_keys = jnp.stack([k["train"] for k in keys])
@@ -182,9 +196,9 @@ def test_stacked_phases_train_only_their_own_layers(train, tiny):
         if epoch:
             state = jax.vmap(reset_optimizer)(state)
         before_p, before_s = leaves_with_paths(state.params), leaves_with_paths(state.batch_stats)
-        # the same vmapped, donated program as runner.train_runs compiles
-        fn = jax.vmap(make_epoch(spec, CFG, phase, x_train.shape[0]), in_axes=(0, 0, None, 0, None, None))
-        state, tl, vl = jax.jit(fn, donate_argnums=0)(state, train_keys, jnp.int32(epoch), hp, x_train, x_val)
+        # the same vmapped, donated program as loop.train_runs compiles
+        fn = jax.vmap(make_epoch(spec, CFG, phase, d_train.x.shape[0]), in_axes=(0, 0, None, 0, None, None))
+        state, tl, vl = jax.jit(fn, donate_argnums=0)(state, train_keys, jnp.int32(epoch), hp, d_train, d_val)
         assert np.isfinite(np.asarray(tl)).all()
         after_p, after_s = leaves_with_paths(state.params), leaves_with_paths(state.batch_stats)
         changed = {k for k in before_p if not np.array_equal(before_p[k], after_p[k])}
@@ -246,12 +260,12 @@ def test_evaluation_compiles_once_per_model_and_shape(train, digits):
     spec = MODELS["vae"]
     out = train("vae")
     hps = [spec_hparams(spec)] * 2
-    program = _eval_program(spec, CFG)
-    first = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, digits.x_test)
-    compiled = program._cache_size()
-    again = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, digits.x_test)
-    assert _eval_program(spec, CFG) is program
-    assert compiled >= 1 and program._cache_size() == compiled  # the second call traced nothing new
+    evaluation = _eval_program(spec, CFG)
+    first = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, Data(digits.x_test, digits.y_test))
+    compiled = evaluation._cache_size()
+    again = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, Data(digits.x_test, digits.y_test))
+    assert _eval_program(spec, CFG) is evaluation
+    assert compiled >= 1 and evaluation._cache_size() == compiled  # the second call traced nothing new
     np.testing.assert_array_equal(first["bce"], again["bce"])  # same keys, same draws
 
 
@@ -267,69 +281,242 @@ def test_a_nan_in_one_run_is_reported_and_left_out_of_the_mean(train, digits):
     np.testing.assert_allclose(out.train_curve[:, 0], train("vae").train_curve[:, 0], rtol=1e-6)
     assert not np.isfinite(out.train_curve[:, 1]).all()
 
-    test_bce = evaluate_runs(spec, CFG, out.state, list(seeds), hps, digits.x_test)["bce"].mean(axis=1)
+    test = evaluate_runs(spec, CFG, out.state, list(seeds), hps, Data(digits.x_test, digits.y_test))
     cfg = ExperimentConfig(model="vae", dataset="digits", latent_dim=8, seeds=2, first_seed=3, epochs=3,
                            batch_size=64)
-    metrics = result_metrics(cfg, out, test_bce)
+    metrics = result_metrics(cfg, out, test, digits.y_test)
     assert metrics["diverged"] == [{"run": 1, "seed": 4, "beta": None, "epoch": 1}]
-    for key in ("final_train_loss", "final_val_loss", "test_bce"):
+    for key in ("final_train_loss", "final_val_loss", "test_bce", "test_mse", "test_bce_class0", "test_mse_class9"):
         m = metrics["metrics"][key]
         assert m["n"] == 1 and math.isnan(m["values"][1])
         assert m["mean"] == pytest.approx(m["values"][0]) and math.isfinite(m["mean"])
     assert metrics["metrics"]["final_train_loss"]["mean"] == pytest.approx(float(out.train_curve[-1, 0]))
     assert "WARNING: seed 4 diverged at epoch 1" in format_table(metrics)
+    # the devices that took part: every visible one for more than one run
+    assert metrics["device"] == out.device and out.device["count"] == jax.device_count()
+    assert out.device["platform"] == jax.devices()[0].platform
 
 
-def test_sharded_runs_on_two_devices_equal_one_device(tmp_path):
-    """4 runs over 2 (forced host) devices in a subprocess: run_sharding places the runs, and the
-    numbers equal the one-device program's (seeds 3,7,3,7 sharded vs seeds 3,7 unsharded, both
-    in the subprocess, so the comparison holds whatever backend pytest itself runs on)."""
+# ------------------------------------------------------------------ the reconstruction loss
+def bce_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    with np.errstate(divide="ignore"):
+        per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
+    return per.reshape(len(x), -1).sum(-1)
+
+
+def mse_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
+
+
+def test_the_configured_loss_is_the_one_the_trainer_minimises(digits):
+    """make_loss with loss=bce / loss=mse: its reconstruction term is the batch mean of that loss of the
+    training-mode forward pass (numpy reference), so --loss=mse really trains on the squared error."""
+    spec = MODELS["vanilla"]
+    st = init_state(spec, CFG, run_keys(0)["init"])
+    x = digits.x_train[:64]
+    batch = Data(jnp.asarray(x), jnp.asarray(digits.y_train[:64]))
+    model = make_model(spec, CFG)
+    logits, _ = model.apply({"params": st.params, "batch_stats": st.batch_stats}, jnp.asarray(x), train=True,
+                            mutable=["batch_stats"])  # __call__: encode -> decode, BatchNorm on batch statistics
+    hp = jax.tree.map(jnp.asarray, spec_hparams(spec))
+    got = {}
+    for loss in ("bce", "mse"):
+        fn = jax.jit(make_loss(spec, dataclasses.replace(CFG, loss=loss), FULL))
+        total, (_, rec) = fn(st.params, st.batch_stats, batch, run_keys(0)["train"], hp)
+        assert float(total) == pytest.approx(float(rec), rel=1e-6)  # vanilla: no bottleneck term
+        got[loss] = float(rec)
+    assert got["bce"] == pytest.approx(bce_numpy(logits, x).mean(), rel=1e-4)
+    assert got["mse"] == pytest.approx(mse_numpy(logits, x).mean(), rel=1e-4)
+
+
+def test_evaluation_reports_both_errors_and_the_trained_loss(train, digits):
+    """Whatever a model trained with, evaluation gives per-image BCE and MSE; "loss" is the trained one."""
+    spec = MODELS["vanilla"]
+    out = train("vanilla")
+    data = Data(digits.x_test[:50], digits.y_test[:50])
+    hps = [spec_hparams(spec)] * 2
+    ev = {loss: evaluate_runs(spec, dataclasses.replace(CFG, loss=loss), out.state, list(SEEDS), hps, data)
+          for loss in ("bce", "mse")}
+    np.testing.assert_array_equal(ev["bce"]["bce"], ev["mse"]["bce"])
+    np.testing.assert_allclose(ev["bce"]["loss"], ev["bce"]["bce"], rtol=1e-6)
+    np.testing.assert_allclose(ev["mse"]["loss"], ev["mse"]["mse"], rtol=1e-6)
+    model = make_model(spec, CFG)
+    for i in range(2):
+        v = {"params": jax.tree.map(lambda a: a[i], out.state.params),
+             "batch_stats": jax.tree.map(lambda a: a[i], out.state.batch_stats)}
+        logits = model.apply(v, jnp.asarray(data.x), train=False)
+        np.testing.assert_allclose(ev["bce"]["bce"][i], bce_numpy(logits, data.x), rtol=1e-4)
+        np.testing.assert_allclose(ev["bce"]["mse"][i], mse_numpy(logits, data.x), rtol=1e-4)
+
+
+# ------------------------------------------------------------------ evaluation is about the image alone
+def one_run(out, i):
+    return jax.tree.map(lambda a: a[i], out.state)
+
+
+def test_denoising_input_noise_is_off_at_evaluation(train, digits):
+    """The denoising model's evaluation equals a plain forward pass of the clean image (BatchNorm on running
+    statistics), and is unchanged when its noise_std is set to 0; noise like training's would change it."""
+    spec = MODELS["denoising"]
+    out = train("denoising")
+    data = Data(digits.x_test[:64], digits.y_test[:64])
+    hps = [spec_hparams(spec)] * 2
+    assert float(hps[0].noise_std) > 0
+    ev = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, data)
+    quiet = evaluate_runs(spec, CFG, out.state, list(SEEDS), [h._replace(noise_std=np.float32(0)) for h in hps], data)
+    for k in ("bce", "mse", "h", "z"):
+        np.testing.assert_allclose(ev[k], quiet[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    model = make_model(spec, CFG)
+    x = jnp.asarray(data.x)
+    for i in range(2):
+        st = one_run(out, i)
+        v = {"params": st.params, "batch_stats": st.batch_stats}
+        h = model.apply(v, x, train=False, method=model.encode)
+        logits = model.apply(v, h, train=False, method=model.decode)
+        np.testing.assert_allclose(ev["h"][i], h, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ev["bce"][i], bce_numpy(logits, data.x), rtol=1e-4)
+        noisy = add_input_noise(run_keys(SEEDS[i])["eval"], x, hps[i].noise_std)
+        noisy_logits = model.apply(v, model.apply(v, noisy, train=False, method=model.encode), train=False,
+                                   method=model.decode)
+        assert np.abs(bce_numpy(noisy_logits, data.x) - ev["bce"][i]).mean() > 1.0  # the check can see noise
+
+
+@pytest.mark.parametrize("name", ["vanilla", "sparse", "cvae"])
+def test_an_images_evaluation_does_not_depend_on_the_other_images_of_its_chunk(train, digits, monkeypatch, name):
+    """Evaluate 10 test images in chunks of 4 (the last chunk padded), then the same images reversed, repeated
+    among other neighbours, and 5 of them (one alone with 3 padding rows): each image's bce, mse, h and z are
+    the same every time.
+    The sparse penalty is a batch mean (masked over padding) and must not leak into the per-image numbers;
+    cvae samples z, so only its encoder output h is compared, which also checks that labels travel with their
+    images through the chunking."""
+    spec = MODELS[name]
+    st = one_run(train(name), 0)
+    hp = jax.tree.map(jnp.asarray, spec_hparams(spec))
+    key = run_keys(SEEDS[0])["eval"]
+    keys = ("h",) if spec.bottleneck.stochastic else ("bce", "mse", "h", "z")
+    monkeypatch.setattr(program, "EVAL_CHUNK", 4)  # read when make_eval's function is traced
+    fn = jax.jit(make_eval(spec, CFG))
+    x, y = digits.x_test[:10], digits.y_test[:10]
+
+    def evaluate(idx):
+        out = fn(st, Data(jnp.asarray(x[idx]), jnp.asarray(y[idx])), key, hp)
+        return {k: np.asarray(out[k]) for k in keys}
+
+    ref = evaluate(np.arange(10))  # chunks [0-3] [4-7] [8, 9, pad, pad]
+    # reversed; duplicates among other neighbours; 5 images: chunks [2, 9, 9, 0] [7, pad, pad, pad]
+    for idx in (np.arange(10)[::-1], np.array([9, 9, 9, 9, 2, 2, 5, 5, 5, 1]), np.array([2, 9, 9, 0, 7])):
+        got = evaluate(idx)
+        for k in keys:
+            np.testing.assert_allclose(got[k], ref[k][idx], rtol=1e-5, atol=1e-5, err_msg=f"{k} of images {idx}")
+    assert np.abs(ref["h"][0] - ref["h"][1]).max() > 1e-3  # different images, different numbers
+
+
+# ------------------------------------------------------------------ labels
+def test_a_conditional_model_trains_and_validates_on_each_image_with_its_own_label(tiny, monkeypatch):
+    """Record, from inside the compiled epoch, every (images, labels) batch the cvae is conditioned on (the
+    shuffled training minibatches and the validation chunks, both seeds): each image carries its own label."""
+    seen = []
+    real = program.condition
+
+    def spy(spec, data):
+        jax.debug.callback(lambda x, y: seen.append((np.asarray(x), np.asarray(y))), data.x, data.y)
+        return real(spec, data)
+
+    monkeypatch.setattr(program, "condition", spy)
+    spec = MODELS["cvae"]
+    out = train_runs(spec, dataclasses.replace(CFG, epochs=1), list(SEEDS), [spec_hparams(spec)] * 2, *tiny,
+                     log=lambda m: None)
+    assert np.isfinite(out.train_curve).all()
+    label_of: dict[bytes, set] = {}
+    for d in tiny:
+        for xi, yi in zip(d.x, d.y):
+            label_of.setdefault(xi.tobytes(), set()).add(int(yi))
+    checked, labels = 0, set()
+    for x, y in seen:
+        for xi, yi in zip(x.reshape(-1, 32, 32), y.reshape(-1)):
+            if not xi.any():  # a padding row of an evaluation chunk
+                continue
+            assert int(yi) in label_of[xi.tobytes()], "an image was conditioned on another image's label"
+            checked += 1
+            labels.add(int(yi))
+    # 2 seeds x 8 shuffled batches of 64, and the 128 validation images (shared by the seeds: recorded once)
+    assert checked == 2 * 512 + 128 and labels == set(range(10))
+
+
+# ------------------------------------------------------------------ devices
+def test_runs_sharded_over_8_devices_equal_the_one_device_program(tmp_path):
+    """5 seeds over 8 forced host devices (padded to 8 runs) in a subprocess: training (2 epochs of 4 batches),
+    evaluation and the linear probe give the numbers of the one-device program (``loop.RunAxis`` limited to
+    one device, in the same subprocess, so the comparison holds whatever backend pytest itself runs on).
+    Evaluation and probe are compared on the same (8-device) trained state, so they are checked on their own."""
     script = textwrap.dedent(f"""
         import sys
         import jax, numpy as np
-        assert len(jax.devices()) == 2, jax.devices()
-        from ae_jax import runner
-        from ae_jax.data import load_splits
-        from ae_jax.registry import MODELS
-        from ae_jax.train import TrainConfig, spec_hparams
-        placed = []
-        real = runner.run_sharding
-        def spy(n):
-            placed.append(real(n))
-            return placed[-1]
+        assert len(jax.devices()) == 8, jax.devices()
+        from ae_jax.data import Data, load_splits
+        from ae_jax.models import MODELS
+        from ae_jax.tasks.probe import linear_probe
+        from ae_jax.trainer import TrainConfig, evaluate_runs, loop, spec_hparams, train_runs
         spec = MODELS["vae"]
         s = load_splits("digits")
-        cfg = TrainConfig(latent_dim={CFG.latent_dim}, epochs={CFG.epochs}, batch_size={CFG.batch_size})
-        def train(seeds):
-            return runner.train_runs(spec, cfg, seeds, [spec_hparams(spec)] * len(seeds), s.x_train[:512],
-                                     s.x_val[:128], log=lambda m: None)
-        runner.run_sharding = spy
-        sharded = train([3, 7, 3, 7])
-        run_sh = placed[0][0]
-        assert run_sh is not None and len(run_sh.mesh.devices.flat) == 2, placed
-        runner.run_sharding = lambda n: (None, None)  # the one-device program
-        single = train([3, 7])
+        cfg = TrainConfig(latent_dim={CFG.latent_dim}, epochs=2, batch_size={CFG.batch_size})
+        seeds = [0, 1, 2, 3, 4]
+        hps = [spec_hparams(spec)] * 5
+        tr, va = Data(s.x_train[:256], s.y_train[:256]), Data(s.x_val[:128], s.y_val[:128])
+        parts = {{"train": slice(0, 150), "val": slice(150, 220), "test": slice(220, None)}}
+        y = {{k: s.y_test[part] for k, part in parts.items()}}
         arrays = {{}}
-        for tag, out in (("sharded", sharded), ("single", single)):
+
+        def everything(tag, evaluated=None):
+            out = train_runs(spec, cfg, seeds, hps, tr, va, log=lambda m: None)
+            arrays[tag + "/devices"] = np.array(out.device["count"])
             arrays[tag + "/train"], arrays[tag + "/val"] = out.train_curve, out.val_curve
-            for k, v in jax.tree_util.tree_flatten_with_path(out.state.params)[0]:
-                arrays[tag + "/p" + jax.tree_util.keystr(k)] = np.asarray(v)
+            for part in ("params", "batch_stats"):
+                for k, v in jax.tree_util.tree_flatten_with_path(getattr(out.state, part))[0]:
+                    arrays[tag + "/" + part + "/" + "/".join(str(p.key) for p in k)] = np.asarray(v)
+            state = evaluated if evaluated is not None else out.state  # evaluate the 8-device runs both ways
+            ev = evaluate_runs(spec, cfg, state, seeds, hps, Data(s.x_test, s.y_test))
+            # the probe on the test set's codes, split in three (one evaluation program is enough)
+            h = {{k: ev["h"][:, part] for k, part in parts.items()}}
+            probe = linear_probe(spec, cfg.latent_dim, state.params, seeds, hps, h, y)
+            for k in ("bce", "h"):
+                arrays[tag + "/eval_" + k] = ev[k]
+            for k in ("test_accuracy", "best_epoch"):
+                arrays[tag + "/probe_" + k] = probe[k]
+            return out.state
+
+        sharded = everything("sharded")
+        Real = loop.RunAxis
+        loop.RunAxis = lambda n, devices=None: Real(n, jax.devices()[:1])  # the one-device program
+        everything("single", evaluated=sharded)
         np.savez(sys.argv[1], **arrays)
     """)
     path = tmp_path / "sharded.npz"
-    env = subprocess_env(cache=False, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    # LLVM's optimisation level changes how fast XLA compiles, not what the programs compute: the same flags
+    # for both device layouts keep the comparison exact while the six compilations take half the time
+    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    env = subprocess_env(cache=False, XLA_FLAGS=flags + " --xla_llvm_disable_expensive_passes=true",
+                         JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = dict(np.load(path))
+    assert int(got["sharded/devices"]) == 8 and int(got["single/devices"]) == 1
 
-    def run_of(tag, k, r):  # curves are [E, R], parameters [R, ...]
-        a = got[f"{tag}/{k}"]
-        return a[:, r] if k in ("train", "val") else a[r]
+    def as_output(tag):
+        def tree(part):
+            return {k.split("/", 2)[2]: v for k, v in got.items() if k.startswith(f"{tag}/{part}/")}
+        state = types.SimpleNamespace(params=tree("params"), batch_stats=tree("batch_stats"))
+        return types.SimpleNamespace(train_curve=got[f"{tag}/train"], val_curve=got[f"{tag}/val"], state=state)
 
-    keys = ["train", "val"] + [k.split("/", 1)[1] for k in got if k.startswith("single/p")]
-    assert len(keys) > 10
-    for run, ref_run in enumerate([0, 1, 0, 1]):
-        for k in keys:
-            np.testing.assert_allclose(run_of("sharded", k, run), run_of("single", k, ref_run), rtol=1e-4, atol=1e-4,
-                                       err_msg=f"run {run}: {k}")
+    sharded, single = as_output("sharded"), as_output("single")
+    assert sharded.train_curve.shape == (2, 5) and len(sharded.state.params) > 10
+    assert all(v.shape[0] == 5 for v in sharded.state.params.values())  # the padding runs are dropped
+    for r in range(5):
+        assert_runs_equal(sharded, r, single, r, other=(r + 1) % 5)
+    for k in ("eval_bce", "eval_h"):
+        np.testing.assert_allclose(got[f"sharded/{k}"], got[f"single/{k}"], rtol=1e-5, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(got["sharded/probe_test_accuracy"], got["single/probe_test_accuracy"], atol=1.5 / 77)
+    np.testing.assert_array_equal(got["sharded/probe_best_epoch"], got["single/probe_best_epoch"])
