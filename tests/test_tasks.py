@@ -586,3 +586,10 @@ def test_a_diverged_seed_is_left_out_of_every_task_number(tmp_path, monkeypatch)
     rec = read_json(task_path(tmp_path, "reconstruction"))["metrics"]
     assert rec["test_bce"]["mean"] == pytest.approx(bce_numpy(logits, x).mean(), rel=1e-4)
     assert "seed 1" in shown["titles"][1] and np.isfinite(shown["rows"][1]).all()  # the figure shows seed 1
+
+
+def test_anomaly_task_refuses_conditional_models_whose_label_would_leak_the_answer():
+    from ae_jax.models import MODELS
+    from ae_jax.tasks import TASKS
+    assert not TASKS["anomaly"].applies(MODELS["cvae"])
+    assert TASKS["anomaly"].applies(MODELS["vae"]) and TASKS["anomaly"].applies(MODELS["vanilla"])

@@ -25,6 +25,11 @@ class Anomaly(Task):
     """ROC AUC of the summed-BCE score with class 1 positive; also the original's signed score, to show its bug."""
     name = "anomaly"
 
+    def applies(self, spec) -> bool:
+        # A conditional model would read each test image's true label, the unseen class's included,
+        # so the label itself would tell anomalies apart: no honest score.
+        return not spec.conditional and super().applies(spec)
+
     def run(self, ctx: EvalContext) -> TaskResult:
         ctx.log("    anomaly scores")
         ev, pos = ctx.test, anomaly_labels(ctx.data.y_test)
