@@ -64,3 +64,16 @@ def assert_one_line_error(proc, *fragments: str):
     assert len(lines) == 1, proc.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+
+
+# numpy references of the reconstruction errors (float64; logs clamped at -100 as PyTorch's BCELoss does)
+def bce_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    with np.errstate(divide="ignore"):
+        per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
+    return per.reshape(len(x), -1).sum(-1)
+
+
+def mse_numpy(logits, x):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)

@@ -31,6 +31,7 @@ from ae_jax.tasks.latent_structure import embed_2d, structure_scores
 from ae_jax.tasks.probe import PROBE_EPOCHS, PROBE_PATIENCE, _early_stopping_scan, linear_probe
 from ae_jax.trainer import ExperimentConfig
 from ae_jax.trainer.program import TrainConfig, init_state, run_keys, spec_hparams
+from _helpers import bce_numpy, mse_numpy
 from ae_jax.trainer.run import per_class
 
 LATENT = 20
@@ -493,16 +494,6 @@ def test_cvae_samples_one_row_per_label_decoded_with_that_label(fresh, tmp_path,
 
 
 # ------------------------------------------------------------------ per-class errors
-def bce_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-    with np.errstate(divide="ignore"):
-        per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
-    return per.reshape(len(x), -1).sum(-1)
-
-
-def mse_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
 
 
 def test_per_class_means_match_a_loop_and_average_back_to_the_overall_mean():

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import REPO, assert_trees_close, leaves_with_paths, subprocess_env
+from _helpers import REPO, assert_trees_close, bce_numpy, leaves_with_paths, mse_numpy, subprocess_env
 from ae_jax.data import Data
 from ae_jax.losses import add_input_noise
 from ae_jax.models import MODELS
@@ -298,16 +298,6 @@ def test_a_nan_in_one_run_is_reported_and_left_out_of_the_mean(train, digits):
 
 
 # ------------------------------------------------------------------ the reconstruction loss
-def bce_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-    with np.errstate(divide="ignore"):
-        per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
-    return per.reshape(len(x), -1).sum(-1)
-
-
-def mse_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
 
 
 def test_the_configured_loss_is_the_one_the_trainer_minimises(digits):
