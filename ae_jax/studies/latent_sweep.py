@@ -427,11 +427,14 @@ def fig_per_class(out: Path, summary: dict, keys: list[str], dims: list[int]) ->
                              squeeze=False)
     for ax in axes.flat[len(keys):]:
         ax.set_axis_off()
-    for ax, k, m in zip(axes.flat, keys, mse):
+    fig.subplots_adjust(wspace=0.35, hspace=0.3)
+    for i, (ax, k, m) in enumerate(zip(axes.flat, keys, mse)):
         im = ax.imshow(m, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(dims)), [str(n) for n in dims])
         ax.set_yticks(range(NUM_CLASSES), [str(d) for d in range(NUM_CLASSES)])
-        ax.set_xlabel("latent size n"), ax.set_ylabel("digit")
+        ax.set_xlabel("latent size n")
+        if i % cols == 0:
+            ax.set_ylabel("digit")
         ax.set_title(label(k), fontsize=9)
         lo, hi = (np.nanmin(m), np.nanmax(m)) if np.isfinite(m).any() else (0.0, 0.0)
         for d in range(NUM_CLASSES):
@@ -441,7 +444,7 @@ def fig_per_class(out: Path, summary: dict, keys: list[str], dims: list[int]) ->
                     ax.text(j, d, f"{m[d, j]:.1f}", ha="center", va="center", fontsize=6.5,
                             color="black" if bright else "white")
         fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.suptitle("mean test MSE per digit (summed per image), digits × latent size", fontsize=10)
+    fig.suptitle("mean test MSE per digit (summed per image), digits × latent size", fontsize=10, y=0.95)
     figures.save(fig, out / "per_class.png")
     write_npz(out / "per_class.npz", keys=np.asarray(keys), n=np.asarray(dims), digits=np.arange(NUM_CLASSES),
               mse=mse)
