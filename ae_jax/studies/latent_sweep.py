@@ -94,7 +94,7 @@ class SweepRun(PlannedRun):
 
 def settings(opts: StudyOptions) -> tuple[list[str], list[int], str, list[str]]:
     """(models, latent sizes ascending, loss, width settings): the options, or the study's own."""
-    models = list(opts.models) if opts.models else list(MODELS)
+    models = list(dict.fromkeys(opts.models)) if opts.models else list(MODELS)
     dims = sorted(set(opts.latent_dims)) if opts.latent_dims else list(LATENT_DIMS)
     widths = list(dict.fromkeys(opts.widths)) if opts.widths else list(WIDTHS)
     return models, dims, opts.loss or LOSS, widths
