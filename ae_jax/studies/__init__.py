@@ -5,6 +5,7 @@
     report.py   report helpers: mean ± std cells, significance tests, provenance notes
     bakeoff.py  the bake-off (the first study)
     ae_vs_vae.py  plain AE, VAE and conditional VAE compared (docs/studies.md part A)
+    latent_sweep.py  reconstruction error against the latent size, per digit (part A, claims 1-3)
 
 Adding a study: a module here with a ``Study`` subclass (its ``plan``,
 ``summarize`` and ``report``), a line in ``STUDIES``, and a thin entry point
@@ -13,7 +14,9 @@ in ``experiments/``.
 from .ae_vs_vae import AeVsVae
 from .bakeoff import Bakeoff
 from .driver import PlannedRun, RunResult, Study, StudyOptions, run_study
+from .latent_sweep import LatentSweep
 
-STUDIES = {"bakeoff": Bakeoff(), "ae_vs_vae": AeVsVae()}
+STUDIES = {"bakeoff": Bakeoff(), "ae_vs_vae": AeVsVae(), "latent_sweep": LatentSweep()}
 
-__all__ = ["AeVsVae", "Bakeoff", "PlannedRun", "RunResult", "STUDIES", "Study", "StudyOptions", "run_study"]
+__all__ = ["AeVsVae", "Bakeoff", "LatentSweep", "PlannedRun", "RunResult", "STUDIES", "Study", "StudyOptions",
+           "run_study"]

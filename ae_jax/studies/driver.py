@@ -45,6 +45,10 @@ class StudyOptions:
     out: Path | None = None  # the results root; default results/<dataset>
     force: bool = False
     command: str = ""
+    # settings a study may take from the command line (None: the study's own)
+    latent_dims: Sequence[int] | None = None
+    loss: str | None = None
+    widths: Sequence[str] | None = None
 
     @property
     def root(self) -> Path:

@@ -1,0 +1,669 @@
+"""Reconstruction error against the latent size n, overall and per digit (docs/studies.md, part A, claims 1-3).
+
+Plan: each model of ``--models`` (default ``vanilla`` and ``vae``) at each
+latent size of ``--latent-dims`` (default 2, 5, 10, 20, 50, 100), trained
+with ``--loss`` (default MSE, as the study), once with the protocol's hidden
+widths for n and once with the n = 20 widths held at every n
+(``ExperimentConfig(widths="fixed")``): under the protocol's shrink formula
+the hidden layers grow with n, so a plain sweep varies width along with the
+latent size. Every run goes through the ``reconstruction`` task (per-digit
+errors and the reconstructions of the first test image of each digit, saved
+in the run's ``reconstructions.npz``).
+
+Where the runs live (a design decision): each (model, n, widths) is an
+ordinary run folder at ``<results root>/<run name>`` (``vanilla_n5_mse``,
+``vae_n50_mse_w20``), where every study puts its runs, so the runs other
+studies need are shared rather than trained twice: the n = 20 and n = 2 MSE
+runs of the AE vs VAE study are this sweep's n = 20 and n = 2. At n = 20 the
+fixed widths are the protocol's, so both width settings use one run. The
+sweep is trained size by size; a finished run is complete on disk, so an
+interruption loses at most the run in progress, and a rerun skips what is done.
+Only the sweep's own outputs go to ``<results root>/latent_sweep/``.
+
+Summary: ``{"<key>": {"<n>": {metric: {mean, std, values}}}}``; the key is
+the model name under the protocol's widths and ``<model>_w20`` under the
+n = 20 widths. Metrics: metrics.json's (test BCE and MSE overall and per
+digit, final training and validation loss), the reconstruction task's, and
+the timing (``train_time_s``, ``compile_time_s``: seconds spent compiling
+the epoch program, shared by all seeds of the run).
+
+Each latent size is its own compiled program: the layers next to the code
+(encoder output n or 2n, decoder input n) change shape with n, with the
+protocol's widths or the fixed ones alike, so no two sizes can share one. The
+report says what compiling cost per size.
+
+The report (``latent_sweep/README.md``) draws every figure from the arrays in
+``summary.json`` and the runs' ``reconstructions.npz``, and saves each
+figure's arrays beside it (``*.npz``), so it can be redrawn on a clone where
+the checkpoints are gone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from .. import figures
+from ..io import atomic_write_text, fmt_mean_std, read_json, write_npz
+from ..models import NUM_CLASSES, get_model
+from ..trainer import ExperimentConfig
+from ..trainer.run import FIXED_WIDTH_LATENT, device_text
+from .driver import PlannedRun, RunResult, Study, StudyOptions
+from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, welch
+
+MODELS = ("vanilla", "vae")
+LATENT_DIMS = (2, 5, 10, 20, 50, 100)
+LOSS = "mse"
+WIDTHS = ("protocol", "fixed")
+TASKS = ("reconstruction",)
+STUDY_N = 20         # the n the study chose for its VAE from validation error
+MEANINGFUL = 0.05    # claim 2: a change of the mean test MSE by more than 5 % (and Welch-significant) is meaningful
+LABELS = {"vanilla": "AE", "vae": "VAE", "cvae": "CVAE"}
+WIDTH_TEXT = {"protocol": "the protocol's widths for each n",
+              "fixed": f"the n = {FIXED_WIDTH_LATENT} widths at every n"}
+
+
+def sweep_key(model: str, widths: str) -> str:
+    """The summary key of a model under a width setting: "vae", or "vae_w20" with the n = 20 widths."""
+    return model if widths == "protocol" else f"{model}_w{FIXED_WIDTH_LATENT}"
+
+
+def key_widths(key: str) -> str:
+    return "fixed" if key.endswith(f"_w{FIXED_WIDTH_LATENT}") else "protocol"
+
+
+def key_model(key: str) -> str:
+    return key[: -len(f"_w{FIXED_WIDTH_LATENT}")] if key_widths(key) == "fixed" else key
+
+
+def label(key: str) -> str:
+    m = key_model(key)
+    return LABELS.get(m, m) + (f", n = {FIXED_WIDTH_LATENT} widths" if key_widths(key) == "fixed" else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun(PlannedRun):
+    """A planned run and the (summary key, n) cells it fills: two at n = 20, where both width settings meet."""
+    slots: tuple[tuple[str, int], ...] = ()
+
+
+def settings(opts: StudyOptions) -> tuple[list[str], list[int], str, list[str]]:
+    """(models, latent sizes ascending, loss, width settings): the options, or the study's own."""
+    models = list(dict.fromkeys(opts.models)) if opts.models else list(MODELS)
+    dims = sorted(set(opts.latent_dims)) if opts.latent_dims else list(LATENT_DIMS)
+    widths = list(dict.fromkeys(opts.widths)) if opts.widths else list(WIDTHS)
+    return models, dims, opts.loss or LOSS, widths
+
+
+def sweep_config(model: str, n: int, widths: str, loss: str, opts: StudyOptions) -> ExperimentConfig:
+    """The run of one cell. A model without hidden layers (shallow) has no widths to hold: its protocol run."""
+    if get_model(model).shallow:
+        widths = "protocol"
+    return ExperimentConfig(model=model, dataset=opts.dataset, latent_dim=n, loss=loss, seeds=opts.seeds,
+                            epochs=opts.epochs, widths=widths)
+
+
+class LatentSweep(Study):
+    name = "latent_sweep"
+    folder = "latent_sweep"
+
+    def plan(self, opts: StudyOptions) -> list[PlannedRun]:
+        """Size by size (every model and width setting at the smallest n first); one run per distinct folder."""
+        models, dims, loss, widths = settings(opts)
+        cells: dict[str, tuple[ExperimentConfig, list]] = {}
+        for n in dims:
+            for m in models:
+                for w in widths:
+                    cfg = sweep_config(m, n, w, loss, opts)
+                    cells.setdefault(cfg.name(), (cfg, []))[1].append((sweep_key(m, w), n))
+        return [SweepRun(cfg, TASKS, tuple(slots)) for cfg, slots in cells.values()]
+
+    def summarize(self, results: list[RunResult], baselines: dict[str, dict]) -> dict:
+        cells = {}
+        for r in results:
+            for key, n in r.planned.slots:
+                cells[(key, n)] = r.entry()
+        keys = list(dict.fromkeys(sorted((k for k, _ in cells), key=lambda k: (key_widths(k) != "protocol",))))
+        return {k: {str(n): cells[(k, n)] for n in sorted(n for kk, n in cells if kk == k)} for k in keys}
+
+    def report(self, out_dir: Path, summary: dict, results: list[RunResult], opts: StudyOptions,
+               session_s: float) -> None:
+        runs = {(key, n): r for r in results for key, n in r.planned.slots}
+        write_report(out_dir, summary, runs, results, opts, session_s)
+
+    def headline(self, summary: dict) -> str:
+        rows = [("model", "n", "test MSE", "final val loss", "compile s")]
+        for k, by_n in summary.items():
+            for n, e in by_n.items():
+                rows.append((k, n, fmt_mean_std(e["test_mse"]), fmt_mean_std(e["final_val_loss"]),
+                             _fmt((e.get("compile_time_s") or {}).get("mean"))))
+        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- reading the summary
+def sizes(summary: dict, key: str) -> list[int]:
+    return sorted(int(n) for n in summary.get(key, {}))
+
+
+def _get(summary: dict, key: str, n: int, metric: str) -> dict | None:
+    e = summary.get(key, {}).get(str(n), {}).get(metric)
+    return None if e is None or e["mean"] is None or not math.isfinite(e["mean"]) else e
+
+
+def _ms(summary: dict, key: str, n: int, metric: str) -> str:
+    e = _get(summary, key, n, metric)
+    return _fmt(e["mean"], e["std"]) if e else "n/a"
+
+
+def _arr(summary: dict, keys: Sequence[str], dims: Sequence[int], metric: str) -> dict[str, np.ndarray]:
+    """{"mean", "std": [K, N], "values": [K, N, S]} of one metric, NaN where a cell or a seed is missing."""
+    seeds = max([len(e[metric]["values"]) for by_n in summary.values() for e in by_n.values() if metric in e] + [1])
+    mean, std = np.full((len(keys), len(dims)), np.nan), np.full((len(keys), len(dims)), np.nan)
+    values = np.full((len(keys), len(dims), seeds), np.nan)
+    for i, k in enumerate(keys):
+        for j, n in enumerate(dims):
+            e = summary.get(k, {}).get(str(n), {}).get(metric)
+            if e is None:
+                continue
+            mean[i, j] = np.nan if e["mean"] is None else e["mean"]
+            std[i, j] = np.nan if e["std"] is None else e["std"]
+            v = [np.nan if x is None else x for x in e["values"]]
+            values[i, j, :len(v)] = v
+    return {"mean": mean, "std": std, "values": values}
+
+
+def digit_ranking(summary: dict, key: str, n: int) -> list[int] | None:
+    """Digits from the lowest to the highest mean per-class test MSE of one cell."""
+    means = [(_get(summary, key, n, f"test_mse_class{d}") or {}).get("mean") for d in range(NUM_CLASSES)]
+    if any(m is None for m in means):
+        return None
+    return [int(d) for d in np.argsort(means, kind="stable")]
+
+
+def _step(summary: dict, key: str, a: int, b: int, metric: str) -> tuple[str, float, float]:
+    """From n = a to n = b: ("falls" | "rises" | "flat" | "n/a", relative change of the mean, Welch p).
+
+    "falls" and "rises" need Welch p < SIGNIFICANCE; otherwise the change is "flat" (not told apart from noise).
+    """
+    ea, eb = _get(summary, key, a, metric), _get(summary, key, b, metric)
+    if not ea or not eb:
+        return "n/a", float("nan"), float("nan")
+    p = welch(ea["values"], eb["values"])
+    rel = (eb["mean"] - ea["mean"]) / abs(ea["mean"]) if ea["mean"] else float("nan")
+    if not (math.isfinite(p) and p < SIGNIFICANCE):
+        return "flat", rel, p
+    return ("falls" if eb["mean"] < ea["mean"] else "rises"), rel, p
+
+
+def _p(p: float) -> str:
+    return f"Welch p = {p:.2g}" if math.isfinite(p) else "no test possible"
+
+
+def _verdict(parts: list[bool | None]) -> str:
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return "not testable (runs missing)"
+    if all(parts):
+        return "**confirmed**"
+    if not any(parts):
+        return "**refuted**"
+    return "**partly confirmed**"
+
+
+# --------------------------------------------------------------------------- the claims
+def claim_falls(summary: dict, key: str) -> tuple[str, str]:
+    """Claim 1 for one key: (what the numbers say, verdict).
+
+    Confirmed: the mean test MSE falls significantly at every step of n, and no
+    digit's error rises significantly at any step while each falls
+    significantly from the smallest to the largest n. Partly confirmed: the
+    error falls significantly from the smallest to the largest n, but some step
+    is flat or rises, or some digit does not follow. Refuted: it rises
+    significantly from the smallest to the largest n. Otherwise not shown.
+    """
+    dims = sizes(summary, key)
+    if len(dims) < 2:
+        return "needs at least two latent sizes", "not testable"
+    steps = list(zip(dims, dims[1:]))
+    overall = [(a, b, *_step(summary, key, a, b, "test_mse")) for a, b in steps]
+    lo, hi = dims[0], dims[-1]
+    span = _step(summary, key, lo, hi, "test_mse")
+    digit_rises, digit_span_ok = [], []
+    for d in range(NUM_CLASSES):
+        m = f"test_mse_class{d}"
+        if not _get(summary, key, lo, m):
+            continue
+        for a, b in steps:
+            if _step(summary, key, a, b, m)[0] == "rises":
+                digit_rises.append(f"{d} ({a} → {b})")
+        digit_span_ok.append((d, _step(summary, key, lo, hi, m)[0] == "falls"))
+    not_span = [str(d) for d, ok in digit_span_ok if not ok]
+    text = (f"test MSE {' → '.join(_ms(summary, key, n, 'test_mse') for n in dims)} at n = "
+            f"{', '.join(map(str, dims))}; by step: "
+            + "; ".join(f"{a} → {b} {kind} ({rel:+.1%}, {_p(p)})" for a, b, kind, rel, p in overall)
+            + f". Per digit: {len(digit_span_ok) - len(not_span)} of {len(digit_span_ok)} fall significantly from "
+              f"n = {lo} to {hi}" + (f" (not: {', '.join(not_span)})" if not_span else "")
+            + (f"; significant rises: {', '.join(digit_rises)}" if digit_rises else "; no digit rises significantly "
+               "at any step"))
+    if span[0] == "rises":
+        return text, "**refuted**"
+    if span[0] != "falls":
+        return text, f"not shown (no significant change from n = {lo} to {hi})"
+    if all(kind == "falls" for _, _, kind, _, _ in overall) and not not_span and not digit_rises:
+        return text, "**confirmed**"
+    return text, "**partly confirmed**"
+
+
+def claim_flat(summary: dict, key: str, ae_key: str | None) -> tuple[str, str]:
+    """Claim 2 for one key: (what the numbers say, verdict).
+
+    A fall is meaningful when the mean test MSE drops by more than MEANINGFUL
+    (relative) with Welch p < SIGNIFICANCE. Part (a): no meaningful fall
+    beyond n = 20; part (b): no meaningful fall from the smallest n to n = 20.
+    Confirmed: both (or the one the sweep can test); partly confirmed: (a)
+    but not (b); refuted: a meaningful fall beyond n = 20, or (b) failing
+    where (a) cannot be tested.
+    """
+    dims = sizes(summary, key)
+    if STUDY_N not in dims:
+        return f"needs n = {STUDY_N} in the sweep", "not testable"
+    above = [n for n in dims if n > STUDY_N]
+    below = [n for n in dims if n < STUDY_N]
+
+    def meaningful_fall(a, b):
+        kind, rel, p = _step(summary, key, a, b, "test_mse")
+        return kind == "falls" and rel < -MEANINGFUL, rel, p
+
+    def ae_change(a, b):
+        rel = _step(summary, ae_key, a, b, "test_mse")[1] if ae_key else float("nan")
+        return f"; the AE's: {rel:+.1%}" if math.isfinite(rel) else ""
+
+    part_a = part_b = None
+    texts = []
+    if above:
+        falls = [(n, *meaningful_fall(STUDY_N, n)) for n in above]
+        part_a = not any(f for _, f, _, _ in falls)
+        texts.append(f"beyond n = {STUDY_N}: " + "; ".join(f"n = {n} vs {STUDY_N}: {rel:+.1%} ({_p(p)}"
+                                                          f"{ae_change(STUDY_N, n)})" for n, _, rel, p in falls))
+        top = above[-1]
+        kind = _step(summary, key, STUDY_N, top, "test_mse")[0]
+        texts.append(f"n = {top} is " + {"rises": "significantly higher than", "falls": "significantly lower than",
+                                        "flat": "not told apart from"}.get(kind, "not comparable with")
+                     + f" n = {STUDY_N}")
+    else:
+        texts.append(f"no n above {STUDY_N} in the sweep")
+    if below:
+        f, rel, p = meaningful_fall(below[0], STUDY_N)
+        part_b = not f
+        texts.append(f"n = {below[0]} → {STUDY_N}: {rel:+.1%} ({_p(p)}{ae_change(below[0], STUDY_N)})")
+    if above and below:
+        rel = _step(summary, key, dims[0], dims[-1], "test_mse")[1]
+        texts.append(f"n = {dims[0]} → {dims[-1]}: {rel:+.1%}{ae_change(dims[0], dims[-1]).replace(';', ',')}")
+    text = "; ".join(texts) + f". Meaningful: a fall of more than {MEANINGFUL:.0%} with Welch p < {SIGNIFICANCE}"
+    if part_a is None and part_b is None:
+        return text, "not testable"
+    if part_a is False:
+        return text, "**refuted**"
+    if part_b is False:
+        return text, "**partly confirmed**" if part_a else "**refuted**"
+    return text, "**confirmed**"
+
+
+def claim_digits(summary: dict, keys: Sequence[str]) -> tuple[str, str]:
+    """Claim 3 over the given keys at every n: {1, 7} the two lowest per-class errors, {2, 8} the two highest."""
+    easy, hard, texts = [], [], []
+    for k in keys:
+        held = []
+        for n in sizes(summary, k):
+            r = digit_ranking(summary, k, n)
+            if r is None:
+                continue
+            easy.append(set(r[:2]) == {1, 7})
+            hard.append(set(r[-2:]) == {2, 8})
+            held.append((n, easy[-1], hard[-1], r))
+        if held:
+            texts.append(f"{label(k)}: easiest two {{1, 7}} at {sum(e for _, e, _, _ in held)} of {len(held)} sizes, "
+                         f"hardest two {{2, 8}} at {sum(h for _, _, h, _ in held)} of {len(held)} (n = "
+                         + " / ".join(f"{n}: {r[0]}, {r[1]} … {r[-2]}, {r[-1]}" for n, _, _, r in held) + ")")
+    if not easy:
+        return "not run", "not testable (runs missing)"
+    text = "; ".join(texts) + " (digits by mean per-class test MSE, easiest first)"
+    if all(easy) and all(hard):
+        return text, "**confirmed**"
+    if not any(easy) and not any(hard):
+        return text, "**refuted**"
+    return text, "**partly confirmed**"
+
+
+def claims(summary: dict, widths: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """(#, claim and width setting, what our numbers say, verdict) for claims 1-3 under each width setting."""
+    rows = []
+    for w in widths:
+        wt = f" ({WIDTH_TEXT[w]})"
+        ae, vae = sweep_key("vanilla", w), sweep_key("vae", w)
+        t, v = claim_falls(summary, ae) if ae in summary else ("vanilla is not in the sweep", "not testable")
+        rows.append(("1", "plain AE: test error falls as n grows, for every digit" + wt, t, v))
+        t, v = (claim_flat(summary, vae, ae if ae in summary else None) if vae in summary
+                else ("vae is not in the sweep", "not testable"))
+        rows.append(("2", "VAE: test error does not fall meaningfully with n, may rise past about 20" + wt, t, v))
+        keys = [k for k in summary if key_widths(k) == w]
+        t, v = claim_digits(summary, keys)
+        rows.append(("3", "1 and 7 are the easiest digits, 2 and 8 the hardest" + wt, t, v))
+    return sorted(rows, key=lambda r: r[0])  # stable: each claim's width settings side by side
+
+
+def chosen_n(summary: dict, key: str) -> tuple[int, str] | None:
+    """(n with the lowest mean final validation loss, a sentence comparing it with the study's n = 20)."""
+    have = [(n, _get(summary, key, n, "final_val_loss")) for n in sizes(summary, key)]
+    have = [(n, e) for n, e in have if e]
+    if not have:
+        return None
+    best, e = min(have, key=lambda t: t[1]["mean"])
+    text = f"{label(key)}: the lowest mean validation loss is at n = {best} ({_fmt(e['mean'], e['std'])})"
+    ref = _get(summary, key, STUDY_N, "final_val_loss")
+    if best == STUDY_N:
+        text += f", which agrees with the study's n = {STUDY_N}"
+    elif ref:
+        p = welch(e["values"], ref["values"])
+        sig = math.isfinite(p) and p < SIGNIFICANCE
+        text += (f"; n = {STUDY_N}: {_fmt(ref['mean'], ref['std'])} ({_p(p)}): "
+                 + ("significantly worse, so our validation loss would not pick the study's n = 20"
+                    if sig else f"not told apart, so the study's n = {STUDY_N} is as good a choice by this measure"))
+    else:
+        text += f"; n = {STUDY_N} is not in the sweep"
+    return best, text
+
+
+# --------------------------------------------------------------------------- figures
+STYLE = {"protocol": "-", "fixed": "--"}
+
+
+def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str | None:
+    plt = figures.plt
+    metrics = (("test_mse", "test MSE (summed per image)"), ("final_val_loss", "validation loss after the last epoch"))
+    data = {m: _arr(summary, keys, dims, m) for m, _ in metrics}
+    if not np.isfinite(data["test_mse"]["mean"]).any():
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(dict.fromkeys(key_model(k) for k in keys))}
+    for ax, (m, title) in zip(axes, metrics):
+        for i, k in enumerate(keys):
+            mean, std = data[m]["mean"][i], data[m]["std"][i]
+            ok = np.isfinite(mean)
+            x = np.asarray(dims, float)[ok]
+            c = colours[key_model(k)]
+            ax.plot(x, mean[ok], STYLE[key_widths(k)], marker="o", ms=3, color=c, label=label(k))
+            s = np.nan_to_num(std[ok])
+            ax.fill_between(x, mean[ok] - s, mean[ok] + s, color=c, alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks(dims)
+        ax.set_xticklabels([str(n) for n in dims])
+        ax.minorticks_off()
+        ax.set_xlabel("latent size n")
+        ax.set_title(title + ", mean ± std over seeds", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figures.save(fig, out / "error_vs_latent.png")
+    write_npz(out / "error_vs_latent.npz", keys=np.asarray(keys), n=np.asarray(dims),
+              **{f"{m}_{part}": data[m][part] for m, _ in metrics for part in ("mean", "std", "values")})
+    return "error_vs_latent.png"
+
+
+def fig_per_class(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str | None:
+    plt = figures.plt
+    mse = np.stack([np.stack([_arr(summary, [k], dims, f"test_mse_class{d}")["mean"][0] for d in range(NUM_CLASSES)])
+                    for k in keys])                                                        # [K, 10, N]
+    if not np.isfinite(mse).any():
+        return None
+    cols = min(len(keys), 2)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.6, 0.8 * len(dims) + 2.6) * cols, 4.8 * rows + 0.4),
+                             squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_axis_off()
+    fig.subplots_adjust(wspace=0.35, hspace=0.3)
+    for i, (ax, k, m) in enumerate(zip(axes.flat, keys, mse)):
+        im = ax.imshow(m, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(dims)), [str(n) for n in dims])
+        ax.set_yticks(range(NUM_CLASSES), [str(d) for d in range(NUM_CLASSES)])
+        ax.set_xlabel("latent size n")
+        if i % cols == 0:
+            ax.set_ylabel("digit")
+        ax.set_title(label(k), fontsize=9)
+        lo, hi = (np.nanmin(m), np.nanmax(m)) if np.isfinite(m).any() else (0.0, 0.0)
+        for d in range(NUM_CLASSES):
+            for j in range(len(dims)):
+                if np.isfinite(m[d, j]):
+                    bright = hi > lo and (m[d, j] - lo) / (hi - lo) > 0.6  # viridis is light at the top
+                    ax.text(j, d, f"{m[d, j]:.1f}", ha="center", va="center", fontsize=6.5,
+                            color="black" if bright else "white")
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.suptitle("mean test MSE per digit (summed per image), digits × latent size", fontsize=10, y=0.95)
+    figures.save(fig, out / "per_class.png")
+    write_npz(out / "per_class.npz", keys=np.asarray(keys), n=np.asarray(dims), digits=np.arange(NUM_CLASSES),
+              mse=mse)
+    return "per_class.png"
+
+
+def fig_reconstructions(out: Path, runs: dict, keys: list[str], dims: list[int]) -> str | None:
+    """10 fixed test images (the first of each digit) and, per model, their reconstruction at every n."""
+    plt = figures.plt
+    loaded = {}
+    for (k, n), r in runs.items():
+        p = r.run_dir / "reconstructions.npz"
+        if p.exists():
+            loaded[(k, n)] = np.load(p)
+    if not loaded:
+        return None
+    first = next(iter(loaded.values()))
+    x, index = first["digit_x"], first["digit_index"]
+    recon = np.full((len(keys), len(dims)) + x.shape, np.nan, np.float32)
+    seeds = np.full((len(keys), len(dims)), -1)
+    for i, k in enumerate(keys):
+        for j, n in enumerate(dims):
+            d = loaded.get((k, n))
+            if d is not None and np.array_equal(d["digit_index"], index):
+                recon[i, j], seeds[i, j] = d["digit_recon"], int(d["seed"])
+    write_npz(out / "reconstructions.npz", x=x, index=index, recon=recon, keys=np.asarray(keys), n=np.asarray(dims),
+              seeds=seeds)
+    cols = min(len(keys), 2)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 0.55 * (len(dims) + 1) * rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_axis_off()
+    for ax, k, rec, sd in zip(axes.flat, keys, recon, seeds):
+        grid = np.concatenate([x[None], np.nan_to_num(rec, nan=1.0)])                      # [1 + N, 10, 32, 32]
+        ax.imshow(figures.tile(grid, pad=1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks([34 * i + 17 for i in range(len(dims) + 1)], ["test"] + [f"n = {n}" for n in dims], fontsize=7)
+        ax.set_xticks([])
+        shown = sorted({int(s) for s in sd if s >= 0})
+        ax.set_title(f"{label(k)} (seed {', '.join(map(str, shown)) or 'n/a'})", fontsize=9)
+        for s in ax.spines.values():
+            s.set_visible(False)
+    fig.suptitle("the first test image of each digit, and its reconstruction at every latent size", fontsize=9)
+    figures.save(fig, out / "reconstructions.png")
+    return "reconstructions.png"
+
+
+# --------------------------------------------------------------------------- the report
+TABLE_ROWS = [("test_mse", "test MSE"), ("test_bce", "test BCE"), ("final_val_loss", "final val loss"),
+              ("train_time_s", "train s"), ("compile_time_s", "compile s")]
+
+
+def model_table(summary: dict, key: str, runs: dict) -> str:
+    out = ["| n | " + " | ".join(lab for _, lab in TABLE_ROWS) + " | run folder |",
+           "|---|" + "---|" * (len(TABLE_ROWS) + 1)]
+    for n in sizes(summary, key):
+        cells = []
+        for m, _ in TABLE_ROWS:
+            e = _get(summary, key, n, m)
+            same = e and len(set(e["values"])) == 1  # a wall-clock shared by all seeds
+            cells.append("n/a" if not e else _fmt(e["mean"]) if same else _fmt(e["mean"], e["std"]))
+        r = runs.get((key, n))
+        out.append(f"| {n} | " + " | ".join(cells) + f" | `{r.run_dir.name if r else ''}` |")
+    return "\n".join(out)
+
+
+def per_class_table(summary: dict, key: str) -> str:
+    out = ["| n | " + " | ".join(str(d) for d in range(NUM_CLASSES)) + " | easiest → hardest |",
+           "|---|" + "---|" * (NUM_CLASSES + 1)]
+    for n in sizes(summary, key):
+        r = digit_ranking(summary, key, n)
+        out.append(f"| {n} | " + " | ".join(_ms(summary, key, n, f"test_mse_class{d}") for d in range(NUM_CLASSES))
+                   + f" | {' '.join(map(str, r)) if r else ''} |")
+    return "\n".join(out)
+
+
+def layer_widths(model: str, n: int, widths: str) -> str:
+    """'1024 → 512 → 128 → 40 | 20 → 128 → 512 → 1024': a model's dense layers at n."""
+    cfg = sweep_config(model, n, widths, LOSS, StudyOptions()).train_config()
+    from ..trainer.program import make_model
+    spec = get_model(model)
+    module = make_model(spec, cfg)
+    x = jax.numpy.zeros((2, 32, 32))
+    cond = jax.numpy.zeros((2,), jax.numpy.int32) if spec.conditional else None
+    params = jax.eval_shape(lambda k: module.init(k, x, cond), jax.random.key(0))["params"]
+
+    def chain(part):
+        ks = sorted((name, v["kernel"].shape) for name, v in params[part].items() if "kernel" in v) \
+            if "kernel" not in params[part] else [(part, params[part]["kernel"].shape)]
+        return " → ".join([str(ks[0][1][0])] + [str(s[1]) for _, s in ks])
+    return f"{chain('enc')} \\| {chain('dec')}"
+
+
+def width_table(models: Sequence[str], dims: Sequence[int], widths: Sequence[str]) -> str:
+    cols = [(m, w) for w in widths for m in models]
+    out = ["| n | " + " | ".join(f"{label(sweep_key(m, w))}" for m, w in cols) + " |", "|---|" + "---|" * len(cols)]
+    for n in dims:
+        out.append(f"| {n} | " + " | ".join(layer_widths(m, n, w) for m, w in cols) + " |")
+    return "\n".join(out)
+
+
+def _compile_lines(results: list[RunResult]) -> list[str]:
+    comp = [(r.run_dir.name, r.metrics["timing"].get("compile_time_s"), r.metrics["timing"].get("train_time_s"))
+            for r in results]
+    known = [(name, c, t) for name, c, t in comp if c is not None]
+    if not known:
+        return []
+    total_c, total_t = sum(c for _, c, _ in known), sum(t or 0.0 for _, _, t in known)
+    lo, hi = min(known, key=lambda t: t[1]), max(known, key=lambda t: t[1])
+    return [f"Each latent size is its own compiled program: the layers next to the code (the encoder's last, "
+            f"n or 2n wide, and the decoder's first, reading n) change shape with n, under either width setting, so "
+            f"no two sizes can share one; every run compiles its epoch program once, for all its seeds together. "
+            f"Compiling took {total_c:.1f} s over the {len(known)} runs ({lo[1]:.1f} s for `{lo[0]}` to "
+            f"{hi[1]:.1f} s for `{hi[0]}`; per size in the `compile s` column above), beside {total_t:.0f} s of "
+            f"training.", ""]
+
+
+def _shared_runs(results: list[RunResult]) -> list[str]:
+    """Run folders trained by another command (another study's), reused here."""
+    out = []
+    for r in results:
+        p = r.run_dir / "config.json"
+        cmd = read_json(p).get("command", "") if p.exists() else ""
+        if cmd and "latent_sweep.py" not in cmd:
+            out.append(f"`{r.run_dir.name}` (`{cmd}`)")
+    return out
+
+
+def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult], opts: StudyOptions,
+                 session_s: float) -> None:
+    models, dims, loss, widths = settings(opts)
+    keys = list(summary)
+    made = [f for f in (fig_error(out, summary, keys, dims), fig_per_class(out, summary, keys, dims),
+                        fig_reconstructions(out, runs, keys, dims)) if f]
+    devices = sorted({device_text(r.metrics["device"]) for r in results})
+    shared = _shared_runs(results)
+    lines = [f"# Reconstruction error against latent size on {opts.dataset}", "",
+             "Claims 1-3 of docs/studies.md part A: how the test error of a plain autoencoder and a VAE depends on "
+             "the latent size n, overall and per digit. Produced by (rerun it to reproduce; finished runs are "
+             "reused, `--force` redoes them):", "",
+             f"    {opts.command}", "",
+             f"- Models: {', '.join(models)}; latent sizes n = {', '.join(map(str, dims))}; loss: {loss} (summed over "
+             f"the 1024 pixels per image, averaged over the batch; β = 1 for the VAE family); seeds: {opts.seeds}; "
+             f"epochs: {opts.epochs}; otherwise the protocol (BatchNorm, Adam 1e-3, batch 256). Every number is "
+             "mean ± sample std over seeds.",
+             f"- Width settings: {'; '.join(f'`{w}`: {WIDTH_TEXT[w]}' for w in widths)}. Under the protocol the "
+             f"hidden widths follow n (table below), so a plain sweep changes width along with n; holding the "
+             f"n = {FIXED_WIDTH_LATENT} widths separates the two. Summary keys: the model name for the protocol's "
+             f"widths, `<model>_w{FIXED_WIDTH_LATENT}` for the fixed ones; at n = {FIXED_WIDTH_LATENT} both are "
+             "one run.",
+             "- The runs are ordinary run folders beside this one (`../<run name>`), shared with every other study "
+             "that needs the same run: a run another study already trained is reused, not trained again."
+             + (f" Trained by another command: {', '.join(shared)}." if shared else ""),
+             f"- Machine: {platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} device(s); "
+             f"training devices recorded: {', '.join(devices) or 'n/a'}. This invocation took {session_s:.0f} s.",
+             f"- Welch's (unpaired) t-test over seeds, significant at p < {SIGNIFICANCE}. Runs of different n share "
+             "seeds, hence data order, but not initial weights, so the seeds are not treated as pairs.",
+             "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
+    lines += diverged_note(results) + older_code_note(results)
+    lines += ["## Hidden widths", "",
+              "Units of the dense layers, encoder | decoder (a conditional model's inputs include its 10 label units).",
+              "", width_table(models, dims, widths), ""]
+    for k in keys:
+        lines += [f"## {label(k)} (`{k}`)", "", model_table(summary, k, runs), ""]
+    lines += ["`train s` and `compile s`: wall-clock of the whole run (all seeds train together in one program).", ""]
+    lines += ["## Compilation", ""] + _compile_lines(results)
+    lines += ["## Test MSE per digit", ""]
+    for k in keys:
+        lines += [f"### {label(k)}", "", per_class_table(summary, k), ""]
+    lines += ["## The claims of docs/studies.md part A (1-3)", "",
+              "| # | claim | what our runs say | verdict |", "|---|---|---|---|"]
+    rows = claims(summary, widths)
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += ["", "Rules. A step falls or rises when Welch's test tells the two sizes apart (p < "
+              f"{SIGNIFICANCE}); otherwise it is flat. Claim 1: confirmed when the test MSE falls at every step of n, "
+              "and every digit's error falls from the smallest to the largest n and rises at no step; partly confirmed "
+              "when the test MSE falls from the smallest to the largest n but some step, or some digit, does not; "
+              "refuted when it rises from the smallest to the largest n; otherwise not shown. Claim 2: a fall is "
+              f"meaningful when the mean also drops by more than {MEANINGFUL:.0%}; confirmed when there is none "
+              f"beyond n = {STUDY_N} nor from the smallest n to {STUDY_N}; partly confirmed when there is none beyond "
+              f"{STUDY_N} only; refuted when there is one beyond {STUDY_N} (or, with no n above {STUDY_N} in the "
+              "sweep, one up to it). Claim 3: at each n, {{1, 7}} must be the "
+              "two digits with the lowest mean error and {2, 8} the two with the highest; confirmed when that holds "
+              "at every n of every model, refuted when neither pair ever does.", ""]
+    if len(widths) > 1:
+        lines += ["**The two width settings** " + _agreement(rows, widths), ""]
+    picks = [chosen_n(summary, k) for k in keys if key_model(k) == "vae"]
+    picks = [p for p in picks if p]
+    if picks:
+        lines += ["## Which n the VAE's validation error picks", "",
+                  "The study chose n = 20 for its VAE from validation error. Ours: the mean validation loss after "
+                  "the last epoch (the training objective, reconstruction + KL, on the validation split).", ""]
+        lines += [f"- {t}." for _, t in picks] + [""]
+    titles = {"error_vs_latent.png": ("Error against latent size",
+                                      "Left: test MSE; right: validation loss after the last epoch (the training "
+                                      "objective); mean line and ± std band over seeds; solid: the protocol's "
+                                      f"widths, dashed: the n = {FIXED_WIDTH_LATENT} widths."),
+              "per_class.png": ("Test MSE per digit", "Mean per-class test MSE, digits × n, one panel per model and "
+                                                      "width setting."),
+              "reconstructions.png": ("Reconstructions at every n", "The first test image of each digit (top row) "
+                                      "and its reconstruction at each n (one seed, z as evaluation forms it: sampled "
+                                      "for the VAE).")}
+    lines += ["## Figures", ""]
+    for f in made:
+        title, note = titles[f]
+        lines += [f"### {title}", "", note, "", f"![{title}]({f})", ""]
+    atomic_write_text(out / "README.md", "\n".join(lines))
+
+
+def _agreement(rows, widths) -> str:
+    by = {}
+    for num, claim, _, verdict in rows:
+        w = next(w for w in widths if WIDTH_TEXT[w] in claim)
+        by.setdefault(num, {})[w] = verdict
+    same = [n for n, v in by.items() if len(set(v.values())) == 1]
+    diff = [n for n, v in by.items() if len(set(v.values())) > 1]
+    text = []
+    if same:
+        text.append(f"agree on claim{'s' if len(same) > 1 else ''} {', '.join(same)}")
+    if diff:
+        text.append("differ on " + "; ".join(f"claim {n} ({', '.join(f'{w}: {v}' for w, v in by[n].items())})"
+                                            for n in diff))
+    return " and ".join(text) + "."

@@ -1,0 +1,247 @@
+"""The latent-size sweep end to end on digits, its reuse of finished runs, and the rules that judge the claims.
+
+The sweep: ``experiments/latent_sweep.py`` (its main() in this process) with
+vanilla and vae, both width settings, 2 seeds and 2 epochs into a temporary
+results folder: first at n = 20 alone, then at n = 2 and 20 (only the n = 2
+runs may train), then the same command again with the trainer replaced by one
+that fails (nothing may train). The claim rules are checked on made-up
+summaries whose verdict is known; bad flags give one line and exit 2.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _helpers import REPO
+from ae_jax.io import read_json
+from ae_jax.studies import STUDIES, StudyOptions, driver
+from ae_jax.studies.ae_vs_vae import AeVsVae
+from ae_jax.studies.latent_sweep import chosen_n, claim_digits, claim_falls, claim_flat
+from ae_jax.trainer.run import _config_record, _differences
+
+STUDY_PY = REPO / "experiments" / "latent_sweep.py"
+SEEDS, EPOCHS = 2, 2
+KEYS = ("vanilla", "vae", "vanilla_w20", "vae_w20")
+RUNS = {"vanilla_n2_e2_mse", "vanilla_e2_mse", "vanilla_n2_e2_mse_w20", "vae_n2_e2_mse", "vae_e2_mse",
+        "vae_n2_e2_mse_w20"}  # at n = 20 the fixed widths are the protocol's: one run serves both
+FIGURES = ("error_vs_latent", "per_class", "reconstructions")
+
+
+def _invoke(argv) -> tuple[int, str]:
+    spec = importlib.util.spec_from_file_location("latent_sweep_script", STUDY_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = module.main(argv)
+    return rc, out.getvalue()
+
+
+def _mtimes(root):
+    return {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """n = 20 alone first; then n = 2 and 20 (only the n = 2 runs may train); then the same again (nothing may)."""
+    root = tmp_path_factory.mktemp("sweep") / "digits"
+    base = ["--dataset=digits", f"--seeds={SEEDS}", f"--epochs={EPOCHS}", f"--out={root}"]
+    rc0, log0 = _invoke([*base, "--latent-dims=20"])
+    assert rc0 == 0, log0[-3000:]
+    mtimes0 = _mtimes(root)
+
+    trained = []
+    real = driver.run_experiment
+
+    def counting(cfg, *a, **k):
+        trained.append(cfg.name())
+        return real(cfg, *a, **k)
+
+    argv = [*base, "--latent-dims=20,2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "run_experiment", counting)
+        rc1, log1 = _invoke(argv)
+    assert rc1 == 0, log1[-3000:]
+    folder = root / "latent_sweep"
+    summary1, mtimes1 = read_json(folder / "summary.json"), _mtimes(root)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "run_experiment", no_training)
+        rc2, log2 = _invoke(argv)
+    assert rc2 == 0, log2[-3000:]
+    return types.SimpleNamespace(root=root, folder=folder, log0=log0, log1=log1, log2=log2, summary1=summary1,
+                                 summary2=read_json(folder / "summary.json"), mtimes0=mtimes0, mtimes1=mtimes1,
+                                 mtimes2=_mtimes(root), trained=trained)
+
+
+def test_sweep_summary_has_every_model_size_and_metric(sweep):
+    s = sweep.summary1
+    assert list(s) == list(KEYS)
+    need = (["test_mse", "test_bce", "final_val_loss", "train_time_s", "compile_time_s"]
+            + [f"test_mse_class{d}" for d in range(10)])
+    for key in KEYS:
+        assert list(s[key]) == ["2", "20"], key  # sizes ascending, whatever order the flag gave
+        for n in ("2", "20"):
+            for m in need:
+                e = s[key][n][m]
+                assert set(e) == {"mean", "std", "values"}, (key, n, m)
+                assert len(e["values"]) == SEEDS and all(np.isfinite(e["values"])), (key, n, m)
+                assert e["mean"] == pytest.approx(np.mean(e["values"]))
+            assert s[key][n]["compile_time_s"]["mean"] > 0
+    # one run per folder; both width settings read the same n = 20 run
+    assert set(sweep.mtimes1) == RUNS
+    assert s["vae_w20"]["20"] == s["vae"]["20"] and s["vanilla_w20"]["20"] == s["vanilla"]["20"]
+    assert s["vae_w20"]["2"]["test_mse"]["values"] != s["vae"]["2"]["test_mse"]["values"]
+
+
+def test_sweep_per_digit_errors_average_back_to_the_overall_error(sweep, digits):
+    counts = np.bincount(digits.y_test, minlength=10)
+    for key in KEYS:
+        for n, e in sweep.summary1[key].items():
+            per = np.asarray([e[f"test_mse_class{d}"]["values"] for d in range(10)])   # [10, S]
+            np.testing.assert_allclose(counts @ per / counts.sum(), e["test_mse"]["values"], rtol=1e-5,
+                                       err_msg=f"{key} n = {n}")
+
+
+def test_sweep_reuses_finished_runs_and_trains_only_new_sizes(sweep):
+    assert set(sweep.mtimes0) == {"vanilla_e2_mse", "vae_e2_mse"}  # n = 20: one run for both width settings
+    assert sorted(sweep.trained) == sorted(RUNS - set(sweep.mtimes0))  # then the n = 2 runs alone
+    assert all(sweep.mtimes1[r] == t for r, t in sweep.mtimes0.items())
+    assert sweep.log1.count("done already") == 2
+    assert "] training" not in sweep.log2 and sweep.log2.count("done already") == len(RUNS)
+    assert sweep.mtimes2 == sweep.mtimes1 and sweep.summary2 == sweep.summary1
+
+
+def test_sweep_plan_shares_the_ae_vs_vae_runs():
+    opts = StudyOptions(dataset="digits", models=["vanilla", "vae", "cvae"], seeds=5, epochs=60)
+    sweep_cfgs = {p.cfg.name(): p.cfg for p in STUDIES["latent_sweep"].plan(opts)}
+    sweep_names = set(sweep_cfgs)
+    ae_vs_vae = {p.cfg.name(): p.cfg for p in AeVsVae().plan(opts) if p.cfg.betas is None}
+    assert set(ae_vs_vae) == {"vanilla_mse", "vae_mse", "cvae_mse", "vanilla_n2_mse", "vae_n2_mse", "cvae_n2_mse"}
+    assert set(ae_vs_vae) <= sweep_names
+    for name, cfg in ae_vs_vae.items():  # the same identity, so the folder's config.json is accepted as it is
+        assert _differences(_config_record(cfg, ""), _config_record(sweep_cfgs[name], "")) == [], name
+    assert {"vanilla_n5_mse", "vae_n50_mse_w20", "vae_n100_mse"} <= sweep_names
+    assert len(sweep_names) == 3 * (6 + 5)  # six sizes per width setting, n = 20 shared
+
+
+def test_sweep_writes_every_figure_with_its_arrays(sweep):
+    for stem in FIGURES:
+        with Image.open(sweep.folder / f"{stem}.png") as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+    err = np.load(sweep.folder / "error_vs_latent.npz")
+    assert list(err["keys"]) == list(KEYS) and list(err["n"]) == [2, 20]
+    assert err["test_mse_values"].shape == (4, 2, SEEDS) and np.isfinite(err["final_val_loss_mean"]).all()
+    np.testing.assert_allclose(err["test_mse_mean"], [[sweep.summary1[k][n]["test_mse"]["mean"] for n in ("2", "20")]
+                                                      for k in KEYS])
+    per = np.load(sweep.folder / "per_class.npz")["mse"]
+    assert per.shape == (4, 10, 2)
+    np.testing.assert_allclose(per[1, 7, 0], sweep.summary1["vae"]["2"]["test_mse_class7"]["mean"])
+    rec = np.load(sweep.folder / "reconstructions.npz")
+    assert rec["x"].shape == (10, 32, 32) and rec["recon"].shape == (4, 2, 10, 32, 32)
+    assert np.isfinite(rec["recon"]).all() and rec["recon"].min() >= 0 and rec["recon"].max() <= 1
+    np.testing.assert_array_equal(rec["recon"][1, 1], rec["recon"][3, 1])  # n = 20: one run for both widths
+    assert not np.array_equal(rec["recon"][1, 0], rec["recon"][3, 0])
+
+
+def test_sweep_report_states_the_command_claims_compile_time_and_choice(sweep):
+    text = (sweep.folder / "README.md").read_text()
+    assert "python experiments/latent_sweep.py --dataset=digits" in text
+    assert "## Compilation" in text and "its own compiled program" in text
+    assert "## Which n the VAE's validation error picks" in text
+    for row in ("| 1 | plain AE", "| 2 | VAE", "| 3 | 1 and 7"):
+        assert text.count("\n" + row) == 2, f"{row}: one row per width setting"
+    assert "**The two width settings**" in text and "Welch" in text
+    for stem in FIGURES:
+        assert f"({stem}.png)" in text
+    assert "`vanilla_n2_e2_mse_w20`" in text
+
+
+# ------------------------------------------------------------------ the claim rules on made-up numbers
+def _entry(mse: float, classes=None, val=None, spread=0.01) -> dict:
+    def ms(v):
+        vals = [v - spread, v, v + spread]
+        return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)), "values": vals}
+    classes = classes if classes is not None else [mse] * 10
+    e = {"test_mse": ms(mse), "final_val_loss": ms(val if val is not None else mse)}
+    e.update({f"test_mse_class{d}": ms(c) for d, c in enumerate(classes)})
+    return e
+
+
+def _series(values: dict) -> dict:
+    return {str(n): _entry(v) for n, v in values.items()}
+
+
+def test_claim_1_rules():
+    falling = {"vanilla": _series({2: 40, 5: 30, 10: 20, 20: 15})}
+    assert claim_falls(falling, "vanilla")[1] == "**confirmed**"
+    plateau = {"vanilla": _series({2: 40, 5: 30, 10: 20, 20: 20})}
+    assert claim_falls(plateau, "vanilla")[1] == "**partly confirmed**"
+    rising = {"vanilla": _series({2: 20, 20: 30})}
+    assert claim_falls(rising, "vanilla")[1] == "**refuted**"
+    noisy = {"vanilla": {"2": _entry(20, spread=5), "20": _entry(19, spread=5)}}
+    assert claim_falls(noisy, "vanilla")[1].startswith("not shown")
+    one_digit_rises = {"vanilla": {"2": _entry(40, classes=[40] * 9 + [10]), "20": _entry(15, classes=[10] * 9 + [20])}}
+    text, verdict = claim_falls(one_digit_rises, "vanilla")
+    assert verdict == "**partly confirmed**" and "9 (2 → 20)" in text
+
+
+def test_claim_2_rules():
+    ae = _series({2: 40, 20: 20, 100: 10})
+    flat = {"vae": _series({2: 30.5, 20: 30, 100: 30.2}), "vanilla": ae}
+    assert claim_flat(flat, "vae", "vanilla")[1] == "**confirmed**"
+    falls_early = {"vae": _series({2: 40, 20: 30, 100: 30.2}), "vanilla": ae}
+    text, verdict = claim_flat(falls_early, "vae", "vanilla")
+    assert verdict == "**partly confirmed**" and "the AE's: -50.0%" in text
+    falls_late = {"vae": _series({2: 30, 20: 30, 100: 20})}
+    assert claim_flat(falls_late, "vae", None)[1] == "**refuted**"
+    assert claim_flat({"vae": _series({2: 30, 5: 30})}, "vae", None)[1] == "not testable"
+
+
+def test_claim_3_rules_and_the_chosen_size():
+    easy_hard = [5, 1, 9, 5, 5, 5, 5, 2, 9.5, 5]  # 1 and 7 lowest, 2 and 8 highest
+    good = {"vae": {"2": _entry(5, classes=easy_hard), "20": _entry(5, classes=easy_hard)}}
+    assert claim_digits(good, ["vae"])[1] == "**confirmed**"
+    bad = {"vae": {"2": _entry(5, classes=list(range(10)))}}
+    assert claim_digits(bad, ["vae"])[1] == "**refuted**"
+    picks = {"vae": {"10": _entry(5, val=31), "20": _entry(5, val=30), "50": _entry(5, val=25)}}
+    best, text = chosen_n(picks, "vae")
+    assert best == 50 and "would not pick" in text
+    assert chosen_n({"vae": {"20": _entry(5, val=3), "50": _entry(5, val=4)}}, "vae")[0] == 20
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args,fragment", [
+    (["--dataset=nope"], "unknown dataset"),
+    (["--models=nope"], "unknown model 'nope'"),
+    (["--models="], "--models is empty"),
+    (["--latent-dims=0,2"], "--latent-dims must be positive"),
+    (["--latent-dims=2,x"], "whole numbers"),
+    (["--latent-dims=600"], "too large for vae"),
+    (["--widths=wide"], "--widths"),
+    (["--loss=l1"], "--loss"),
+    (["--seeds=0"], "--seeds"),
+    (["--epochs=0"], "--epochs"),
+    (["--models=stacked", "--epochs=2"], "3 phases"),
+    (["--dataset=mnist", "--data-dir={tmp}/absent"], "absent"),
+])
+def test_sweep_refuses_bad_input_in_one_line_writing_nothing(tmp_path, capsys, args, fragment):
+    out = tmp_path / "results"
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if not any(a.startswith("--dataset") for a in argv):
+        argv.append("--dataset=digits")
+    with pytest.raises(SystemExit) as exc:
+        _invoke([*argv, f"--out={out}"])
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not out.exists()
