@@ -258,3 +258,11 @@ def test_study_refuses_bad_input_in_one_line_writing_nothing(tmp_path, args, fra
                           env=subprocess_env(AE_JAX_MIRRORS=""), capture_output=True, text=True, timeout=300)
     assert_one_line_error(proc, fragment)
     assert not out.exists()
+
+
+def test_same_model_note_states_the_measured_agreement():
+    from ae_jax.studies.ae_vs_vae import same_model_note
+    s = {"a": {"test_mse": {"values": [10.0, 20.0]}}, "b": {"test_mse": {"values": [10.0, 20.2]}}}
+    assert "at most 1.0e-02 relatively" in same_model_note(s, "a", "b")
+    s["b"]["test_mse"]["values"] = [float("nan"), 20.0]  # a diverged seed: no figure is claimed
+    assert "relatively" not in same_model_note(s, "a", "b")
