@@ -158,8 +158,14 @@ def measure(count: int, args, train, val) -> dict:
 
 
 def derive(rows: list[dict], fit_gib: list[float]) -> dict:
-    """The cost per run and the shared bytes (a line through the counts), and the largest count per memory size."""
+    """The cost per run and the shared bytes (a line through the counts), and the largest count per memory size.
+
+    The shared bytes are the line's intercept, taken as 0 where it is
+    negative (the cost per run grows a little with the count, which tilts the
+    line); "intercept_bytes" keeps the raw value.
+    """
     import jax
+    import numpy as np
     from ae_jax.trainer.memory import GIB, device_memory_limit, fit_per_run, largest_run_count
 
     pts = [(r["runs_per_device"], r["program_memory"]["total_bytes"]) for r in rows if r["program_memory"]]
@@ -178,7 +184,8 @@ def derive(rows: list[dict], fit_gib: list[float]) -> dict:
     for g in fit_gib:
         fits.append({"memory": f"one device of {g:g} GiB", "limit_bytes": int(g * GIB), "devices": 1,
                      "largest_runs": largest_run_count(shared, per_run, g * GIB, 1)})
-    return {"fit": {"shared_bytes": shared, "bytes_per_run": per_run, "points": pts,
+    intercept = float(np.polyfit([p for p, _ in pts], [b for _, b in pts], 1)[1])
+    return {"fit": {"shared_bytes": shared, "bytes_per_run": per_run, "intercept_bytes": intercept, "points": pts,
                     "method": "least-squares line through (runs per device, program bytes)"},
             "fits": fits,
             "note": f"from the {dev.platform} backend's compiled program; another backend fuses and buffers "
@@ -218,6 +225,7 @@ def main(argv=None) -> int:
             "environment": env,
             "settings": {"model": MODEL, "latent_dim": LATENT, "batch_size": BATCH, "lr": LR, "epochs": args.epochs,
                          "dataset": args.dataset, "n_train": int(train.x.shape[0]), "n_val": int(val.x.shape[0]),
+                         "data_bytes": int(train.x.nbytes + val.x.nbytes),
                          "counts": args.counts, "max_betas": args.max_betas, "betas": list(BETAS),
                          "counts_formed": "betas = the first gcd(runs, max_betas) of 'betas', seeds = runs / betas",
                          "throughput": "seed-samples/s over the epochs after the first (all when --epochs = 1), "
@@ -247,8 +255,9 @@ def main(argv=None) -> int:
         result.update(derive(result["rows"], args.fit_gib))
         if result["fit"]:
             f = result["fit"]
-            print(f"\neach run adds {mib(f['bytes_per_run'])} MiB to the program, {mib(f['shared_bytes'])} MiB is "
-                  "shared (the data); largest run count that fits:")
+            print(f"\neach run adds {mib(f['bytes_per_run'])} MiB to the program; shared by all: "
+                  f"{mib(f['shared_bytes'])} MiB (the line's intercept, {mib(f['intercept_bytes'])} MiB, at least 0; "
+                  f"the images alone are {mib(result['settings']['data_bytes'])} MiB); largest run count that fits:")
             for x in result["fits"]:
                 print(f"  {x['memory']}, {x['limit_bytes'] / 2 ** 30:.1f} GiB: {x['largest_runs']:,} runs")
             print(f"({result['note']})")
