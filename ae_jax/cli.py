@@ -46,12 +46,18 @@ def name_list(text: str) -> list[str]:
 
 
 def guarded(body: Callable[[], int], on_interrupt: str) -> int:
-    """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130."""
+    """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
+
+    Running out of device memory is answered the same way: the trainer's
+    ``OutOfMemory`` names the largest run count that fits; any other XLA
+    out-of-memory error gets a one-line hint without one.
+    """
     from .data import DataError
     from .trainer import ConfigError
+    from .trainer.memory import OutOfMemory, is_out_of_memory
     try:
         return body()
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, OutOfMemory) as e:
         fail(str(e))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
@@ -60,12 +66,4 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
         if not is_out_of_memory(e):
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
-             f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}", status=1)
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    """An allocation failure from XLA (any backend) rather than a bug."""
-    import jax
-    if isinstance(e, MemoryError):
-        return True
-    return isinstance(e, jax.errors.JaxRuntimeError) and ("RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e))
+             f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}")

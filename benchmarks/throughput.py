@@ -55,16 +55,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
-import shlex
 import sys
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import busy, command_text, environment, int_list, train_timed, write_json  # noqa: E402
 from ae_jax.cli import ArgParser, fail  # noqa: E402
 
 MODEL = "vanilla"
@@ -80,16 +77,6 @@ TARGET_SEEDS = 5
 
 
 # ----------------------------------------------------------------------------- command line
-
-def int_list(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}")
-    return vals
-
 
 def parse(argv=None):
     p = ArgParser(prog="throughput.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -330,28 +317,16 @@ def bench_jax(seeds: int, epochs: int, x_train, x_val, verbose: bool) -> dict:
     import numpy as np
     from ae_jax.data import Data
     from ae_jax.models import get_model
-    from ae_jax.trainer import TrainConfig, spec_hparams, train_runs
+    from ae_jax.trainer import spec_hparams
 
-    spec = get_model(MODEL)
-    cfg = TrainConfig(latent_dim=LATENT, epochs=epochs, batch_size=BATCH)
-    hps = [spec_hparams(spec, lr=LR)] * seeds
+    hps = [spec_hparams(get_model(MODEL), lr=LR)] * seeds
     labels = lambda x: np.zeros(x.shape[0], np.int32)  # noqa: E731 - the vanilla model ignores labels
-    out = train_runs(spec, cfg, list(range(seeds)), hps, Data(x_train, labels(x_train)), Data(x_val, labels(x_val)),
-                     log=(lambda s: print(s, flush=True)) if verbose else (lambda s: None))
-    times = [float(t) for t in out.epoch_time]
-    total = sum(times)
-    samples = seeds * out.samples_per_epoch * epochs
-    return {
-        "seeds": seeds,
-        "seed_samples_per_s": samples / total,
-        "epoch_time_s": times,
-        "train_time_s": total,
-        "compile_time_s": float(out.compile_time_s),
-        "samples_per_epoch_per_seed": int(out.samples_per_epoch),
-        "final_train_loss_mean": float(np.nanmean(out.train_curve[-1])),
-        "final_val_loss_mean": float(np.nanmean(out.val_curve[-1])),
-        "diverged_runs": len(out.diverged),
-    }
+    t = train_timed(MODEL, LATENT, BATCH, epochs, range(seeds), hps, Data(x_train, labels(x_train)),
+                    Data(x_val, labels(x_val)), verbose)
+    total = sum(t["epoch_time_s"])
+    samples = seeds * t["samples_per_epoch_per_seed"] * epochs
+    del t["devices"]
+    return {"seeds": seeds, "seed_samples_per_s": samples / total, "train_time_s": total, **t}
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -415,17 +390,6 @@ def bench_torch(torch, seeds: int, epochs: int, x_train, x_val, one_seed: dict |
 
 # ----------------------------------------------------------------------------- report
 
-def cpu_description() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def fmt(v, spec: str, missing: str = "-") -> str:
     return missing if v is None else format(v, spec)
 
@@ -462,10 +426,9 @@ def targets(rows: list[dict], torch_ok: bool) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in ([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])))
+    command = command_text(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
 
-    import jax
     import numpy as np
 
     torch = None
@@ -481,20 +444,10 @@ def main(argv=None) -> int:
             torch_skip_reason = "PyTorch not installed"
             torch = None
 
-    devices = [str(d) for d in jax.devices()]
-    env = {
-        "date_utc": started.isoformat(timespec="seconds"),
-        "command": command,
-        "jax_devices": devices,
-        "jax_backend": jax.default_backend(),
-        "cpu": cpu_description(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax_version": jax.__version__,
-        "torch_version": torch.__version__ if torch is not None else None,
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    env = environment(command, started)
+    env["torch_version"] = torch.__version__ if torch is not None else None
+    env["torch_threads"] = torch.get_num_threads() if torch is not None else None
+    devices = env["jax_devices"]
     print(f"throughput.py  {env['date_utc']}")
     print(f"  command : {command}")
     print(f"  devices : {', '.join(devices)} ({env['cpu']}, {env['cpu_count']} CPUs)")
@@ -604,8 +557,8 @@ def main(argv=None) -> int:
     print("\ntargets (reported, not asserted):")
     for t in tg:
         print(f"  {t['status']:<12} {t['target']}: {t['detail']}")
-    busy = bool(env["load_average_at_start"]) and env["load_average_at_start"][0] > 0.5 * (os.cpu_count() or 1)
-    if busy:
+    contended = busy(env)
+    if contended:
         print(f"  NOTE: the load average was {env['load_average_at_start'][0]:.2f} on {os.cpu_count()} CPUs at the "
               "start: another job was running, so these figures are contended (PyTorch's OpenMP threads suffer "
               "most); rerun on an idle machine before quoting them")
@@ -623,14 +576,10 @@ def main(argv=None) -> int:
         "torch_skipped": torch_skip_reason,
         "table": rows,
         "targets": tg,
-        "contended": busy,
+        "contended": contended,
         "elapsed_s": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
     }
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -406,7 +406,7 @@ def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys
 
     with pytest.raises(SystemExit) as exit_info:
         guarded(oom, "rerun to resume")
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of device memory" in err[0] and "--seeds" in err[0] and "rerun to resume" in err[0]
 

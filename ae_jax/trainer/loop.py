@@ -31,7 +31,8 @@ import numpy as np
 from ..data import Data
 from ..losses import Hparams
 from ..models import ModelSpec
-from .program import (TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
+from .memory import ProgramMemory, hint_out_of_memory, program_memory
+from .program import (Phase, TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)
 
 
@@ -111,6 +112,55 @@ def map_runs(program, per_run: tuple, shared: tuple = ()):
     return jax.device_get(axis.unpad(out))
 
 
+def epoch_program(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int, n_shared: int):
+    """The jitted epoch of every run at once: vmapped over (state, key, hparams), the state donated."""
+    fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=(0, 0, None, 0) + (None,) * n_shared)
+    return jax.jit(fn, donate_argnums=0)
+
+
+def _abstract(tree):
+    """Shapes and dtypes as the device would hold them (float64 -> float32), nothing copied."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.canonicalize_dtype(np.result_type(a))),
+                        tree)
+
+
+def _abstract_runs(spec: ModelSpec, cfg: TrainConfig, n_runs: int):
+    """Shapes of (state, keys, hparams) of n_runs runs, nothing computed or allocated."""
+    keys = jax.ShapeDtypeStruct((n_runs,), jax.random.key(0).dtype)
+    state = jax.eval_shape(jax.vmap(lambda k: init_state(spec, cfg, k)), keys)
+    hp = Hparams(*(jax.ShapeDtypeStruct((n_runs,), jnp.float32) for _ in Hparams._fields))
+    return state, keys, hp
+
+
+def epoch_memory(spec: ModelSpec, cfg: TrainConfig, n_runs: int, train: Data, val: Data,
+                 snap: Data | None = None) -> ProgramMemory | None:
+    """XLA's memory analysis of the epoch program for n_runs runs on one device (the largest over phases).
+
+    Compiled from abstract shapes: no device memory is used, so it can size a
+    run count that does not fit, or explain one that just failed.
+    """
+    state, keys, hp = _abstract_runs(spec, cfg, n_runs)
+    shared = _abstract((train, val) if snap is None or cfg.snapshots == 0 else (train, val, snap))
+    best = None
+    for phase, _ in phase_schedule(spec, cfg.epochs):
+        m = program_memory(epoch_program(spec, cfg, phase, train.x.shape[0], len(shared)).lower(
+            state, keys, jax.ShapeDtypeStruct((), jnp.int32), hp, *shared).compile())
+        if m is None:
+            return None
+        best = m if best is None or m.total > best.total else best
+    return best
+
+
+def eval_memory(spec: ModelSpec, cfg: TrainConfig, n_runs: int, data: Data) -> ProgramMemory | None:
+    """XLA's memory analysis of the evaluation program for n_runs runs on one device (abstract shapes)."""
+    state, keys, hp = _abstract_runs(spec, cfg, n_runs)
+    return program_memory(_eval_program(spec, cfg).lower(state, keys, hp, _abstract(data)).compile())
+
+
+def _devices_for(n_runs: int) -> int:
+    return len(RunAxis(n_runs).devices)
+
+
 def _checkpoint_manager(path: Path):
     import orbax.checkpoint as ocp
     opts = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
@@ -188,6 +238,9 @@ def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log, labels: S
                 "it is left out of every mean and std")
 
 
+@hint_out_of_memory(
+    "training", lambda a, r: epoch_memory(a["spec"], a["cfg"], r, a["train"], a["val"], a["snap"]),
+    lambda a: len(a["seeds"]), _devices_for)
 def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams: Sequence[Hparams],
                train: Data, val: Data, ckpt_dir: Path | None = None, ckpt_every: int = 5,
                log: Callable[[str], None] = print, run_labels: Sequence[str] | None = None,
@@ -240,15 +293,13 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         _finite_first(np.stack([train_curve[e], val_curve[e]]), diverged, e + 1, lambda s: None, labels)
 
     compiled: dict[int, Callable] = {}
-    vepoch_in_axes = (0, 0, None, 0) + (None,) * len(shared)
     steps = n_train // cfg.batch_size
     for epoch in range(start, E):
         pi, phase = phase_at(schedule, epoch)
         if pi not in compiled:
-            fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=vepoch_in_axes)
             t0 = time.perf_counter()
-            compiled[pi] = jax.jit(fn, donate_argnums=0).lower(state, train_keys, jnp.int32(epoch), hp,
-                                                                *shared).compile()
+            compiled[pi] = epoch_program(spec, cfg, phase, n_train, len(shared)).lower(
+                state, train_keys, jnp.int32(epoch), hp, *shared).compile()
             dt = time.perf_counter() - t0
             compile_time += dt
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
@@ -288,6 +339,8 @@ def _ms(v: np.ndarray) -> str:
     return f"{v.mean():8.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v.mean():8.3f}"
 
 
+@hint_out_of_memory("evaluating", lambda a, r: eval_memory(a["spec"], a["cfg"], r, a["data"]),
+                    lambda a: len(a["seeds"]), _devices_for)
 def evaluate_runs(spec: ModelSpec, cfg: TrainConfig, state: TrainState, seeds: Sequence[int],
                   hparams: Sequence[Hparams], data: Data, purpose: str = "eval") -> dict[str, np.ndarray]:
     """Per-run, per-image evaluation in one program: {"bce": [R, N], "mse", "loss", "h", "z", "signed_error"}."""

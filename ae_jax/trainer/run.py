@@ -41,6 +41,7 @@ from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_js
 from ..losses import RECON_LOSSES
 from ..models import NUM_CLASSES, get_model
 from .loop import TrainOutput, evaluate_runs, train_runs
+from .memory import OutOfMemory
 from .program import PRECISIONS, TrainConfig, spec_hparams
 
 DEFAULT_EPOCHS = 60
@@ -183,9 +184,11 @@ def folder_lock(folder: Path):
 
     A second process asking for the same folder gets a ConfigError naming the
     holder. A lock left by a process that no longer runs (killed, machine
-    restarted) on this host is taken over.
+    restarted) on this host is taken over. A folder the lock created, and
+    nothing was written into, is removed again on release.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     host = socket.gethostname()
@@ -215,6 +218,8 @@ def folder_lock(folder: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # a folder made for nothing is not left behind
+            folder.rmdir()
 
 
 SNAPSHOTS_FILE = "snapshots.npz"
@@ -223,6 +228,15 @@ SNAPSHOTS_FILE = "snapshots.npz"
 def snapshot_data(splits: Splits, k: int) -> Data:
     """The images whose codes a run with snapshots keeps: the first min(k, test size) test images."""
     return Data(splits.x_test[:k], splits.y_test[:k])
+
+
+def _forget_unstarted(run_dir: Path) -> None:
+    """Remove config.json (and an empty checkpoints folder) when no epoch was saved and no result exists."""
+    ckpt = run_dir / "checkpoints"
+    if (run_dir / "metrics.json").exists() or (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
+        return
+    shutil.rmtree(ckpt, ignore_errors=True)
+    (run_dir / "config.json").unlink(missing_ok=True)
 
 
 def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
@@ -417,8 +431,12 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
         snap = snapshot_data(splits, cfg.snapshots) if cfg.snapshots > 0 else None
-        result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
-                            ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
+        try:
+            result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
+                                ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
+        except OutOfMemory:  # the hint asks for fewer runs: a folder with nothing to resume must not refuse that
+            _forget_unstarted(run_dir)
+            raise
         test = evaluate_runs(spec, tcfg, result.state, seeds, hps, test_data(splits))
         metrics = result_metrics(cfg, result, test, splits.y_test)
         metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
