@@ -510,3 +510,34 @@ def test_runs_sharded_over_8_devices_equal_the_one_device_program(tmp_path):
         np.testing.assert_allclose(got[f"sharded/{k}"], got[f"single/{k}"], rtol=1e-5, atol=1e-5, err_msg=k)
     np.testing.assert_allclose(got["sharded/probe_test_accuracy"], got["single/probe_test_accuracy"], atol=1.5 / 77)
     np.testing.assert_array_equal(got["sharded/probe_best_epoch"], got["single/probe_best_epoch"])
+
+
+def test_stacked_phases_sharded_with_padding_equal_the_one_device_program(tmp_path):
+    """3 stacked runs padded to 4 forced devices: the fresh optimiser of each new phase keeps the padded run
+    axis (it once padded it a second time, and the phase change failed) and the curves equal one device's."""
+    script = textwrap.dedent("""
+        import sys
+        import jax, numpy as np
+        from ae_jax.data import Data, load_splits
+        from ae_jax.models import MODELS
+        from ae_jax.trainer import TrainConfig, loop, spec_hparams, train_runs
+        spec, s = MODELS["stacked"], load_splits("digits")
+        args = (spec, TrainConfig(latent_dim=4, epochs=3, batch_size=64), [0, 1, 2], [spec_hparams(spec)] * 3,
+                Data(s.x_train[:128], s.y_train[:128]), Data(s.x_val[:64], s.y_val[:64]))
+        sharded = train_runs(*args, log=lambda m: None)
+        Real = loop.RunAxis
+        loop.RunAxis = lambda n, devices=None: Real(n, jax.devices()[:1])
+        single = train_runs(*args, log=lambda m: None)
+        np.savez(sys.argv[1], devices=[sharded.device["count"], single.device["count"]],
+                 sharded=sharded.train_curve, single=single.train_curve)
+    """)
+    path = tmp_path / "stacked.npz"
+    flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+    env = subprocess_env(cache=False, XLA_FLAGS=flags + " --xla_llvm_disable_expensive_passes=true",
+                         JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(path)
+    assert list(got["devices"]) == [4, 1] and got["sharded"].shape == (3, 3)
+    np.testing.assert_allclose(got["sharded"], got["single"], rtol=1e-3)

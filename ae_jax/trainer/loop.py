@@ -254,7 +254,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
                 f"for {R} run(s) in {dt:.1f} s")
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
-            state = place_runs(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase
+            state = axis.place(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase (already padded)
         t0 = time.perf_counter()
         state, tl, vl, *h = compiled[pi](state, train_keys, jnp.int32(epoch), hp, *shared)
         tl, vl = np.asarray(tl)[:R], np.asarray(vl)[:R]  # waits for the epoch; padding runs dropped
