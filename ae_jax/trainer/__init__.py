@@ -5,6 +5,7 @@
     loop.py     the host side: the run axis over every device, one dispatch per epoch, progress,
                 orbax checkpoints and exact resume, batched evaluation
     run.py      one experiment in one run folder: its config and identity, locking, metrics.json
+    distributed.py  more than one process (jax.distributed): joining, gathering, process 0 writes
 """
 from .loop import (RunAxis, TrainOutput, evaluate_runs, has_final_checkpoint, load_final_state, map_runs,
                    stack_hparams, train_runs)
