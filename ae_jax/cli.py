@@ -45,6 +45,46 @@ def name_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    """The flags that join several processes (hosts) into one run: see ``join_processes``."""
+    g = p.add_argument_group("more than one host (jax.distributed)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join the other processes found from the environment (every worker of a TPU pod slice, "
+                        "a SLURM job); process 0 writes the run folder")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="join explicitly: the address of process 0 (with --num-processes and --process-id)")
+    g.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 to --num-processes - 1")
+
+
+def join_processes(args) -> bool:
+    """Join jax.distributed as the flags ask (before anything touches a device); False when not asked.
+
+    Impossible flag combinations and a failed join end in a one-line error, exit status 2.
+    """
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if all(v is None for v in explicit):
+        if not args.distributed:
+            return False
+    elif any(v is None for v in explicit):
+        fail("--coordinator=HOST:PORT, --num-processes and --process-id go together (or use --distributed alone "
+             "where the environment says who the processes are)")
+    else:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            fail(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+        if args.num_processes < 1:
+            fail(f"--num-processes must be at least 1, got {args.num_processes}")
+        if not 0 <= args.process_id < args.num_processes:
+            fail(f"--process-id must be between 0 and {args.num_processes - 1}, got {args.process_id}")
+    from .trainer import distributed
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except distributed.DistributedError as e:
+        fail(str(e))
+    return True
+
+
 def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
 

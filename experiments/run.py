@@ -3,6 +3,7 @@
     python experiments/run.py --model=beta_vae --beta=2 --seeds=5
     python experiments/run.py --model=vanilla --dataset=digits --epochs=3
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=5   # seeds x betas, one program
+    python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
 Expected (MNIST, full protocol, 5 seeds): test BCE near PROTOCOL's published
 single-run numbers, e.g. vanilla ~64, vae ~76. See results/<dataset>/ for real runs.
@@ -15,7 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_dataset, recorded_command, ArgParser, float_list, guarded  # noqa: E402
+from ae_jax.cli import (  # noqa: E402
+    ArgParser, add_distributed_args, check_dataset, float_list, guarded, join_processes, recorded_command)
 
 
 def parse(argv=None):
@@ -44,13 +46,15 @@ def parse(argv=None):
                         "every platform; fast lets TPUs use bfloat16 passes and GPUs TF32")
     p.add_argument("--out", default=None, help="run directory (default results/<dataset>/<name>)")
     p.add_argument("--force", action="store_true", help="retrain even if the run is complete")
+    add_distributed_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from ae_jax.trainer import ExperimentConfig, format_table, run_experiment
+    from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
     check_dataset(args.dataset)
+    join_processes(args)
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
                            latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,
@@ -61,6 +65,8 @@ def main(argv=None) -> int:
     def body() -> int:
         metrics, run_dir = run_experiment(cfg, out=args.out, data_dir=args.data_dir, force=args.force,
                                           command=command)
+        if not distributed.is_writer():  # one report, however many processes trained
+            return 0
         print()
         print(format_table(metrics))
         print(f"\nwritten to {run_dir}")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import REPO, assert_trees_close, bce_numpy, leaves_with_paths, mse_numpy, subprocess_env
+from _helpers import REPO, assert_runs_equal, assert_trees_close, bce_numpy, leaves_with_paths, mse_numpy, subprocess_env
 from ae_jax.data import Data
 from ae_jax.losses import add_input_noise
 from ae_jax.models import MODELS
@@ -56,34 +56,6 @@ def train(tiny):
         return cache[key]
 
     return run
-
-
-def run_slice(out, i):
-    """Run i of a batched TrainOutput: (train curve, val curve, params, batch_stats)."""
-    pick = lambda t: jax.tree.map(lambda a: np.asarray(a)[i], t)  # noqa: E731
-    return out.train_curve[:, i], out.val_curve[:, i], pick(out.state.params), pick(out.state.batch_stats)
-
-
-def assert_runs_equal(out_a, i, out_b, j, rtol=1e-3, ratio=0.1, other=None):
-    """Run i of out_a and run j of out_b are the same run trained in two programs.
-
-    Losses agree to rtol. Parameters and BatchNorm statistics: every tensor is at least 1/ratio times
-    closer to its twin than to run ``other`` of out_a (default 1 - i: another seed or another beta). Exact or
-    element-wise equality is not promised: single elements with a near-zero gradient move by whole
-    Adam steps of rounding noise (measured <= 4e-4 RMS in parameters, against >= 8e-3 between seeds).
-    """
-    ta, va, pa, sa = run_slice(out_a, i)
-    tb, vb, pb, sb = run_slice(out_b, j)
-    _, _, po, so = run_slice(out_a, 1 - i if other is None else other)
-    np.testing.assert_allclose(ta, tb, rtol=rtol, err_msg="train curve")
-    np.testing.assert_allclose(va, vb, rtol=rtol, err_msg="validation curve")
-    for what, (ta_, tb_, to_) in (("params", (pa, pb, po)), ("batch_stats", (sa, sb, so))):
-        la, lb, lo = leaves_with_paths(ta_), leaves_with_paths(tb_), leaves_with_paths(to_)
-        assert la.keys() == lb.keys()
-        for k in la:
-            a, b, o = (np.asarray(t[k], np.float64) for t in (la, lb, lo))
-            twin, other = np.linalg.norm(a - b), np.linalg.norm(a - o)
-            assert twin <= ratio * other + 1e-6, f"{what} {k}: {twin:.3g} from its twin, {other:.3g} from the other run"
 
 
 # ------------------------------------------------------------------ every model learns
@@ -510,3 +482,34 @@ def test_runs_sharded_over_8_devices_equal_the_one_device_program(tmp_path):
         np.testing.assert_allclose(got[f"sharded/{k}"], got[f"single/{k}"], rtol=1e-5, atol=1e-5, err_msg=k)
     np.testing.assert_allclose(got["sharded/probe_test_accuracy"], got["single/probe_test_accuracy"], atol=1.5 / 77)
     np.testing.assert_array_equal(got["sharded/probe_best_epoch"], got["single/probe_best_epoch"])
+
+
+def test_stacked_phases_sharded_with_padding_equal_the_one_device_program(tmp_path):
+    """3 stacked runs padded to 4 forced devices: the fresh optimiser of each new phase keeps the padded run
+    axis (it once padded it a second time, and the phase change failed) and the curves equal one device's."""
+    script = textwrap.dedent("""
+        import sys
+        import jax, numpy as np
+        from ae_jax.data import Data, load_splits
+        from ae_jax.models import MODELS
+        from ae_jax.trainer import TrainConfig, loop, spec_hparams, train_runs
+        spec, s = MODELS["stacked"], load_splits("digits")
+        args = (spec, TrainConfig(latent_dim=4, epochs=3, batch_size=64), [0, 1, 2], [spec_hparams(spec)] * 3,
+                Data(s.x_train[:128], s.y_train[:128]), Data(s.x_val[:64], s.y_val[:64]))
+        sharded = train_runs(*args, log=lambda m: None)
+        Real = loop.RunAxis
+        loop.RunAxis = lambda n, devices=None: Real(n, jax.devices()[:1])
+        single = train_runs(*args, log=lambda m: None)
+        np.savez(sys.argv[1], devices=[sharded.device["count"], single.device["count"]],
+                 sharded=sharded.train_curve, single=single.train_curve)
+    """)
+    path = tmp_path / "stacked.npz"
+    flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+    env = subprocess_env(cache=False, XLA_FLAGS=flags + " --xla_llvm_disable_expensive_passes=true",
+                         JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(path)
+    assert list(got["devices"]) == [4, 1] and got["sharded"].shape == (3, 3)
+    np.testing.assert_allclose(got["sharded"], got["single"], rtol=1e-3)

@@ -14,6 +14,11 @@ use 5 and 7 seeds would use 7, but 10 seeds on 8 cores could use only 5, while
 padding keeps every core busy for any count at the price of at most
 (devices − 1) duplicate runs, which cost no wall-clock when there are idle
 cores to run them.
+
+More than one process (``jax.distributed``): ``jax.devices()`` then lists
+every process's devices, the mesh spans them all, and each process computes
+its own share of the runs; ``RunAxis.host`` gathers results back and
+``distributed`` holds everything else that crosses between processes.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import numpy as np
 from ..data import Data
 from ..losses import Hparams
 from ..models import ModelSpec
+from . import distributed
 from .memory import ProgramMemory, hint_out_of_memory, program_memory
 from .program import (Phase, TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)
@@ -85,7 +91,7 @@ class RunAxis:
 
     def place(self, tree):
         """Leaves with a (padded) leading run axis -> sharded along it."""
-        return jax.device_put(tree, self._runs) if self._runs is not None else tree
+        return distributed.put(tree, self._runs) if self._runs is not None else tree
 
     def put(self, tree):
         """Per-run leaves [R, ...] -> padded and sharded over the devices."""
@@ -93,23 +99,31 @@ class RunAxis:
 
     def share(self, tree):
         """Inputs every run reads (the data) -> replicated on each device."""
-        return jax.device_put(tree, self._shared) if self._shared is not None else jax.device_put(tree)
+        return distributed.put(tree, self._shared) if self._shared is not None else jax.device_put(tree)
 
     def unpad(self, tree):
         return jax.tree.map(lambda a: a[: self.n_runs], tree) if self.padded != self.n_runs else tree
+
+    def host(self, tree):
+        """Per-run leaves on the devices -> numpy arrays of the real runs (waits for them; gathers them from
+        every process when the runs span several)."""
+        return jax.tree.map(lambda a: np.asarray(a)[: self.n_runs], distributed.to_host(tree))
 
     def describe(self) -> dict:
         """{"platform", "kind", "count"}: the devices that took part."""
         d = self.devices[0]
         kind = d.device_kind if d.platform != "cpu" else (platform.processor() or platform.machine() or "cpu")
-        return {"platform": d.platform, "kind": kind, "count": len(self.devices)}
+        record = {"platform": d.platform, "kind": kind, "count": len(self.devices)}
+        if distributed.multi_process():  # single-process records stay as they were
+            record["processes"] = len({dev.process_index for dev in self.devices})
+        return record
 
 
 def map_runs(program, per_run: tuple, shared: tuple = ()):
     """program(*per_run, *shared), a jitted vmap over runs, run on every device; host arrays [R, ...] back."""
     axis = RunAxis(len(jax.tree.leaves(per_run)[0]))
     out = program(*axis.put(jax.tree.map(jnp.asarray, per_run)), *axis.share(jax.tree.map(jnp.asarray, shared)))
-    return jax.device_get(axis.unpad(out))
+    return axis.host(out)
 
 
 def epoch_program(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int, n_shared: int):
@@ -164,7 +178,7 @@ def _devices_for(n_runs: int) -> int:
 def _checkpoint_manager(path: Path):
     import orbax.checkpoint as ocp
     opts = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(path.absolute(), options=opts)
+    return distributed.checkpoint_manager(path, opts)
 
 
 def _ckpt_tree(state: TrainState, epochs: int, n_runs: int, snapshot_shape: tuple[int, ...] | None = None) -> dict:
@@ -305,12 +319,12 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
                 f"for {R} run(s) in {dt:.1f} s")
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
-            state = place_runs(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase
+            state = axis.place(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase (already padded)
         t0 = time.perf_counter()
         state, tl, vl, *h = compiled[pi](state, train_keys, jnp.int32(epoch), hp, *shared)
-        tl, vl = np.asarray(tl)[:R], np.asarray(vl)[:R]  # waits for the epoch; padding runs dropped
+        tl, vl = axis.host((tl, vl))  # waits for the epoch; padding runs dropped
         if snapshots is not None:
-            snapshots[epoch] = np.asarray(h[0])[:R]
+            snapshots[epoch] = axis.host(h[0])
         dt = time.perf_counter() - t0
         train_curve[epoch], val_curve[epoch], epoch_time[epoch] = tl, vl, dt
         _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log, labels)
@@ -329,7 +343,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             manager.wait_until_finished()
     if manager is not None:
         manager.close()
-    return TrainOutput(jax.device_get(axis.unpad(state)), train_curve, val_curve, epoch_time, compile_time, diverged,
+    return TrainOutput(axis.host(state), train_curve, val_curve, epoch_time, compile_time, diverged,
                        start, steps * cfg.batch_size, axis.describe(), snapshots)
 
 

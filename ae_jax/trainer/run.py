@@ -40,6 +40,7 @@ from ..data import Data, Splits, load_splits, test_data, train_data, val_data
 from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
 from ..losses import RECON_LOSSES
 from ..models import NUM_CLASSES, get_model
+from . import distributed
 from .loop import TrainOutput, evaluate_runs, train_runs
 from .memory import OutOfMemory
 from .program import PRECISIONS, TrainConfig, spec_hparams
@@ -394,31 +395,29 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     metrics.json exists, replacing it only when the new one is written; unlike
     ``force`` it deletes nothing first. Raises ConfigError / data.DataError
     before anything is written.
+
+    With several processes (``jax.distributed``) every process calls this with
+    the same arguments and trains its share of the runs; process 0 alone reads
+    and writes the run folder (``distributed.on_writer``), and every process
+    returns the same metrics once the folder is complete.
     """
     cfg.validate()
     spec = get_model(cfg.model)
     run_dir = run_dir_for(cfg, out)
     command = command or "python " + " ".join(sys.argv)
-    if (run_dir / "config.json").exists() and not force:
-        check_same_config(run_dir, cfg, splits)
-        if (run_dir / "metrics.json").exists() and reuse_complete:
-            log(f"{run_dir} is already complete (--force retrains)")
-            return read_json(run_dir / "metrics.json"), run_dir
+    log = distributed.writer_log(log)
+    finished = distributed.on_writer(lambda: _finished(run_dir, cfg, force, reuse_complete, splits, log))
+    if finished is not None:
+        return finished, run_dir
     if splits is None:
-        splits = load_splits(cfg.dataset, cfg.variant, data_dir)
+        splits = distributed.everywhere(lambda: load_splits(cfg.dataset, cfg.variant, data_dir))
     if not force:
-        check_same_config(run_dir, cfg, splits)
+        distributed.on_writer(lambda: check_same_config(run_dir, cfg, splits))
     record = _config_record(cfg, command, splits)
     if splits.x_train.shape[0] < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
-    with folder_lock(run_dir):
-        if force and run_dir.exists():
-            # tasks.json: the single task file of older code
-            for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json", SNAPSHOTS_FILE):
-                (run_dir / p).unlink(missing_ok=True)
-            for d in ("checkpoints", "tasks"):
-                shutil.rmtree(run_dir / d, ignore_errors=True)
-        write_json(run_dir / "config.json", record)
+    with distributed.writer_context(lambda: folder_lock(run_dir)):
+        distributed.on_writer(lambda: _start(run_dir, record, force))
 
         runs = cfg.runs()
         hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
@@ -441,12 +440,42 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         metrics = result_metrics(cfg, result, test, splits.y_test)
         metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
         metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
-        curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],
-                                                "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
-                         + "\n" for e in range(cfg.epochs))  # non-finite losses become null
-        atomic_write_text(run_dir / "curves.jsonl", curves)
-        if result.snapshots is not None:
-            write_npz(run_dir / SNAPSHOTS_FILE, h=result.snapshots, labels=snap.y, epochs=np.arange(1, cfg.epochs + 1),
-                      seeds=np.asarray(seeds), betas=np.asarray([np.nan if b is None else b for _, b in runs]))
-        write_json(run_dir / "metrics.json", metrics)
+        # process 0's record (its timings) is the run's; the others return the same
+        metrics = distributed.on_writer(lambda: _write_results(run_dir, cfg, metrics, result, snap, seeds, runs))
         return metrics, run_dir
+
+
+def _finished(run_dir: Path, cfg: ExperimentConfig, force: bool, reuse_complete: bool, splits: Splits | None,
+              log: Callable[[str], None]) -> dict | None:
+    """The metrics of a complete run to report instead of training, or None; refuses another run's folder."""
+    if (run_dir / "config.json").exists() and not force:
+        check_same_config(run_dir, cfg, splits)
+        if (run_dir / "metrics.json").exists() and reuse_complete:
+            log(f"{run_dir} is already complete (--force retrains)")
+            return read_json(run_dir / "metrics.json")
+    return None
+
+
+def _start(run_dir: Path, record: dict, force: bool) -> None:
+    """Clear what ``force`` replaces and write config.json (under the folder lock)."""
+    if force and run_dir.exists():
+        # tasks.json: the single task file of older code
+        for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json", SNAPSHOTS_FILE):
+            (run_dir / p).unlink(missing_ok=True)
+        for d in ("checkpoints", "tasks"):
+            shutil.rmtree(run_dir / d, ignore_errors=True)
+    write_json(run_dir / "config.json", record)
+
+
+def _write_results(run_dir: Path, cfg: ExperimentConfig, metrics: dict, result: TrainOutput, snap: Data | None,
+                   seeds: list[int], runs: list) -> dict:
+    """curves.jsonl, snapshots.npz and, last (it marks the run done), metrics.json; returns the metrics."""
+    curves = "".join(json.dumps(clean_json({"epoch": e + 1, "train_loss": result.train_curve[e],
+                                            "val_loss": result.val_curve[e], "seconds": result.epoch_time[e]}))
+                     + "\n" for e in range(cfg.epochs))  # non-finite losses become null
+    atomic_write_text(run_dir / "curves.jsonl", curves)
+    if result.snapshots is not None:
+        write_npz(run_dir / SNAPSHOTS_FILE, h=result.snapshots, labels=snap.y, epochs=np.arange(1, cfg.epochs + 1),
+                  seeds=np.asarray(seeds), betas=np.asarray([np.nan if b is None else b for _, b in runs]))
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
