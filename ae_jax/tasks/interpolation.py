@@ -17,8 +17,8 @@ def interpolate_h(h_a, h_b, n_frames: int = N_FRAMES) -> jax.Array:
     Frame k is (1 - w_k) h_a + w_k h_b with w_k = k / (n_frames - 1), so the
     first frame is h_a and the last h_b.
     """
-    w = jnp.linspace(0.0, 1.0, n_frames)[:, None]                  # [T, 1]
-    h_a, h_b = jnp.asarray(h_a)[..., None, :], jnp.asarray(h_b)[..., None, :]
+    h_a, h_b = jnp.asarray(h_a)[..., None, :], jnp.asarray(h_b)[..., None, :]   # [..., 1, e]
+    w = jnp.linspace(0.0, 1.0, n_frames).reshape((1,) * (h_a.ndim - 2) + (n_frames, 1))  # [..., T, 1]
     return (1 - w) * h_a + w * h_b
 
 
