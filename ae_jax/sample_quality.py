@@ -107,7 +107,7 @@ def class_entropy(probs) -> float:
     p = _check_probs(probs)
     q = np.bincount(p.argmax(-1), minlength=N_CLASSES) / max(p.shape[0], 1)
     nz = q[q > 0]
-    return float(-(nz * np.log(nz)).sum())
+    return float(0.0 - (nz * np.log(nz)).sum())  # 0.0 - x: a single class gives 0.0, not -0.0
 
 
 def mean_confidence(probs) -> float:

@@ -4,8 +4,10 @@
     python experiments/bakeoff.py --dataset=mnist --seeds=5 --data-dir=DIR
 
 Trains all nine models at n = 20 and at n = 2 on the anomaly split, runs the
-seven tasks for every seed, and writes results/<dataset>/summary.json and
-results/<dataset>/README.md. Finished models are reused; --force redoes them.
+seven tasks and the quality tasks (sample and interpolation quality, label
+budgets) for every seed, and writes results/<dataset>/summary.json,
+results/<dataset>/README.md and its figures (fig_*.png with their arrays in
+fig_*.npz). Finished models are reused; --force redoes them.
 """
 from __future__ import annotations
 

@@ -1,14 +1,19 @@
 """The whole bake-off end to end, once, on digits; what it writes (summary.json, the report, each run's
-tasks/<task>.json); reuse; the linear probe and the baselines on real labels; the CLI's bad-input errors.
+tasks/<task>.json, the figures and their arrays); reuse; the linear probe and the baselines on real labels;
+the quality tasks (samples, interpolation paths, label budgets) wired to the reference classifier; paired and
+Welch tests; runs from older code; the CLI's bad-input errors.
 
 The module-scoped ``bakeoff`` fixture runs ``experiments/bakeoff.py``'s ``main`` in this process
 (sharing the compilation cache and numba's UMAP warm-up with the rest of the suite) with two models,
-two seeds and three epochs, then runs it a second time to check that everything is reused. The
-tests read what it wrote; the anomaly and probe tests reload its trained models.
+two seeds and three epochs, few samples and interpolation pairs, then runs it a second time to check that
+everything is reused. The tests read what it wrote; the anomaly, probe and quality tests reload its trained
+models.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib.util
 import io
 import math
@@ -27,23 +32,32 @@ from PIL import Image
 
 from _helpers import REPO, assert_one_line_error, subprocess_env
 from ae_jax import figures
+from ae_jax import label_budget as lb
+from ae_jax import reference_classifier as rc
+from ae_jax import sample_quality as sq
 from ae_jax.data import Data, load_splits
-from ae_jax.io import read_json
+from ae_jax.io import read_json, write_json
 from ae_jax.models import MODELS
 from ae_jax.studies import STUDIES, StudyOptions
 from ae_jax.studies import report
-from ae_jax.studies.bakeoff import ANOMALY_NOTE, ANOMALY_TASKS, FULL_TASKS, RANDOM_ENCODER, SCRATCH, TABLES
-from ae_jax.tasks import task_path
+from ae_jax.studies.bakeoff import (ANOMALY_NOTE, ANOMALY_TASKS, BASELINE_TASKS, FULL_TASKS, QUALITY_TABLES,
+                                    RANDOM_ENCODER, SCRATCH, TABLES)
+from ae_jax.studies.driver import LEGACY_TASKS
+from ae_jax.tasks import TASKS, EvalContext, interp_quality, task_path
+from ae_jax.tasks.reference import REFERENCE_DIR
+from ae_jax.tasks import sample_quality as sample_quality_task
 from ae_jax.tasks.probe import PROBE_EPOCHS, linear_probe
 from ae_jax.tasks.scratch import scratch_baseline
-from ae_jax.trainer import evaluate_runs, load_final_state
-from ae_jax.trainer.program import TrainConfig, make_model, spec_hparams
+from ae_jax.trainer import ExperimentConfig, evaluate_runs, load_final_state
+from ae_jax.trainer.program import TrainConfig, init_state, make_model, run_keys, spec_hparams
 
 BAKEOFF_PY = REPO / "experiments" / "bakeoff.py"
 SEEDS, EPOCHS, RUN_MODELS = 2, 3, ("vanilla", "vae")
 ARGS = ["--dataset=digits", f"--seeds={SEEDS}", f"--epochs={EPOCHS}", "--models=" + ",".join(RUN_MODELS)]
 BASELINES = (SCRATCH, RANDOM_ENCODER)
 BATCH = 256  # the bake-off trains with ExperimentConfig's default batch size
+SAMPLES, PAIRS = 300, 12  # per seed, instead of 10 000 samples and 100 pairs
+BUDGETS = (13, 135, 1350)  # digits' label budgets (1 350 training images)
 
 
 def load_script():
@@ -63,7 +77,7 @@ def invoke(script, argv) -> tuple[int, str]:
 def file_state(root):
     """{relative path: mtime_ns} of every per-model file the bake-off writes (checkpoints included)."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith("grid_") and p.name not in ("README.md", "summary.json")}
+            if p.is_file() and not p.name.startswith(("grid_", "fig_")) and p.name not in ("README.md", "summary.json")}
 
 
 def run_dirs(root, models):
@@ -81,13 +95,16 @@ def bakeoff(tmp_path_factory):
     root = tmp_path_factory.mktemp("bakeoff") / "digits"
     argv = ARGS + [f"--out={root}"]
     script = load_script()
-    rc, log1 = invoke(script, argv)
-    assert rc == 0, log1[-3000:]
-    readme1 = (root / "README.md").read_text()
-    summary1 = read_json(root / "summary.json")
-    before = file_state(root)
-    rc2, log2 = invoke(script, argv)  # everything is done: nothing may be retrained or re-evaluated
-    assert rc2 == 0, log2[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sample_quality_task, "N_SAMPLES", SAMPLES)
+        mp.setattr(interp_quality, "N_PAIRS", PAIRS)
+        rc, log1 = invoke(script, argv)
+        assert rc == 0, log1[-3000:]
+        readme1 = (root / "README.md").read_text()
+        summary1 = read_json(root / "summary.json")
+        before = file_state(root)
+        rc2, log2 = invoke(script, argv)  # everything is done: nothing may be retrained or re-evaluated
+        assert rc2 == 0, log2[-3000:]
     return types.SimpleNamespace(root=root, argv=argv, log1=log1, log2=log2, readme1=readme1, summary1=summary1,
                                  before=before, after=file_state(root), dirs=run_dirs(root, RUN_MODELS))
 
@@ -109,13 +126,17 @@ def finite(values):
 # ------------------------------------------------------------------ summary.json
 def test_summary_json_has_every_model_and_metric_with_mean_std_and_one_value_per_seed(summary):
     assert set(summary) == set(RUN_MODELS) | set(BASELINES)
+    budget_keys = {f"probe_accuracy_{k}labels" for k in BUDGETS}
     required = ("test_bce", "test_mse", "probe_accuracy", "knn_accuracy", "silhouette", "anomaly_auc",
-                "anomaly_test_bce", "train_time_s")
+                "anomaly_test_bce", "train_time_s", "sample_frechet", "sample_class_entropy", "sample_confidence",
+                "interp_confident_frac", "interp_max_step", *sorted(budget_keys))
     for m in RUN_MODELS:
         missing = [k for k in required if k not in summary[m]]
         assert not missing, f"{m} lacks {missing}"
+        assert "cvae_label_accuracy" not in summary[m]  # conditional models only
+        assert not {k for k in summary[m] if "labels" in k} - budget_keys, m
     for b in BASELINES:
-        assert set(summary[b]) == {"probe_accuracy", "probe_best_epoch"}
+        assert set(summary[b]) == {"probe_accuracy", "probe_best_epoch"} | budget_keys
     for m, entry in summary.items():
         for k, v in entry.items():
             where = f"{m}/{k}"
@@ -151,10 +172,11 @@ def test_summary_is_assembled_from_each_runs_files(bakeoff, summary):
             np.testing.assert_allclose(np.array(summary[m][k]["values"], float), np.array(vals, float), rtol=1e-12,
                                        err_msg=f"{m}/{k}")
     for b in BASELINES:
-        saved = read_json(task_path(bakeoff.root / b, b))
-        assert saved["seeds"] == list(range(SEEDS))
-        for k, v in saved["metrics"].items():
-            assert summary[b][k]["values"] == v["values"], (b, k)
+        for t in BASELINE_TASKS[b]:
+            saved = read_json(task_path(bakeoff.root / b, t))
+            assert saved["seeds"] == list(range(SEEDS))
+            for k, v in saved["metrics"].items():
+                assert summary[b][k]["values"] == v["values"], (b, t, k)
 
 
 def test_summary_numbers_say_the_models_learnt(summary):
@@ -217,28 +239,53 @@ def test_readme_has_a_table_per_task_with_the_models_as_columns_and_the_best_in_
             assert cells[expect.index(best)].strip("*").split(" ± ")[0] == report._fmt(means[best]), label
 
 
-def test_readme_welch_p_values_are_those_of_the_best_two_models(bakeoff, summary):
+def all_report_tables(summary):
+    """(title prefix, rows, columns) of every table of the report: TABLES, the quality tables, the label budgets."""
+    out = [(title, rows, list(RUN_MODELS) + (list(BASELINES) if rows[0][0] == "probe_accuracy" else []))
+           for title, rows in report_tables()]
+    for title, rows, _ in QUALITY_TABLES:
+        rows = [r for r in rows if any(r[0] in summary[m] for m in RUN_MODELS)]
+        out.append((title.split(" (")[0], rows, list(RUN_MODELS)))
+    out.append(("Label budget", [(f"probe_accuracy_{k}labels", f"{k:,} labels", True) for k in BUDGETS],
+                list(RUN_MODELS) + list(BASELINES)))
+    return out
+
+
+def test_readme_tests_best_against_runner_up_paired_between_models_and_welch_against_a_baseline(bakeoff, summary):
+    """Two models trained on the same seeds by the same code are compared with a paired t-test over seeds; a
+    baseline (its own key streams) with Welch's; the cell names the test and the table says which it used."""
     from scipy import stats
     secs = sections((bakeoff.root / "README.md").read_text())
-    seen = 0
-    for title, rows in report_tables():
-        by_label = {r[0]: r[1:] for r in table(secs[title])[1:]}
+    seen = {"paired t-test": 0, "Welch": 0}
+    for prefix, rows, cols in all_report_tables(summary):
+        [sec] = [s for t, s in secs.items() if t.startswith(prefix)]
+        by_label = {r[0]: r[1:] for r in table(sec)[1:]}
+        used = set()
         for metric, label, higher in rows:
             if higher is None:
                 continue
-            cols = [c for c in (*RUN_MODELS, *BASELINES) if metric in summary[c]]
-            order = sorted(cols, key=lambda c: summary[c][metric]["mean"], reverse=higher)
+            have = [c for c in cols if metric in summary[c]]
+            order = sorted(have, key=lambda c: summary[c][metric]["mean"], reverse=higher)
             a, b = order[0], order[1]
-            va, vb = finite(summary[a][metric]["values"]), finite(summary[b][metric]["values"])
+            va, vb = summary[a][metric]["values"], summary[b][metric]["values"]
             last = by_label[label][-1]
-            if np.std(va) == 0 and np.std(vb) == 0:  # a shared wall-clock: no test
+            if np.std(finite(va)) == 0 or np.std(finite(vb)) == 0:  # a shared wall-clock, or tied seeds: no test
                 assert last == f"{a} ahead of {b} (no test possible)", label
                 continue
-            p = stats.ttest_ind(va, vb, equal_var=False).pvalue
+            if a in RUN_MODELS and b in RUN_MODELS:
+                test, p = "paired t-test", stats.ttest_rel(va, vb).pvalue
+            else:
+                test, p = "Welch", stats.ttest_ind(finite(va), finite(vb), equal_var=False).pvalue
             verdict = "significant" if p < report.SIGNIFICANCE else "not significant"
-            assert last == f"{a} vs {b}: Welch p = {p:.2g} ({verdict})", label
-            seen += 1
-    assert seen >= 5
+            assert last == f"{a} vs {b}: {test} p = {p:.2g} ({verdict})", label
+            seen[test] += 1
+            used.add(test)
+        says = [ln for ln in sec.splitlines() if ln.startswith("Best vs runner-up:")]
+        if used:
+            assert len(says) == 1, prefix
+            assert (("paired t-test" in says[0]) == ("paired t-test" in used)
+                    and ("Welch" in says[0]) == ("Welch" in used)), (prefix, says, used)
+    assert seen["paired t-test"] >= 5 and seen["Welch"] >= 1, seen
 
 
 def test_readme_says_no_seed_diverged_when_none_did(bakeoff):
@@ -287,7 +334,7 @@ def test_each_run_has_one_file_per_applicable_task_and_no_old_single_file(bakeof
                 assert f["seeds"] == list(range(SEEDS)) and f["diverged_seeds"] == []
                 assert f["latent_dim"] == (20 if variant == "full" else 2)
     for b in BASELINES:
-        assert set(task_files(bakeoff.root / b)) == {b}
+        assert set(task_files(bakeoff.root / b)) == set(BASELINE_TASKS[b]) == {b, f"{b}_budget"}
 
 
 def test_every_figure_the_task_files_list_exists_and_is_a_valid_image(bakeoff):
@@ -422,6 +469,344 @@ def test_the_scratch_baseline_learns_from_labels_and_not_from_shuffled_ones(bake
     bad = scratch_baseline(list(range(SEEDS)), lab.x_train, np.random.default_rng(0).permutation(lab.y_train),
                            lab.x_val, lab.y_val, lab.x_test, lab.y_test)
     assert bad["test_accuracy"].mean() < 0.25, bad
+
+
+# ------------------------------------------------------------------ quality tasks
+@functools.lru_cache(maxsize=None)
+def splits_of(variant: str):
+    return load_splits("digits", variant)
+
+
+def trained_context(bakeoff, model: str, run_dir) -> EvalContext:
+    """An EvalContext on the fixture's trained n = 20 run of `model` (every seed), writing into run_dir."""
+    plan = STUDIES["bakeoff"].plan(StudyOptions(dataset="digits", models=[model], seeds=SEEDS, epochs=EPOCHS,
+                                                out=bakeoff.root))
+    cfg = next(p.cfg for p in plan if not p.cfg.anomaly)
+    state = load_final_state(MODELS[model], cfg.train_config(), SEEDS, bakeoff.root / cfg.name() / "checkpoints")
+    return EvalContext(MODELS[model], cfg, state, run_dir, splits_of, log=lambda m: None)
+
+
+def judged_root(bakeoff, tmp_path):
+    """A results root holding a copy of the fixture's reference classifier (loaded, not trained again)."""
+    root = tmp_path / "digits"
+    shutil.copytree(bakeoff.root / REFERENCE_DIR, root / REFERENCE_DIR)
+    return root
+
+
+def test_the_reference_classifier_is_trained_once_beside_the_results_on_real_images(bakeoff):
+    meta = read_json(bakeoff.root / REFERENCE_DIR / rc.META_FILE)
+    assert meta["dataset"] == "digits" and meta["n_train"] == len(splits_of("full").y_train)
+    assert meta["data_sha256"] == rc.data_hash(splits_of("full"))  # the real training split, nothing generated
+    assert meta["test_accuracy"] > 0.9
+    assert bakeoff.log1.count("[reference classifier] digits: training") == 1
+    for m in RUN_MODELS:
+        for t in ("sample_quality", "interp_quality"):
+            info = read_json(task_path(bakeoff.root / bakeoff.dirs[m]["full"], t))["info"]
+            assert info["reference_test_accuracy"] == pytest.approx(meta["test_accuracy"])
+
+
+def test_sample_quality_records_its_sampler_and_numbers_in_range(bakeoff, summary):
+    """vanilla has no prior: its samples come from the Gaussian fitted to its codes, recorded as such; the VAE
+    samples its prior. Three epochs of training are far from real images: both score a Fréchet distance well
+    above that of real training images, which is recorded beside it."""
+    for m in RUN_MODELS:
+        d = bakeoff.root / bakeoff.dirs[m]["full"]
+        info = read_json(task_path(d, "sample_quality"))["info"]
+        assert info["sampler"] == ("prior" if MODELS[m].can_sample else "gaussian_fit")
+        assert info["n_samples"] == SAMPLES and info["n_test"] == len(splits_of("full").y_test)
+        e = summary[m]
+        assert all(0 <= v <= np.log(10) + 1e-9 for v in e["sample_class_entropy"]["values"])
+        assert all(0.1 <= v <= 1 for v in e["sample_confidence"]["values"])
+        assert all(v > 2 * info["frechet_train_vs_test"] > 0 for v in e["sample_frechet"]["values"])
+        arrays = np.load(d / sample_quality_task.FILE)
+        assert arrays["images"].shape == (SEEDS, sample_quality_task.N_SHOW, 32, 32)
+        assert str(arrays["sampler"]) == info["sampler"]
+        np.testing.assert_array_equal(arrays["class_counts"].sum(1), [SAMPLES] * SEEDS)
+        assert not np.array_equal(arrays["images"][0], arrays["images"][1])  # each seed draws its own
+
+
+def test_sample_quality_judges_exactly_what_the_decoder_returns(bakeoff, tmp_path, monkeypatch):
+    """Known cases through the whole task: a 'decoder' that returns real training images scores the Fréchet
+    distance, entropy and confidence the classifier gives those images directly, and the same distance the
+    task records for real training images; uniform noise scores a distance many times larger."""
+    root = judged_root(bakeoff, tmp_path)
+    ctx = trained_context(bakeoff, "vanilla", root / "vanilla")
+    full = splits_of("full")
+    n = 200
+    real = full.x_train[:n]
+    noise = np.random.default_rng(0).uniform(size=real.shape).astype(np.float32)
+    monkeypatch.setattr(sample_quality_task, "N_SAMPLES", n)
+    monkeypatch.setattr(sample_quality_task, "decode_chunked",
+                        lambda ctx, z, labels, index: (real, noise)[index])
+    out = TASKS["sample_quality"].run(ctx)
+    ref = rc.get_reference_classifier("digits", full, root / REFERENCE_DIR, log=lambda m: None)
+    f, p = ref.features_and_probs(real)
+    m = out.metrics
+    assert m["sample_frechet"][0] == pytest.approx(sq.frechet_distance(f, ref.features(full.x_test)), rel=1e-6)
+    assert m["sample_frechet"][0] == pytest.approx(out.info["frechet_train_vs_test"], rel=1e-9)
+    assert m["sample_class_entropy"][0] == pytest.approx(sq.class_entropy(p), abs=1e-12)
+    assert m["sample_confidence"][0] == pytest.approx(sq.mean_confidence(p), rel=1e-6)
+    assert m["sample_frechet"][1] > 10 * m["sample_frechet"][0]
+    assert set(m) == {"sample_frechet", "sample_class_entropy", "sample_confidence"}
+    arrays = np.load(root / "vanilla" / sample_quality_task.FILE)
+    np.testing.assert_array_equal(arrays["images"][0], real[:sample_quality_task.N_SHOW])
+    np.testing.assert_array_equal(arrays["class_counts"][0], np.bincount(p.argmax(-1), minlength=10))
+
+
+def test_cvae_label_accuracy_is_the_fraction_read_as_the_digit_asked_for(bakeoff, tmp_path, monkeypatch):
+    """A conditional model asks for 0, 1, ..., 9, 0, ... in turn. Seed 0's 'decoder' returns a real image of the
+    digit asked for, seed 1's one of the next digit: the label accuracy is the classifier's accuracy on those
+    images against the labels asked for, high for seed 0 and low for seed 1."""
+    root = judged_root(bakeoff, tmp_path)
+    spec, n = MODELS["cvae"], 100
+    cfg = ExperimentConfig(model="cvae", dataset="digits", seeds=SEEDS, epochs=EPOCHS)
+    tc = cfg.train_config()
+    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_state(spec, tc, run_keys(s)["init"]) for s in range(SEEDS)])
+    ctx = EvalContext(spec, cfg, state, root / "cvae", splits_of, log=lambda m: None)
+    full = splits_of("full")
+    asked = sample_quality_task.sample_labels(n)
+    np.testing.assert_array_equal(asked[:12], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+
+    def images_of(digits):
+        pools = {d: np.flatnonzero(full.y_test == d) for d in range(10)}
+        return full.x_test[[pools[d][j // 10] for j, d in enumerate(digits)]]
+    right, wrong = images_of(asked), images_of((asked + 1) % 10)
+    seen = {}
+
+    def decode(ctx, z, labels, index):
+        seen[index] = labels
+        return (right, wrong)[index]
+    monkeypatch.setattr(sample_quality_task, "N_SAMPLES", n)
+    monkeypatch.setattr(sample_quality_task, "decode_chunked", decode)
+    out = TASKS["sample_quality"].run(ctx)
+    np.testing.assert_array_equal(seen[0], asked)  # the decoder is given the labels asked for
+    ref = rc.get_reference_classifier("digits", full, root / REFERENCE_DIR, log=lambda m: None)
+    acc = out.metrics["cvae_label_accuracy"]
+    assert acc[0] == pytest.approx((ref.probs(right).argmax(-1) == asked).mean())
+    assert acc[1] == pytest.approx((ref.probs(wrong).argmax(-1) == asked).mean())
+    assert acc[0] > 0.8 and acc[1] < 0.2
+    assert out.info["sampler"] == "prior"
+    np.testing.assert_array_equal(np.load(root / "cvae" / sample_quality_task.FILE)["labels"],
+                                  asked[:sample_quality_task.N_SHOW])
+
+
+def test_models_without_a_prior_sample_a_gaussian_fitted_to_each_seeds_training_codes(bakeoff, tmp_path):
+    ctx = trained_context(bakeoff, "vanilla", tmp_path / "vanilla")
+    full = splits_of("full")
+    codes = np.asarray(ctx.evaluate(Data(full.x_train, full.y_train))["z"], np.float64)     # [R, N, n]
+    draws = [np.asarray(sample_quality_task.draw_codes(ctx, i, 20_000, codes[i]), np.float64) for i in range(SEEDS)]
+    for i, z in enumerate(draws):
+        scale = codes[i].std(0).max()
+        np.testing.assert_allclose(z.mean(0), codes[i].mean(0), atol=0.05 * scale)
+        np.testing.assert_allclose(np.cov(z, rowvar=False), np.cov(codes[i], rowvar=False), atol=0.05 * scale ** 2)
+    assert not np.allclose(draws[0].mean(0), draws[1].mean(0), atol=1e-3)  # each seed its own fit
+    again = sample_quality_task.draw_codes(ctx, 0, 10, codes[0])
+    np.testing.assert_array_equal(again, sample_quality_task.draw_codes(ctx, 0, 10, codes[0]))
+
+
+def test_interpolation_pairs_are_the_same_for_every_model_and_seed_and_join_different_digits(bakeoff, summary):
+    y = splits_of("full").y_test
+    want = sq.interpolation_pairs(y, PAIRS, sq.INTERP_PAIR_SEED)
+    np.testing.assert_array_equal(sq.interpolation_pairs(y)[:PAIRS], want)  # the first of the 100 of a full run
+    assert (y[want[:, 0]] != y[want[:, 1]]).all()
+    for m in RUN_MODELS:
+        d = np.load(bakeoff.root / bakeoff.dirs[m]["full"] / interp_quality.FILE)
+        np.testing.assert_array_equal(d["pairs"], want)
+        np.testing.assert_array_equal(d["pair_labels"], y[want])
+        assert d["max_step"].shape == d["confident"].shape == (SEEDS, PAIRS)  # every seed ran every pair
+        np.testing.assert_allclose(d["max_step"].mean(1), summary[m]["interp_max_step"]["values"], rtol=1e-9)
+        np.testing.assert_allclose(d["confident"].mean(1), summary[m]["interp_confident_frac"]["values"], rtol=1e-9)
+        assert all(1 / 129 - 1e-9 <= v for v in summary[m]["interp_max_step"]["values"])
+        assert all(0 <= v <= 1 for v in summary[m]["interp_confident_frac"]["values"])
+
+
+def test_interpolation_quality_measures_the_straight_noise_free_path_of_each_seed(bakeoff):
+    """The VAE's recorded max step of pair 0 for seed 1, recomputed by a plain forward pass: encode the pair,
+    the straight line between the two μ in 130 steps, decode, largest step over the distance of the ends."""
+    d = bakeoff.root / bakeoff.dirs["vae"]["full"]
+    saved = np.load(d / interp_quality.FILE)
+    spec, cfg = MODELS["vae"], TrainConfig(latent_dim=20, epochs=EPOCHS, batch_size=BATCH)
+    state = load_final_state(spec, cfg, SEEDS, d / "checkpoints")
+    v = jax.tree.map(lambda a: a[1], {"params": state.params, "batch_stats": state.batch_stats})
+    model = make_model(spec, cfg)
+    x = splits_of("full").x_test[saved["pairs"][0]]
+    mu = np.asarray(model.apply(v, jnp.asarray(x), method=type(model).encode))[:, :20]
+    w = np.linspace(0, 1, 130)[:, None]
+    path = (1 - w) * mu[0] + w * mu[1]
+    frames = np.asarray(jax.nn.sigmoid(model.apply(v, jnp.asarray(path, jnp.float32), method=type(model).decode)),
+                        np.float64).reshape(130, -1)
+    ratio = np.linalg.norm(np.diff(frames, axis=0), axis=1).max() / np.linalg.norm(frames[-1] - frames[0])
+    assert saved["max_step"][1, 0] == pytest.approx(ratio, rel=1e-3)
+    assert saved["max_step"][0, 0] != pytest.approx(ratio, rel=1e-3)  # seed 0 is another model
+
+
+def test_label_budgets_give_every_model_and_baseline_one_accuracy_per_budget_and_more_labels_help(bakeoff, summary):
+    assert lb.budgets_for("digits", len(splits_of("full").y_train)) == BUDGETS
+    for m in RUN_MODELS:
+        info = read_json(task_path(bakeoff.root / bakeoff.dirs[m]["full"], "label_budget"))["info"]
+        assert info["budgets"] == list(BUDGETS) and info["n_train"] == len(splits_of("full").y_train)
+    for name in (*RUN_MODELS, *BASELINES):
+        e = summary[name]
+        acc = {k: np.asarray(e[f"probe_accuracy_{k}labels"]["values"]) for k in BUDGETS}
+        assert all(len(v) == SEEDS and ((v >= 0) & (v <= 1)).all() for v in acc.values()), name
+        if name != RANDOM_ENCODER:  # a random encoder stays near chance until it gets many labels
+            assert acc[1350].mean() > acc[13].mean() + 0.1, (name, acc)
+    assert summary[SCRATCH]["probe_accuracy_1350labels"]["mean"] > 0.85
+
+
+def test_a_budgets_labelled_images_are_its_class_balanced_subset(bakeoff):
+    """scratch at 135 labels, recomputed on the nested class-balanced subset of the training split: the same
+    accuracies as recorded, and not those of the protocol's labelled split (another 135 images)."""
+    full, lab = splits_of("full"), splits_of("labelled")
+    idx = lb.budget_subsets("digits", full.y_train)[135]
+    assert sorted(np.bincount(full.y_train[idx], minlength=10).tolist()) == [13] * 5 + [14] * 5
+    x, y = full.x_train[idx], full.y_train[idx]
+    again = scratch_baseline(list(range(SEEDS)), x, y, full.x_val, full.y_val, full.x_test, full.y_test)
+    recorded = read_json(task_path(bakeoff.root / SCRATCH, "scratch_budget"))["metrics"]["probe_accuracy_135labels"]
+    np.testing.assert_allclose(again["test_accuracy"], recorded["values"], rtol=1e-6)
+    protocol = read_json(task_path(bakeoff.root / SCRATCH, SCRATCH))["metrics"]["probe_accuracy"]["values"]
+    assert not np.array_equal(np.sort(idx), np.arange(len(lab.y_train)))
+    assert recorded["values"] != protocol
+
+
+# ------------------------------------------------------------------ report: figures and the quality sections
+def test_the_quality_sections_label_the_sampler_and_say_what_each_metric_measures(bakeoff):
+    secs = sections((bakeoff.root / "README.md").read_text())
+    [samples] = [s for t, s in secs.items() if t.startswith("Sample quality")]
+    rows = {r[0]: r[1:] for r in table(samples)}
+    assert rows["metric"][:len(RUN_MODELS)] == list(RUN_MODELS)
+    assert rows["sampler"][:2] == ["Gaussian fit (baseline)", "prior"]  # vanilla, vae
+    assert "**baseline**" in samples and "Gaussian fitted" in samples
+    for metric in ("sample_frechet", "sample_class_entropy", "sample_confidence"):
+        assert f"- `{metric}`: " in samples
+    assert "cvae_label_accuracy" not in samples  # no conditional model ran
+    [interp] = [s for t, s in secs.items() if t.startswith("Interpolation quality")]
+    assert f"{PAIRS} fixed test pairs" in interp
+    assert "- `interp_confident_frac`: " in interp and "- `interp_max_step`: " in interp
+    [budget] = [s for t, s in secs.items() if t.startswith("Label budget")]
+    assert [r[0] for r in table(budget)] == ["metric"] + [f"{k:,} labels" for k in BUDGETS]
+    assert table(budget)[0][1:-1] == list(RUN_MODELS) + list(BASELINES)
+
+
+FIGURES = ("fig_reconstructions", "fig_samples", "fig_interpolations", "fig_latent", "fig_latent_anomaly", "fig_roc",
+           "fig_label_budget")
+
+
+def test_every_comparison_figure_is_drawn_from_arrays_saved_beside_it(bakeoff, summary):
+    readme = (bakeoff.root / "README.md").read_text()
+    assert "grid_" not in readme and not list(bakeoff.root.glob("grid_*"))  # nothing pasted
+    for stem in FIGURES:
+        assert f"]({stem}.png)" in readme, stem
+        assert (bakeoff.root / f"{stem}.npz").is_file(), stem
+    d = np.load(bakeoff.root / "fig_samples.npz")
+    assert d["models"].tolist() == list(RUN_MODELS)
+    np.testing.assert_allclose(d["frechet_mean"], [summary[m]["sample_frechet"]["mean"] for m in RUN_MODELS])
+    assert d["gaussian_fit"].tolist() == [not MODELS[m].can_sample for m in RUN_MODELS]
+    for j, m in enumerate(RUN_MODELS):
+        own = np.load(bakeoff.root / bakeoff.dirs[m]["full"] / sample_quality_task.FILE)["images"]
+        np.testing.assert_array_equal(d["images"][j], own[0])
+    b = np.load(bakeoff.root / "fig_label_budget.npz")
+    assert b["budgets"].tolist() == list(BUDGETS) and b["names"].tolist() == list(RUN_MODELS) + list(BASELINES)
+    for i, n in enumerate(b["names"]):
+        for k, budget in enumerate(BUDGETS):
+            np.testing.assert_allclose(b["values"][i, k], summary[n][f"probe_accuracy_{budget}labels"]["values"])
+    r = np.load(bakeoff.root / "fig_reconstructions.npz")
+    assert r["recon"].shape == (len(RUN_MODELS), 16, 32, 32)
+    np.testing.assert_array_equal(r["x"], splits_of("full").x_test[:16])
+
+
+# ------------------------------------------------------------------ paired or Welch
+def test_a_paired_test_is_chosen_exactly_when_the_columns_are_paired():
+    from scipy import stats
+    a, b = [0.80, 0.82, 0.79, 0.85, 0.81], [0.78, 0.81, 0.77, 0.83, 0.80]  # b is a little below a on every seed
+    s = {"x": {"m": {"values": a}}, "y": {"m": {"values": b}}}
+    test, p = report.compare(s, "x", "y", "m", {"x": ((0, 1, 2, 3, 4), ("0.2.0",)), "y": ((0, 1, 2, 3, 4), ("0.2.0",))})
+    assert test == report.PAIRED_NAME and p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert p < 0.01  # pairing sees the consistent difference ...
+    for pairing in (None, {"x": ("k",), "y": ("other",)}, {"x": None, "y": None}, {"x": ("k",)}):
+        test, p = report.compare(s, "x", "y", "m", pairing)
+        assert test == report.WELCH_NAME and p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        assert p > 0.3  # ... that the seed-to-seed spread hides from Welch
+    # a seed missing on one side leaves that pair out of the paired test
+    s["y"]["m"]["values"] = [None, *b[1:]]
+    test, p = report.compare(s, "x", "y", "m", {"x": "k", "y": "k"})
+    assert p == pytest.approx(stats.ttest_rel(a[1:], b[1:]).pvalue)
+    # no spread on a side (a wall-clock shared by the seeds): no test
+    assert math.isnan(report.paired([1.0, 1.0, 1.0], [2.0, 2.5, 3.0]))
+    with pytest.raises(ValueError, match="one value per seed"):
+        report.paired([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bakeoff, summary, tmp_path):
+    from ae_jax.studies.bakeoff import pairing_keys
+    from ae_jax.studies.driver import PlannedRun, RunResult
+    plan = STUDIES["bakeoff"].plan(StudyOptions(dataset="digits", models=RUN_MODELS, seeds=SEEDS, epochs=EPOCHS,
+                                                out=bakeoff.root))
+    results = [RunResult(p, bakeoff.root / p.cfg.name(), {}, {}) for p in plan]
+    keys = pairing_keys(results, summary)
+    assert keys["vanilla"] == keys["vae"] is not None
+    assert keys[SCRATCH] != keys[RANDOM_ENCODER] and keys[SCRATCH] != keys["vanilla"]
+    # a model whose run was made by another version of the code is not paired with the others
+    other = tmp_path / "vae_old"
+    other.mkdir()
+    cfg = read_json(bakeoff.root / bakeoff.dirs["vae"]["full"] / "config.json")
+    write_json(other / "config.json", {**cfg, "version": "0.0.1"})
+    moved = [RunResult(r.planned, other, {}, {}) if r.run_dir.name == bakeoff.dirs["vae"]["full"] else r
+             for r in results]
+    keys = pairing_keys(moved, summary)
+    assert keys["vanilla"] != keys["vae"]
+    # a model planned with other seeds is not paired either
+    fewer = [RunResult(PlannedRun(dataclasses.replace(r.planned.cfg, seeds=1), r.planned.tasks), r.run_dir, {}, {})
+             if r.planned.cfg.model == "vae" else r for r in results]
+    assert pairing_keys(fewer, summary)["vae"] != pairing_keys(fewer, summary)["vanilla"]
+
+
+# ------------------------------------------------------------------ runs from older code
+def make_legacy(run_dir) -> None:
+    """Turn a finished run folder into what version 0.1 left: one tasks.json (its tasks' metrics), no per-task
+    files, no arrays, no checkpoints, no version in config.json."""
+    metrics = {}
+    for f in sorted((run_dir / "tasks").glob("*.json")):
+        if f.stem in LEGACY_TASKS:
+            metrics.update(read_json(f)["metrics"])
+    shutil.rmtree(run_dir / "tasks")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for f in run_dir.glob("*.npz"):
+        f.unlink()
+    cfg = read_json(run_dir / "config.json")
+    cfg.pop("version", None)
+    cfg.pop("revision", None)
+    write_json(run_dir / "config.json", cfg)
+    write_json(run_dir / "tasks.json", {"seeds": list(range(SEEDS)), "metrics": metrics, "task_time_s": 1.0})
+
+
+def test_runs_from_older_code_are_reported_as_they_are_with_the_new_tasks_not_available(bakeoff, tmp_path):
+    root = tmp_path / "digits"
+    for d in (bakeoff.dirs["vanilla"]["full"], bakeoff.dirs["vanilla"]["anomaly"], SCRATCH, RANDOM_ENCODER):
+        shutil.copytree(bakeoff.root / d, root / d, ignore=shutil.ignore_patterns("*.gif"))
+    for v in ("full", "anomaly"):
+        make_legacy(root / bakeoff.dirs["vanilla"][v])
+    argv = [a if not a.startswith("--models=") else "--models=vanilla" for a in ARGS] + [f"--out={root}"]
+    rc, log = invoke(load_script(), argv)
+    assert rc == 0, log[-3000:]
+    assert not re.search(r"\] (training|task \w+)", log), log  # nothing trained or evaluated again
+    full = bakeoff.dirs["vanilla"]["full"]
+    assert f"[{full}] done by older code" in log
+    assert "not available for it: sample_quality, interp_quality, label_budget" in log
+    assert not (root / full / "tasks").exists() and not (root / REFERENCE_DIR).exists()
+    s = read_json(root / "summary.json")
+    old = read_json(bakeoff.root / "summary.json")["vanilla"]
+    for k in ("test_bce", "probe_accuracy", "knn_accuracy", "anomaly_auc"):
+        assert s["vanilla"][k]["values"] == old[k]["values"], k
+    assert not {k for k in s["vanilla"] if k.startswith(("sample_", "interp_")) or k.endswith("labels")}
+    assert "probe_accuracy_13labels" in s[SCRATCH]  # the baselines have theirs
+    readme = (root / "README.md").read_text()
+    assert "Not available for runs from older code" in readme and "sample_quality, interp_quality, label_budget" in readme
+    assert "From older code" in readme
+    # no run saved arrays: their own PNGs are tiled, and said to be
+    assert "grid_reconstructions.png" in readme and "saved images, not arrays" in readme
+    for link in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", readme):
+        assert (root / link).is_file(), link
 
 
 # ------------------------------------------------------------------ bad input

@@ -1,13 +1,22 @@
 """The bake-off: the nine contestants under one protocol, through the same gauntlet.
 
 Plan: every model at n = 20 on the full split (reconstruction, interpolation,
-samples where the model has a prior, latent structure, the linear probe) and
+samples where the model has a prior, latent structure, the linear probe,
+sample quality, interpolation quality, the probe at every label budget) and
 at n = 2 on the anomaly split (reconstruction, latent structure, anomaly
-detection), plus two baselines for the probe: the encoder trained from
-scratch on the labels (``scratch``), and the random encoder with a trained
-linear head (``random_encoder``, what the original's baseline code ran). Summary: ``{model: {metric:
-{mean, std, values}}}`` with the anomaly run's metrics prefixed "anomaly_".
-Its summary and report go to the results root itself (``results/<dataset>/``).
+detection), plus two baselines for the probe, each also at every label budget:
+the encoder trained from scratch on the labels (``scratch``), and the random
+encoder with a trained linear head (``random_encoder``, what the original's
+baseline code ran). Summary: ``{model: {metric: {mean, std, values}}}`` with
+the anomaly run's metrics prefixed "anomaly_". Its summary, report and
+figures (``bakeoff_figures``) go to the results root itself
+(``results/<dataset>/``).
+
+Best against runner-up: a paired t-test over seeds when both columns are runs
+trained on the same seeds by the same version of the code (a seed fixes the
+minibatch order and the noise draws for every model alike, so seed s of one
+model and seed s of another are a pair); Welch's t-test otherwise (the
+baselines use other key streams than the probe, so they pair with nothing).
 """
 from __future__ import annotations
 
@@ -18,19 +27,24 @@ from typing import Sequence
 
 import jax
 
-from .. import figures
 from ..data import SPLIT_SIZES
-from ..io import atomic_write_text, fmt_mean_std
+from ..io import atomic_write_text, fmt_mean_std, read_json
 from ..models import CONTESTANTS, get_model
+from ..sample_quality import CONFIDENT
+from ..tasks import interp_quality, sample_quality
+from ..tasks.reference import REFERENCE_DIR
 from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
+from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, task_table
+from .report import PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, diverged_note, older_code_note, task_table
 
-FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe")
+QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
+FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
 ANOMALY_TASKS = ("reconstruction", "latent_structure", "anomaly")
 SCRATCH = "scratch"
 RANDOM_ENCODER = "random_encoder"
+BASELINE_TASKS = {SCRATCH: (SCRATCH, "scratch_budget"), RANDOM_ENCODER: (RANDOM_ENCODER, "random_encoder_budget")}
 
 # Published single-run MNIST numbers (PROTOCOL.md).
 PUBLISHED = {
@@ -72,6 +86,57 @@ TABLES = [
      "(the std across seeds is therefore 0)."),
 ]
 
+# (title, [(metric, label, higher is better)], [(metric, one sentence: what it measures and its known limits)])
+QUALITY_TABLES = [
+    ("Sample quality (n = 20, {n_samples} samples per seed, judged by the reference classifier)",
+     [("sample_frechet", "Fréchet distance to the test set", False),
+      ("sample_class_entropy", "entropy of the predicted digits (nats; log 10 = 2.303)", True),
+      ("sample_confidence", "mean top-class probability", True),
+      ("cvae_label_accuracy", "fraction read as the digit asked for", True)],
+     [("sample_frechet", "the distance between Gaussians fitted to the reference classifier's 64 penultimate "
+       "features of the samples and of the real test images, which rewards realism and variety together; it "
+       "sees only means and covariances of one small classifier's features, is biased upwards when either set "
+       "is small (here {n_test} test images), and is comparable only between runs judged by the same "
+       "classifier. Real training images score {fd_real} against the same test set."),
+      ("sample_class_entropy", "how evenly the samples cover the ten digits, from the histogram of the "
+       "classifier's predicted classes; it ignores quality, so noise the classifier reads as random digits "
+       "scores as high as good samples."),
+      ("sample_confidence", "how clearly the samples read as some digit (the mean top-class probability); a "
+       "classifier can be confidently wrong on images unlike its training data, and a model that draws one "
+       "clean digit over and over scores high."),
+      ("cvae_label_accuracy", "for a conditional model, the fraction of samples the classifier reads as the "
+       "digit they were conditioned on; capped by the classifier's own test accuracy ({ref_acc}).")]),
+    ("Interpolation quality (n = 20, {n_pairs} fixed test pairs of different digits, {n_frames} frames each)",
+     [("interp_confident_frac", f"fraction of frames read with confidence ≥ {CONFIDENT}", True),
+      ("interp_max_step", "largest step / distance between the ends", False)],
+     [("interp_confident_frac", f"the fraction of all frames along the paths that the classifier reads as some "
+       f"digit with top-class probability at least {CONFIDENT}, i.e. how much of the path stays among "
+       "digit-like images; a path that jumps abruptly from one digit to the other scores high too, so read it "
+       "beside the step size."),
+      ("interp_max_step", "the largest frame-to-frame pixel change (L2) of a path relative to the distance "
+       "between its decoded end images, mean over pairs: 1/{steps} ≈ {even:.4f} for an evenly paced path, near "
+       "1 for a jump; it measures smoothness in pixel space only, so a path that cross-fades two blurry digits "
+       "scores well.")]),
+]
+QUALITY_PATH_NOTE = (
+    "Paths: the straight line between the two test images' encoder outputs, decoded without sampling noise "
+    "(the VAE family decodes μ, vq quantises every frame); the same pairs for every model and seed. Judge: the "
+    "reference classifier, a small CNN trained once on the real training split (`{ref_dir}/`, test accuracy "
+    "{ref_acc}), never on generated images.")
+SAMPLER_NOTE = (
+    "Sampler: the models with a prior ({priors}) draw codes from it; the models without one ({fits}) decode "
+    "codes drawn from a Gaussian fitted (mean and full covariance) to each seed's own training codes: a "
+    "**baseline**, not a sampler those models were trained for (row 'sampler').")
+BUDGET_NOTE = (
+    "The linear probe (each model's frozen codes) and the two baselines, retrained on {budgets} labelled "
+    "training images: 0.1 %, 1 %, 10 % and 100 % of the {n_train}-image training split, rounded down, keeping "
+    "the budgets that give every digit at least one label{skipped}. Each budget's images are a class-balanced prefix of "
+    "one fixed order of the training split, so the smaller sets are inside the larger ones; everything else is "
+    "the probe's recipe (validation split, keys, early stopping). `probe_accuracy_<k>labels` holds the "
+    "baselines' accuracies too. Limits: one fixed subset per budget, so the spread over seeds leaves out the "
+    "variation from which images are labelled; with few labels, early stopping still reads the full "
+    "validation split.")
+
 ANOMALY_NOTE = (
     "**On the published anomaly AUCs.** The original study scored each test image by the *signed* sum of "
     "(reconstruction − input), so pixels reconstructed too bright and too dark cancel instead of adding up; "
@@ -87,6 +152,9 @@ class Bakeoff(Study):
     name = "bake-off"
     folder = ""
     baselines = (SCRATCH, RANDOM_ENCODER)
+
+    def baseline_tasks(self, name: str) -> tuple[str, ...]:
+        return BASELINE_TASKS.get(name, (name,))
 
     def plan(self, opts: StudyOptions) -> list[PlannedRun]:
         models = list(opts.models) if opts.models else list(CONTESTANTS)
@@ -144,35 +212,132 @@ def published_table(summary: dict) -> str:
     return "\n".join(out)
 
 
-def _grids(root: Path, models: Sequence[str], dirs: dict) -> list[str]:
-    lines = []
-    full = [dirs[m]["full"] for m in models]
-    anom = [dirs[m]["anomaly"] for m in models]
-    specs = [
-        ("reconstructions", "Reconstructions (first 16 test images, first seed)", [(d, "reconstructions.png") for d in full], 1),
-        ("samples", "Samples from the prior",
-         [(dirs[m]["full"], "samples.png") for m in models if get_model(m).can_sample], 2),
-        ("latent", "Latent structure, n = 20 (UMAP)", [(d, "latent.png") for d in full], 3),
-        ("latent_anomaly", "Latent structure, n = 2 (anomaly split, raw)", [(d, "latent.png") for d in anom], 3),
-        ("roc", "Anomaly ROC curves (every seed)", [(d, "roc.png") for d in anom], 3),
-    ]
-    for name, title, items, cols in specs:
-        paths = [root / d / f for d, f in items]
-        if not any(p.exists() for p in paths):
+def pairing_keys(results: Sequence[RunResult], summary: dict) -> dict[str, tuple | None]:
+    """{column: key}: equal keys mark columns whose seeds are paired (see the module docstring).
+
+    A model's key is its seed list and the package versions of its runs
+    (config.json); a model whose runs disagree on the seeds gets None. The
+    baselines draw their own key streams, so each gets a key of its own.
+    """
+    keys: dict[str, tuple | None] = {}
+    for r in results:
+        m = r.planned.cfg.model
+        cfg_path = r.run_dir / "config.json"
+        version = read_json(cfg_path).get("version") if cfg_path.exists() else None
+        seeds = tuple(r.planned.cfg.seed_list)
+        if m in keys and (keys[m] is None or keys[m][0] != seeds):
+            keys[m] = None
             continue
-        out = root / f"grid_{name}.png"
-        figures.compose(paths, [d for d, _ in items], out, cols=cols)
-        lines += [f"### {title}", "", f"![{title}]({out.name})", ""]
-        if name == "samples" and "vq" in models:
-            lines += ["vq samples draw one of 512 learned scalars per latent dimension uniformly; entries that "
-                      "were never nearest to an encoder output get no gradient and stay near their "
-                      "uniform(±1/512) initialisation, near 0. Uniform draws therefore land mostly on codes the decoder "
-                      "never saw in training, and the samples come out blurred or near-identical; the VAE family's "
-                      "KL term is what pulls its codes towards the prior it is sampled from.", ""]
-    gifs = [(m, dirs[m]["full"], f) for m in models for f in ("interpolation.gif", "interpolation_fixed_noise.gif")
+        keys[m] = (seeds, tuple(sorted(set((keys.get(m) or ((), ()))[1]) | {str(version)})))
+    for b in (SCRATCH, RANDOM_ENCODER):
+        if b in summary:
+            keys[b] = ("baseline", b)
+    return keys
+
+
+def _tests_used(table: str) -> str:
+    used = [t for t in (PAIRED_NAME, WELCH_NAME) if f": {t} p = " in table]
+    if used == [PAIRED_NAME]:
+        return ("Best vs runner-up: paired t-test over seeds (both trained on the same seeds by the same code, "
+                "so each seed gives both the same minibatch order and noise draws).")
+    if used == [WELCH_NAME]:
+        return "Best vs runner-up: Welch's t-test (the two columns are not paired by seed)."
+    if used:
+        return ("Best vs runner-up: a paired t-test over seeds between models trained on the same seeds by the same "
+                "code, Welch's t-test where a baseline or an unpaired run is involved; each cell names its test.")
+    return ""
+
+
+def _info(results: Sequence[RunResult], task: str, key: str):
+    """The first value of tasks/<task>.json's info[key] among the runs, or None."""
+    for r in results:
+        v = (r.tasks.get(task) or {}).get("info", {}).get(key)
+        if v is not None:
+            return v
+    return None
+
+
+def _unavailable_note(results: Sequence[RunResult]) -> list[str]:
+    old = [f"{r.run_dir.name} ({', '.join(r.unavailable)})" for r in results if r.unavailable]
+    if not old:
+        return []
+    return ["**Not available for runs from older code.** These runs were finished by an older version whose "
+            "trained parameters are not in the repository, so the tasks added since could not run on them; their "
+            "cells are empty: " + "; ".join(old) + ".", ""]
+
+
+def quality_sections(summary: dict, results: Sequence[RunResult], order: Sequence[str], opts,
+                     pairing: dict) -> list[str]:
+    """The sample-quality, interpolation-quality and label-budget tables with their notes."""
+    lines: list[str] = []
+    ref_acc = _info(results, "sample_quality", "reference_test_accuracy") \
+        or _info(results, "interp_quality", "reference_test_accuracy")
+    fd_real = _info(results, "sample_quality", "frechet_train_vs_test")
+    n_frames = _info(results, "interp_quality", "frames") or interp_quality.N_FRAMES
+    fill = {"n_samples": f"{_info(results, 'sample_quality', 'n_samples') or sample_quality.N_SAMPLES:,}",
+            "n_pairs": _info(results, "interp_quality", "pairs") or interp_quality.N_PAIRS,
+            "n_frames": n_frames, "steps": n_frames - 1, "even": 1 / (n_frames - 1),
+            "ref_acc": _fmt(ref_acc), "fd_real": _fmt(fd_real), "ref_dir": REFERENCE_DIR,
+            "n_test": f"{_info(results, 'sample_quality', 'n_test') or 0:,}"}
+    for title, rows, notes in QUALITY_TABLES:
+        rows = [r for r in rows if any(r[0] in summary.get(m, {}) for m in order)]
+        t = task_table(summary, rows, order, pairing)
+        if not t:
+            continue
+        lines += [f"## {title.format(**fill)}", ""]
+        if rows[0][0].startswith("sample_"):
+            cols = [m for m in order if any(r[0] in summary.get(m, {}) for r in rows)]
+            priors = [m for m in cols if get_model(m).can_sample]
+            fits = [m for m in cols if not get_model(m).can_sample]
+            table = t.splitlines()
+            sampler = "| sampler | " + " | ".join("prior" if m in priors else "Gaussian fit (baseline)"
+                                                  for m in cols) + " | |"
+            t = "\n".join(table[:2] + [sampler] + table[2:])
+            lines += [SAMPLER_NOTE.format(priors=", ".join(priors) or "no model",
+                                          fits=", ".join(fits) or "no model"), ""]
+        else:
+            lines += [QUALITY_PATH_NOTE.format(**fill), ""]
+        lines += [t, ""] + ([_tests_used(t), ""] if _tests_used(t) else [])
+        lines += [f"- `{metric}`: {text.format(**fill)}" for metric, text in notes if any(metric == r[0] for r in rows)]
+        lines += [""]
+    budgets, _ = bf.budget_curves(summary, list(order) + [SCRATCH, RANDOM_ENCODER])
+    if budgets:
+        cols = list(order) + [b for b in (SCRATCH, RANDOM_ENCODER) if b in summary]
+        rows = [(f"probe_accuracy_{b}labels", f"{b:,} labels", True) for b in budgets]
+        t = task_table(summary, rows, cols, pairing)
+        n_train = _info(results, "label_budget", "n_train")
+        if n_train is None:
+            n_train = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][0] \
+                - SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][1]
+        full = (55, 550, 5_500, 55_000)
+        lines += ["## Label budget (test accuracy at every number of labels)", "",
+                  BUDGET_NOTE.format(budgets=", ".join(f"{b:,}" for b in budgets), n_train=f"{n_train:,}",
+                                     skipped=(" (on MNIST's 55,000 training images the same fractions give 55, "
+                                              "550, 5,500 and 55,000 labels)" if tuple(budgets) != full else "")),
+                  "",
+                  t, ""] + ([_tests_used(t), ""] if _tests_used(t) else [])
+    return lines
+
+
+def figure_sections(root: Path, summary: dict, order: Sequence[str], dirs: dict) -> list[str]:
+    lines = bf.fig_reconstructions(root, order, dirs)
+    samples = bf.fig_samples(root, order, dirs, summary)
+    lines += samples
+    if samples and "vq" in order:
+        lines += ["vq samples draw one of 512 learned scalars per latent dimension uniformly; entries that "
+                  "were never nearest to an encoder output get no gradient and stay near their "
+                  "uniform(±1/512) initialisation, near 0. Uniform draws therefore land mostly on codes the decoder "
+                  "never saw in training, and the samples come out blurred or near-identical; the VAE family's "
+                  "KL term is what pulls its codes towards the prior it is sampled from.", ""]
+    lines += bf.fig_interpolations(root, order, dirs, summary)
+    lines += bf.fig_latent(root, order, dirs, "full")
+    lines += bf.fig_latent(root, [m for m in order if "anomaly" in dirs[m]], dirs, "anomaly")
+    lines += bf.fig_roc(root, [m for m in order if "anomaly" in dirs[m]], dirs, summary)
+    lines += bf.fig_label_budget(root, order, [b for b in (SCRATCH, RANDOM_ENCODER) if b in summary], summary)
+    gifs = [(m, dirs[m]["full"], f) for m in order for f in ("interpolation.gif", "interpolation_fixed_noise.gif")
             if (root / dirs[m]["full"] / f).exists()]
     if gifs:
-        lines += ["### Interpolations (first two test images, 130 frames forward and back)", ""]
+        lines += ["### Interpolations as animations (first two test images, 130 frames forward and back)", ""]
         lines += [" · ".join(f"[{m}{' (noise fixed)' if 'fixed' in f else ''}]({d}/{f})" for m, d, f in gifs), ""]
     return lines
 
@@ -195,27 +360,33 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              + (f" Load average when training started: up to {max(loads):.1f} on {os.cpu_count()} cores, so "
                 "wall-clock figures include time shared with other jobs; `benchmarks/` has uncontended figures."
                 if loads and max(loads) > (os.cpu_count() or 1) else ""),
-             "- Best mean in **bold**; the last column is a Welch t-test of the best model against the runner-up "
-             f"over seeds (significant at p < {SIGNIFICANCE}).",
+             "- Best mean in **bold**; the last column tests the best against the runner-up over seeds "
+             f"(significant at p < {SIGNIFICANCE}): a paired t-test where both were trained on the same seeds by "
+             "the same code (a seed gives every model the same minibatch order and noise draws), Welch's t-test "
+             "otherwise (the baselines, and runs of different code versions); each cell names its test and each "
+             "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."] + diverged_note(results) + older_code_note(results)
+    lines += _unavailable_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
+    pairing = pairing_keys(results, summary)
     n_labelled = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][2]
     fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}
     for title, rows, note in TABLES:
         title, note = title.format(**fill), note.format(**fill)
         cols = order + ([b for b in (SCRATCH, RANDOM_ENCODER) if b in summary] if rows[0][0] == "probe_accuracy"
                         else [])
-        t = task_table(summary, rows, cols)
+        t = task_table(summary, rows, cols, pairing)
         if t:
-            lines += [f"## {title}", "", note, "", t, ""]
+            lines += [f"## {title}", "", note, "", t, ""] + ([_tests_used(t), ""] if _tests_used(t) else [])
             if title.startswith("Anomaly"):
                 lines += [ANOMALY_NOTE, ""]
+    lines += quality_sections(summary, results, order, opts, pairing)
     if opts.dataset == "mnist":
         lines += ["## Against the published single-run numbers", "",
                   "The original study ran each model once; a published number inside our mean ± 3 std is "
                   "consistent with our seeds.", "", published_table(summary), ""]
-    lines += ["## Figures", ""] + _grids(root, order, dirs)
+    lines += ["## Figures", ""] + figure_sections(root, summary, order, dirs)
     missing = [m for m in CONTESTANTS if m not in models]
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]

@@ -68,6 +68,7 @@ class RunResult:
     run_dir: Path
     metrics: dict                # metrics.json
     tasks: dict[str, dict]       # task name -> tasks/<task>.json
+    unavailable: tuple[str, ...] = ()  # planned tasks a run from older code has no numbers for
 
     def entry(self) -> dict[str, dict]:
         """{metric: {"mean", "std", "values"}}: metrics.json's numbers, every task's, and the training time."""
@@ -88,6 +89,10 @@ class Study:
     name = ""
     folder = ""  # where summary.json and the report go, under the results root ("" = the root itself)
     baselines: tuple[str, ...] = ()
+
+    def baseline_tasks(self, name: str) -> tuple[str, ...]:
+        """The tasks that make up baseline `name` (their numbers are merged into one summary entry)."""
+        return (name,)
 
     def plan(self, opts: StudyOptions) -> list[PlannedRun]:
         raise NotImplementedError
@@ -123,19 +128,21 @@ def _collect(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult:
 
 # The tasks the single tasks.json of version 0.1 covered. A run finished by that code (its checkpoints are
 # gone) still counts as done for these tasks, so its committed numbers are reported, not retrained; the
-# report names it as a run from older code.
+# report names it as a run from older code. Tasks added since (sample and interpolation quality, label
+# budgets) need the trained parameters: for such a run they are not available, and the report says so.
 LEGACY_TASKS = frozenset({"reconstruction", "interpolation", "samples", "latent_structure", "anomaly", "probe"})
 
 
 def _legacy(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult | None:
     path = run_dir / "tasks.json"
-    if not (path.exists() and (run_dir / "metrics.json").exists()) or not set(tasks) <= LEGACY_TASKS:
+    if not (path.exists() and (run_dir / "metrics.json").exists()) or not set(tasks) & LEGACY_TASKS:
         return None
     old = read_json(path)
     if old.get("seeds") != p.cfg.seed_list:
         return None
     return RunResult(p, run_dir, read_json(run_dir / "metrics.json"),
-                     {"tasks.json": {"metrics": old["metrics"], "seconds": old.get("task_time_s", 0.0)}})
+                     {"tasks.json": {"metrics": old["metrics"], "seconds": old.get("task_time_s", 0.0)}},
+                     tuple(t for t in tasks if t not in LEGACY_TASKS))
 
 
 def applicable_tasks(p: PlannedRun) -> list[str]:
@@ -156,7 +163,8 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         return _collect(p, run_dir, tasks)
     legacy = None if opts.force else _legacy(p, run_dir, tasks)
     if legacy is not None and not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
-        log(f"{tag} done by older code (its tasks.json); reported as it is (--force redoes it)")
+        log(f"{tag} done by older code (its tasks.json); reported as it is (--force redoes it)"
+            + (f"; not available for it: {', '.join(legacy.unavailable)}" if legacy.unavailable else ""))
         return legacy
     if opts.force or not has_metrics:
         log(f"{tag} training")
@@ -186,23 +194,34 @@ def baseline_dir(opts: StudyOptions, name: str) -> Path:
     return opts.root / name
 
 
-def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> dict:
+def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None],
+                    tasks: Sequence[str] | None = None) -> dict:
+    """Run baseline `name`'s tasks (default: the task of that name) where missing, in the folder of that name.
+
+    Returns the first task's file with "metrics" merged from all of them and
+    "tasks": {task: its file}.
+    """
     folder = baseline_dir(opts, name)
     cfg = ExperimentConfig(model=name, dataset=opts.dataset, seeds=opts.seeds, epochs=opts.epochs)
-    if not opts.force and task_done(folder, name, cfg.seed_list):
-        return read_json(task_path(folder, name))
-    with folder_lock(folder):
-        out = run_task(get_task(name), EvalContext(None, cfg, None, folder, splits, log))
-        (folder / "tasks.json").unlink(missing_ok=True)
-    return out
+    files = {}
+    for t in tasks or (name,):
+        if opts.force or not task_done(folder, t, cfg.seed_list):
+            with folder_lock(folder):
+                run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log))
+                (folder / "tasks.json").unlink(missing_ok=True)
+        files[t] = read_json(task_path(folder, t))
+    first = next(iter(files.values()))
+    merged = {k: v for f in files.values() for k, v in f["metrics"].items()}
+    return {**first, "metrics": merged, "tasks": files}
 
 
-def _check_baseline_seeds(name: str, opts: StudyOptions) -> None:
-    path = task_path(baseline_dir(opts, name), name)
+def _check_baseline_seeds(name: str, opts: StudyOptions, tasks: Sequence[str] | None = None) -> None:
     want = list(range(opts.seeds))
-    if path.exists() and read_json(path).get("seeds") != want:
-        raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {want}; "
-                          "pass --force to redo it or --out to write elsewhere")
+    for t in tasks or (name,):
+        path = task_path(baseline_dir(opts, name), t)
+        if path.exists() and read_json(path).get("seeds") != want:
+            raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {want}; "
+                              "pass --force to redo it or --out to write elsewhere")
 
 
 def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = print) -> dict:
@@ -220,11 +239,11 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         for p in plan:
             check_same_config(opts.root / p.cfg.name(), p.cfg, splits(p.cfg.variant))
         for b in study.baselines:
-            _check_baseline_seeds(b, opts)
+            _check_baseline_seeds(b, opts, study.baseline_tasks(b))
     out_dir = opts.root / study.folder
     with folder_lock(out_dir):  # one run of a study per results folder at a time
         results = [ensure_run(p, opts, splits, log) for p in plan]
-        baselines = {b: ensure_baseline(b, opts, splits, log) for b in study.baselines}
+        baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b)) for b in study.baselines}
         summary = study.summarize(results, baselines)
         write_json(out_dir / "summary.json", summary)
         study.report(out_dir, summary, results, opts, session_s=time.perf_counter() - t_start)

@@ -21,48 +21,89 @@ def _fmt(v: float | None, std: float | None = None) -> str:
     return s
 
 
+def _finite(v: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([x for x in v if x is not None and math.isfinite(x)])
+
+
 def welch(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided Welch t-test p-value of a vs b (nan if either has < 2 finite values or no spread)."""
     from scipy import stats
-    a = np.asarray([x for x in a if x is not None and math.isfinite(x)])
-    b = np.asarray([x for x in b if x is not None and math.isfinite(x)])
+    a, b = _finite(a), _finite(b)
     if len(a) < 2 or len(b) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant sample (shared wall-clock)
         return float("nan")
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def paired(a: Sequence[float | None], b: Sequence[float | None]) -> float:
+    """Two-sided paired t-test p-value of a vs b, seed by seed (a[i] and b[i] come from the same seed).
+
+    Seeds where either value is missing or not finite are left out. nan with
+    fewer than 2 pairs, when either sample has no spread (a wall-clock shared
+    by all seeds is one measurement, not several), or when the differences are
+    all equal.
+    """
+    from scipy import stats
+    if len(a) != len(b):
+        raise ValueError(f"a paired test needs one value per seed on both sides, got {len(a)} and {len(b)}")
+    ok = [i for i in range(len(a)) if all(v is not None and math.isfinite(v) for v in (a[i], b[i]))]
+    x, y = np.asarray([a[i] for i in ok], float), np.asarray([b[i] for i in ok], float)
+    if len(ok) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0 or np.ptp(x - y) == 0:
+        return float("nan")
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+PAIRED_NAME, WELCH_NAME = "paired t-test", "Welch"
+
+
+def compare(summary: dict, a: str, b: str, metric: str, pairing: dict | None = None) -> tuple[str, float]:
+    """(test name, p) of a vs b on metric: paired over seeds when pairing[a] == pairing[b] (both given), else Welch.
+
+    ``pairing`` maps each column to a key that is equal for runs that share
+    their seeds' minibatch order and noise draws (e.g. the seed list and the
+    code version); columns absent from it, or with a None key, are unpaired.
+    """
+    va, vb = summary[a][metric]["values"], summary[b][metric]["values"]
+    ka, kb = (pairing or {}).get(a), (pairing or {}).get(b)
+    if ka is not None and ka == kb and len(va) == len(vb):
+        return PAIRED_NAME, paired(va, vb)
+    return WELCH_NAME, welch(va, vb)
+
+
 def ranking(summary: dict, metric: str, higher: bool) -> list[str]:
-    have = [m for m in summary if metric in summary[m] and summary[m][metric]["mean"] is not None]
+    have = [m for m in summary if metric in summary[m] and summary[m][metric]["mean"] is not None
+            and math.isfinite(summary[m][metric]["mean"])]
     return sorted(have, key=lambda m: summary[m][metric]["mean"], reverse=higher)
 
 
-def best_line(summary: dict, metric: str, higher: bool) -> str:
+def best_line(summary: dict, metric: str, higher: bool, pairing: dict | None = None) -> str:
     order = ranking(summary, metric, higher)
     if len(order) < 2:
         return ""
     a, b = order[0], order[1]
-    p = welch(summary[a][metric]["values"], summary[b][metric]["values"])
+    test, p = compare(summary, a, b, metric, pairing)
     if not math.isfinite(p):
         return f"{a} ahead of {b} (no test possible)"
     verdict = "significant" if p < SIGNIFICANCE else "not significant"
-    return f"{a} vs {b}: Welch p = {p:.2g} ({verdict})"
+    return f"{a} vs {b}: {test} p = {p:.2g} ({verdict})"
 
 
-def task_table(summary: dict, rows: list, models: Sequence[str]) -> str:
+def task_table(summary: dict, rows: list, models: Sequence[str], pairing: dict | None = None) -> str:
     cols = [m for m in models if any(r[0] in summary.get(m, {}) for r in rows)]
     if not cols:
         return ""
+    sub = {m: summary[m] for m in cols}  # rank only the table's own columns
     out = ["| metric | " + " | ".join(cols) + " | best vs runner-up |",
            "|---|" + "---|" * (len(cols) + 1)]
     for metric, label, higher in rows:
-        best = ranking(summary, metric, higher)[0] if higher is not None and ranking(summary, metric, higher) else None
+        order = ranking(sub, metric, higher) if higher is not None else []
+        best = order[0] if order else None
         cells = []
         for m in cols:
             e = summary.get(m, {}).get(metric)
             same = e and len(set(e["values"])) == 1  # e.g. a wall-clock shared by all seeds
             c = (_fmt(e["mean"]) if same else _fmt(e["mean"], e["std"])) if e else ""
             cells.append(f"**{c}**" if m == best and c else c)
-        sig = best_line(summary, metric, higher) if higher is not None else ""
+        sig = best_line(sub, metric, higher, pairing) if higher is not None else ""
         out.append(f"| {label} | " + " | ".join(cells) + f" | {sig} |")
     return "\n".join(out)
 

@@ -27,18 +27,22 @@ from .anomaly import Anomaly
 from .arithmetic import Arithmetic
 from .codes_2d import Codes2D
 from .decoded_prior import DecodedPrior
+from .interp_quality import InterpQuality
 from .interpolation import Interpolation
+from .label_budget import LabelBudget, RandomEncoderBudget, ScratchBudget
 from .latent_plane import LatentPlane
 from .latent_structure import LatentStructure
 from .probe import LinearProbe
 from .random_encoder import RandomEncoder
 from .reconstruction import Reconstruction
+from .sample_quality import SampleQuality
 from .samples import Samples
 from .scratch import Scratch
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch(),
-    RandomEncoder(), DecodedPrior(), LatentPlane(), Codes2D(), Arithmetic())}
+    RandomEncoder(), DecodedPrior(), LatentPlane(), Codes2D(), Arithmetic(), SampleQuality(), InterpQuality(),
+    LabelBudget(), ScratchBudget(), RandomEncoderBudget())}
 
 
 def get_task(name: str) -> Task:
@@ -54,8 +58,12 @@ def task_path(run_dir, name: str):
 
 
 def task_done(run_dir, name: str, seeds) -> bool:
+    """Whether the task's file is there for these seeds, with every array file the task saves."""
+    from pathlib import Path
     p = task_path(run_dir, name)
-    return p.exists() and read_json(p).get("seeds") == list(seeds)
+    files = TASKS[name].files if name in TASKS else ()
+    return (p.exists() and read_json(p).get("seeds") == list(seeds)
+            and all((Path(run_dir) / f).exists() for f in files))
 
 
 def run_task(task: Task, ctx: EvalContext) -> dict:
@@ -73,6 +81,8 @@ def run_task(task: Task, ctx: EvalContext) -> dict:
            "seeds": list(ctx.seeds), "diverged_seeds": [s for s, b in zip(ctx.seeds, bad) if b],
            "metrics": metrics, "figures": result.figures, "seconds": time.perf_counter() - t0,
            "version": __version__}
+    if result.info:
+        out["info"] = result.info
     write_json(task_path(ctx.run_dir, task.name), out)
     return out
 

@@ -21,12 +21,14 @@ from ..trainer import ExperimentConfig, TrainConfig, TrainState, evaluate_runs, 
 class TaskResult:
     metrics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> per-seed values [R]
     figures: dict[str, str] = dataclasses.field(default_factory=dict)        # name -> file in the run folder
+    info: dict = dataclasses.field(default_factory=dict)                     # settings and numbers shared by all seeds
 
 
 class Task:
     """One task of the gauntlet. Subclasses set ``name`` and implement ``run``."""
     name = ""
     needs_run = True  # False: a baseline, computed from the data alone
+    files: tuple[str, ...] = ()  # arrays the task saves in the run folder for the studies' figures (*.npz)
 
     def applies(self, spec: ModelSpec) -> bool:
         """Whether the task makes sense for this model (the spec may opt out by name)."""
@@ -127,9 +129,9 @@ class EvalContext:
         return self._apply(lambda m, x, c: m.encode(x, c, train=False), jnp.asarray(x), _cond(self.spec, cond),
                            index=index)
 
-    def bottleneck(self, h, key) -> jax.Array:
+    def bottleneck(self, h, key, index: int | None = None) -> jax.Array:
         """h -> the code z, as training and evaluation form it (samples for the VAE family)."""
-        return self.spec.bottleneck(h, key, self.hps[0], self.one.params).z
+        return self.spec.bottleneck(h, key, self.hps[0], self.state_of(index).params).z
 
     def mean_code(self, h, index: int | None = None) -> np.ndarray:
         """h [B, e] -> the code without its noise [B, n] (the VAE's μ; z itself for a plain autoencoder)."""

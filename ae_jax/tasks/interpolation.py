@@ -11,21 +11,31 @@ from .base import EvalContext, Task, TaskResult
 N_FRAMES = 130
 
 
+def interpolate_h(h_a, h_b, n_frames: int = N_FRAMES) -> jax.Array:
+    """The straight line between encoder outputs: h_a, h_b [..., e] -> [..., n_frames, e].
+
+    Frame k is (1 - w_k) h_a + w_k h_b with w_k = k / (n_frames - 1), so the
+    first frame is h_a and the last h_b.
+    """
+    h_a, h_b = jnp.asarray(h_a)[..., None, :], jnp.asarray(h_b)[..., None, :]   # [..., 1, e]
+    w = jnp.linspace(0.0, 1.0, n_frames).reshape((1,) * (h_a.ndim - 2) + (n_frames, 1))  # [..., T, 1]
+    return (1 - w) * h_a + w * h_b
+
+
 def interpolation_frames(ctx: EvalContext, x_pair: np.ndarray, y_pair: np.ndarray, key,
-                         fixed_noise: bool = False) -> np.ndarray:
+                         fixed_noise: bool = False, index: int | None = None) -> np.ndarray:
     """Interpolate the encoder outputs h of two images (130 weights in [0, 1]), bottleneck, decode.
 
     A stochastic bottleneck draws fresh noise per frame, or one draw for every
     frame when fixed_noise (which removes the frame-to-frame jitter). A
     conditional model decodes every frame with the first image's label.
-    Returns [130, 32, 32].
+    ``index`` picks the seed (default: the figure seed). Returns [130, 32, 32].
     """
-    h = ctx.encode_h(x_pair, y_pair)                               # [2, e]
-    w = jnp.linspace(0.0, 1.0, N_FRAMES)[:, None]
-    hs = (1 - w) * h[0][None] + w * h[1][None]                     # [130, e]
+    h = ctx.encode_h(x_pair, y_pair, index=index)                   # [2, e]
+    hs = interpolate_h(h[0], h[1])                                 # [130, e]
     keys = jnp.broadcast_to(key, (N_FRAMES,)) if fixed_noise else jax.random.split(key, N_FRAMES)
-    z = jax.vmap(lambda hh, k: ctx.bottleneck(hh[None], k)[0])(hs, keys)
-    return ctx.decode(z, np.full(N_FRAMES, y_pair[0]))
+    z = jax.vmap(lambda hh, k: ctx.bottleneck(hh[None], k, index=index)[0])(hs, keys)
+    return ctx.decode(z, np.full(N_FRAMES, y_pair[0]), index=index)
 
 
 class Interpolation(Task):

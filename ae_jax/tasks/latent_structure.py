@@ -1,4 +1,9 @@
-"""Latent structure: the test-set codes in 2-D (UMAP when n > 2), scored by how well they separate the digits."""
+"""Latent structure: the test-set codes in 2-D (UMAP when n > 2), scored by how well they separate the digits.
+
+Arrays of the figure seed (``latent.npz``): "emb" [N, 2], the test set's 2-D
+embedding; "labels" [N]; "seed"; "umap" (True when the codes were embedded
+with UMAP, False when they are the raw n = 2 codes).
+"""
 from __future__ import annotations
 
 import time
@@ -8,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .. import figures
+from ..io import write_npz
 from .base import EvalContext, Task, TaskResult
 
 _UMAP_WARM = False
@@ -49,6 +55,7 @@ def structure_scores(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict
 class LatentStructure(Task):
     """Per seed: 5-fold 5-NN accuracy and silhouette of the 2-D embedding; the first seed's scatter."""
     name = "latent_structure"
+    files = ("latent.npz",)
 
     def run(self, ctx: EvalContext) -> TaskResult:
         seeds, z, y = ctx.seeds, ctx.test["z"], ctx.data.y_test
@@ -63,6 +70,7 @@ class LatentStructure(Task):
             for k, v in structure_scores(emb, y, sd).items():
                 metrics[k].append(v)
             if i == ctx.fig:
+                write_npz(ctx.run_dir / "latent.npz", emb=emb, labels=y, seed=sd, umap=ctx.cfg.latent > 2)
                 how = "UMAP of" if ctx.cfg.latent > 2 else "raw"
                 figures.latent_scatter(emb, y, ctx.run_dir / "latent.png",
                                        f"{ctx.cfg.model} ({ctx.cfg.variant}): {how} n = {ctx.cfg.latent} codes, seed {sd}")

@@ -21,6 +21,7 @@ N_SHOW = 16
 class Reconstruction(Task):
     """Mean over the test set of each image's error summed over its pixels; the first 16 test images redrawn."""
     name = "reconstruction"
+    files = ("reconstructions.npz",)
 
     def run(self, ctx: EvalContext) -> TaskResult:
         ctx.log("    reconstructing the test set")
