@@ -29,7 +29,7 @@ from ..models.gaussian import moments
 from ..trainer import ExperimentConfig
 from ..trainer.run import SNAPSHOTS_FILE, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, ranking, task_table, welch
+from .report import SIGNIFICANCE, _fmt, claim_verdict, diverged_note, older_code_note, ranking, task_table, welch
 
 MODELS = ("vanilla", "vae", "cvae")
 N_BIG, N_PLANE = 20, 2
@@ -384,17 +384,6 @@ def _cmp(summary, a, b, metric) -> tuple[bool | None, str]:
                                                                f"{_ms(summary, b, metric)} ({ptxt})")
 
 
-def _verdict(parts: list[bool | None]) -> str:
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return "not testable (runs missing)"
-    if all(parts):
-        return "**confirmed**"
-    if not any(parts):
-        return "**refuted**"
-    return "**partly confirmed**"
-
-
 def _all_at_least(e: dict | None, bound: float) -> bool | None:
     vals = [v for v in (e or {}).get("values", []) if v is not None and math.isfinite(v)]
     return all(v >= bound for v in vals) if vals else None
@@ -429,7 +418,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
     rows.append(("3", "1 and 7 are the easiest digits to reconstruct, 2 and 8 the hardest",
                  "; ".join(texts) + " (mean per-class test MSE, n = 20; the claim holds when {1, 7} are the two "
                  "lowest and {2, 8} the two highest)" if texts else "not run",
-                 _verdict([all(easy), all(hard)] if texts else [])))
+                 claim_verdict([all(easy), all(hard)] if texts else [])))
     # 4: samples from N(0, I)
     a_off, a_txt = _cmp(summary, ae, vae, "prior_offdata_fraction")
     classes = _get(summary, vae, "prior_classes")
@@ -443,7 +432,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  f"images: {_ms(summary, cvae, 'pixel_knn_test_accuracy')}). Rule: AE significantly more off the "
                  "data than the VAE; ≥ 8 digits among the VAE's; CVAE labelled as asked ≥ 0.8 × the labeller's "
                  "accuracy on real images. Legibility is also to be judged from `prior_samples.png`.",
-                 _verdict([a_off, v_ok, c_ok])))
+                 claim_verdict([a_off, v_ok, c_ok])))
     # 5: latent plane
     p_off, p_txt = _cmp(summary, ae2, vae2, "plane_offdata_fraction")
     pc = _get(summary, vae2, "plane_classes")
@@ -453,7 +442,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  f"{_ms(summary, vae2, 'plane_classes')}; CVAE planes showing their label: "
                  f"{_ms(summary, cvae2, 'plane_label_accuracy')}. Rule: AE significantly more off the data; all 10 "
                  "digits on the VAE's plane in every seed. Blending and style: from `latent_plane.png`.",
-                 _verdict([p_off, _all_at_least(pc, NUM_CLASSES)])))
+                 claim_verdict([p_off, _all_at_least(pc, NUM_CLASSES)])))
     # 6: PCA / t-SNE
     order_sil = [k for k in ranking({k: summary[k] for k in (ae, vae, cvae) if k in summary}, "code_silhouette", True)]
     order_ks = [k for k in ranking({k: summary[k] for k in (ae, vae, cvae) if k in summary}, "code_gauss_ks", False)]
@@ -469,7 +458,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  f"AE {_ms(summary, ae, 'code_gauss_ks')}, VAE {_ms(summary, vae, 'code_gauss_ks')}, "
                  f"CVAE {_ms(summary, cvae, 'code_gauss_ks')}. Rule: AE has the highest silhouette, CVAE the lowest "
                  "KS distance (`codes_2d.png`).",
-                 _verdict([sil_ok, ks_ok])))
+                 claim_verdict([sil_ok, ks_ok])))
     # 7: dynamics
     r_ok, r_txt = _cmp(summary, b0, b1, "snap_rms_mu")
     k0, k1 = _get(summary, b0, "snap_knn_accuracy"), _get(summary, b1, "snap_knn_accuracy")
@@ -481,7 +470,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  f"accuracy from μ: β = 1 {_ms(summary, b1, 'snap_knn_accuracy')}, β = 0 "
                  f"{_ms(summary, b0, 'snap_knn_accuracy')} (chance 0.1). Rule: β = 0 codes significantly further out; "
                  "5-NN accuracy above 0.5 for both (`dynamics.gif`).",
-                 _verdict([r_ok, clusters])))
+                 claim_verdict([r_ok, clusters])))
     # 8: arithmetic
     g_ae, g_vae = _get(summary, ae, "arith_ink_gain"), _get(summary, vae, "arith_ink_gain")
     carries = None
@@ -493,7 +482,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  f"{_ms(summary, ae, 'arith_ink_gain')}, VAE {_ms(summary, vae, 'arith_ink_gain')}; decodes at "
                  f"w = ±2 off the data, AE vs VAE: {m_txt}. Rule: positive gain for both; AE significantly more "
                  "off the data than the VAE (`arithmetic.png`).",
-                 _verdict([carries, m_ok])))
+                 claim_verdict([carries, m_ok])))
     rows.append(("9", "a single-layer linear autoencoder spans the same subspace as PCA",
                  "this study trains no linear (activation-free) autoencoder; ae_jax's shallow model has a ReLU",
                  "not tested here"))

@@ -54,7 +54,7 @@ from ..models import NUM_CLASSES, get_model
 from ..trainer import ExperimentConfig
 from ..trainer.run import FIXED_WIDTH_LATENT, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, welch
+from .report import SIGNIFICANCE, _fmt, claim_verdict, diverged_note, older_code_note, welch
 
 MODELS = ("vanilla", "vae")
 LATENT_DIMS = (2, 5, 10, 20, 50, 100)
@@ -203,17 +203,6 @@ def _step(summary: dict, key: str, a: int, b: int, metric: str) -> tuple[str, fl
 
 def _p(p: float) -> str:
     return f"Welch p = {p:.2g}" if math.isfinite(p) else "no test possible"
-
-
-def _verdict(parts: list[bool | None]) -> str:
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return "not testable (runs missing)"
-    if all(parts):
-        return "**confirmed**"
-    if not any(parts):
-        return "**refuted**"
-    return "**partly confirmed**"
 
 
 # --------------------------------------------------------------------------- the claims

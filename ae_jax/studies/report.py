@@ -129,3 +129,15 @@ def diverged_note(results) -> list[str]:
     if not bad:
         return ["- Diverged seeds: none.", ""]
     return [f"- Diverged seeds ({len(bad)}), left out of every mean, std and test: " + ", ".join(bad) + ".", ""]
+
+
+def claim_verdict(parts: list[bool | None]) -> str:
+    """A claim's verdict from the checks its rule makes (None: a check the runs could not make)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return "not testable (runs missing)"
+    if all(parts):
+        return "**confirmed**"
+    if not any(parts):
+        return "**refuted**"
+    return "**partly confirmed**"
