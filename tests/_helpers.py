@@ -105,3 +105,17 @@ def bce_numpy(logits, x):
 def mse_numpy(logits, x):
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
     return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
+
+
+def invoke_script(path, argv) -> tuple[int, str]:
+    """Run an experiments/ script's main(argv) in this process: (exit status, what it printed)."""
+    import contextlib
+    import importlib.util
+    import io
+    spec = importlib.util.spec_from_file_location(Path(path).stem + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = module.main(argv)
+    return rc, out.getvalue()

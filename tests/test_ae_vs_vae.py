@@ -13,10 +13,7 @@ saved arrays alone. Bad input: one line, exit 2, nothing written.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
-import io
 import shutil
 import subprocess
 import sys
@@ -27,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, assert_one_line_error, subprocess_env
+from _helpers import REPO, assert_one_line_error, invoke_script, subprocess_env
 from ae_jax.data import train_data, val_data
 from ae_jax.io import read_json
 from ae_jax.models import get_model
@@ -151,13 +148,7 @@ FIGURES = ("reconstructions", "prior_samples", "cvae_samples", "latent_plane", "
 
 
 def _invoke(argv) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location("ae_vs_vae_script", STUDY_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = module.main(argv)
-    return rc, out.getvalue()
+    return invoke_script(STUDY_PY, argv)
 
 
 @pytest.fixture(scope="module")

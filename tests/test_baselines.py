@@ -6,7 +6,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from ae_jax.tasks import probe, scratch
 from ae_jax.tasks import random_encoder as baselines

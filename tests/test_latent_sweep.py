@@ -9,16 +9,13 @@ summaries whose verdict is known; bad flags give one line and exit 2.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO
+from _helpers import REPO, invoke_script
 from ae_jax.io import read_json
 from ae_jax.studies import STUDIES, StudyOptions, driver
 from ae_jax.studies.ae_vs_vae import AeVsVae
@@ -34,13 +31,7 @@ FIGURES = ("error_vs_latent", "per_class", "reconstructions")
 
 
 def _invoke(argv) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location("latent_sweep_script", STUDY_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = module.main(argv)
-    return rc, out.getvalue()
+    return invoke_script(STUDY_PY, argv)
 
 
 def _mtimes(root):

@@ -54,7 +54,7 @@ from ..models import NUM_CLASSES, get_model
 from ..trainer import ExperimentConfig
 from ..trainer.run import FIXED_WIDTH_LATENT, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, claim_verdict, diverged_note, older_code_note, welch
+from .report import SIGNIFICANCE, _fmt, diverged_note, older_code_note, welch
 
 MODELS = ("vanilla", "vae")
 LATENT_DIMS = (2, 5, 10, 20, 50, 100)
