@@ -25,6 +25,7 @@ from ..io import aggregate, read_json, write_json
 from .base import EvalContext, Task, TaskResult
 from .anomaly import Anomaly
 from .arithmetic import Arithmetic
+from .code_units import CodeUnits
 from .codes_2d import Codes2D
 from .decoded_prior import DecodedPrior
 from .interp_quality import InterpQuality
@@ -42,7 +43,7 @@ from .scratch import Scratch
 TASKS: dict[str, Task] = {t.name: t for t in (
     Reconstruction(), Interpolation(), Samples(), LatentStructure(), Anomaly(), LinearProbe(), Scratch(),
     RandomEncoder(), DecodedPrior(), LatentPlane(), Codes2D(), Arithmetic(), SampleQuality(), InterpQuality(),
-    LabelBudget(), ScratchBudget(), RandomEncoderBudget())}
+    LabelBudget(), ScratchBudget(), RandomEncoderBudget(), CodeUnits())}
 
 
 def get_task(name: str) -> Task:
