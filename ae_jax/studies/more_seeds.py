@@ -138,9 +138,9 @@ def place_text(p: dict, higher: bool) -> str:
     """One sentence on where a published number falls among the seeds."""
     s, pub = p["seeds"], p["published"]
     word = "better" if higher else "lower"
-    if p["better"] == 0 and p["worse"] == s:
+    if p["better"] == s:
         where = f"worse than all {s} seeds"
-    elif p["worse"] == 0 and p["better"] == s:
+    elif p["worse"] == s:
         where = f"better than all {s} seeds"
     else:
         where = f"{p['better']} of {s} seeds are better ({word} is better), {p['worse']} worse"
@@ -323,7 +323,7 @@ def conclusions(summary: dict) -> list[str]:
                 verdict = (f"falls inside our {s} seeds' range ({_fmt(p['min'])} to {_fmt(p['max'])}), so one run "
                            "of this model can give it: an unlucky (or lucky) seed, not a different model")
             else:
-                side = "worse" if (p["better"] == 0) else "better"
+                side = "worse" if p["better"] == s else "better"
                 verdict = (f"is {side} than every one of our {s} seeds ({_fmt(p['min'])} to {_fmt(p['max'])}, "
                            f"{abs(p['z']):.1f} std away): seed variation alone does not explain it under this protocol")
             out.append(f"- {m}, {label}: the published {p['published']:g} {verdict}.")
