@@ -91,7 +91,7 @@ def _fake_result(model, metrics: dict[str, list[float]]):
                      {"t": {"metrics": {k: aggregate(np.asarray(v)) for k, v in metrics.items()}}})
 
 
-def test_summary_places_the_published_mnist_numbers_and_says_so():
+def test_summary_places_the_published_mnist_numbers_and_says_so(tmp_path):
     bce = list(np.linspace(95.0, 115.0, 20))
     dead = list(np.round(np.linspace(0, 6, 20)))
     shallow = _fake_result("shallow", {"test_bce": bce, "probe_accuracy": list(np.linspace(0.4, 0.6, 20)),
@@ -108,6 +108,14 @@ def test_summary_places_the_published_mnist_numbers_and_says_so():
     from ae_jax.studies.more_seeds import place_text
     assert "worse than all 20 seeds" in place_text(p["test_bce"], higher=False)
     assert "better than all 20 seeds" in place_text(placement(np.asarray(bce), 90.0, higher=False), higher=False)
+    # the bake-off's report (one folder up) quotes the placements once more_seeds has run beside it
+    from ae_jax.io import write_json
+    from ae_jax.studies.bakeoff import more_seeds_lines
+    assert more_seeds_lines(tmp_path) == []
+    write_json(tmp_path / "more_seeds" / "summary.json", summary)
+    lines = "\n".join(more_seeds_lines(tmp_path))
+    assert "shallow, test BCE: published 123.2: worse than all 20 seeds" in lines
+    assert "shallow, probe accuracy: published 0.4511" in lines
 
 
 def test_study_writes_report_figure_and_runs(study):

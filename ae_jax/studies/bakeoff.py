@@ -385,12 +385,27 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
     if opts.dataset == "mnist":
         lines += ["## Against the published single-run numbers", "",
                   "The original study ran each model once; a published number inside our mean ± 3 std is "
-                  "consistent with our seeds.", "", published_table(summary), ""]
+                  "consistent with our seeds.", "", published_table(summary), ""] + more_seeds_lines(root)
     lines += ["## Figures", ""] + figure_sections(root, summary, order, dirs)
     missing = [m for m in CONTESTANTS if m not in models]
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     atomic_write_text(root / "README.md", "\n".join(lines))
+
+
+def more_seeds_lines(root: Path) -> list[str]:
+    """Where the published numbers rank among more seeds, when experiments/more_seeds.py has run beside this study."""
+    from .more_seeds import FOLDER, METRICS, place_text
+    path = root / FOLDER / "summary.json"
+    if not path.exists():
+        return []
+    placed = read_json(path)["analysis"]
+    out = [f"- {m}, {label}: published {place_text(p, higher)}" for m, a in placed.items()
+           for metric, label, higher in METRICS for p in [a["published"].get(metric)] if p and p.get("seeds")]
+    if not out:
+        return []
+    return [f"With more seeds (`{FOLDER}/`: each model trained again with its own, larger set of seeds; details and "
+            "dead code units there):", ""] + out + [""]
 
 
 SUMMARY_COLUMNS = ("test_bce", "probe_accuracy", "knn_accuracy", "anomaly_auc", "train_time_s")
