@@ -119,3 +119,16 @@ def invoke_script(path, argv) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         rc = module.main(argv)
     return rc, out.getvalue()
+
+
+def invoke_without_training(path, argv) -> tuple[int, str]:
+    """invoke_script, with any attempt of the study driver to train a run failing the test."""
+    import pytest
+    from ae_jax.studies import driver
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "run_experiment", no_training)
+        return invoke_script(path, argv)

@@ -14,6 +14,7 @@ saved arrays alone. Bad input: one line, exit 2, nothing written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import subprocess
 import sys
@@ -147,8 +148,7 @@ FIGURES = ("reconstructions", "prior_samples", "cvae_samples", "latent_plane", "
            "style_transfer")
 
 
-def _invoke(argv) -> tuple[int, str]:
-    return invoke_script(STUDY_PY, argv)
+_invoke = functools.partial(invoke_script, STUDY_PY)
 
 
 @pytest.fixture(scope="module")

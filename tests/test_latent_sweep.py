@@ -9,13 +9,14 @@ summaries whose verdict is known; bad flags give one line and exit 2.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, invoke_script
+from _helpers import REPO, invoke_script, invoke_without_training
 from ae_jax.io import read_json
 from ae_jax.studies import STUDIES, StudyOptions, driver
 from ae_jax.studies.ae_vs_vae import AeVsVae
@@ -30,8 +31,7 @@ RUNS = {"vanilla_n2_e2_mse", "vanilla_e2_mse", "vanilla_n2_e2_mse_w20", "vae_n2_
 FIGURES = ("error_vs_latent", "per_class", "reconstructions")
 
 
-def _invoke(argv) -> tuple[int, str]:
-    return invoke_script(STUDY_PY, argv)
+_invoke = functools.partial(invoke_script, STUDY_PY)
 
 
 def _mtimes(root):
@@ -62,12 +62,7 @@ def sweep(tmp_path_factory):
     folder = root / "latent_sweep"
     summary1, mtimes1 = read_json(folder / "summary.json"), _mtimes(root)
 
-    def no_training(*a, **k):
-        raise AssertionError("a finished run was trained again")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(driver, "run_experiment", no_training)
-        rc2, log2 = _invoke(argv)
+    rc2, log2 = invoke_without_training(STUDY_PY, argv)
     assert rc2 == 0, log2[-3000:]
     return types.SimpleNamespace(root=root, folder=folder, log0=log0, log1=log1, log2=log2, summary1=summary1,
                                  summary2=read_json(folder / "summary.json"), mtimes0=mtimes0, mtimes1=mtimes1,

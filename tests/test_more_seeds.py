@@ -7,16 +7,16 @@ seeds where the answer is known; bad flags fail in one line.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
 import pytest
 
-from _helpers import REPO, invoke_script
+from _helpers import REPO, invoke_script, invoke_without_training
 from ae_jax.data import train_data
 from ae_jax.io import aggregate, read_json
 from ae_jax.models import get_model
-from ae_jax.studies import driver
 from ae_jax.studies.driver import PlannedRun, RunResult
 from ae_jax.studies.more_seeds import MoreSeeds, conclusions, placement, relation
 from ae_jax.tasks import EvalContext
@@ -27,8 +27,7 @@ STUDY_PY = REPO / "experiments" / "more_seeds.py"
 SEEDS, EPOCHS = 3, 2
 
 
-def _invoke(argv):
-    return invoke_script(STUDY_PY, argv)
+_invoke = functools.partial(invoke_script, STUDY_PY)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +38,7 @@ def study(tmp_path_factory):
     assert rc == 0, log[-3000:]
     first = read_json(out / "summary.json")
 
-    def no_training(*a, **k):
-        raise AssertionError("a finished run was trained again")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(driver, "run_experiment", no_training)
-        rc2, log2 = _invoke(argv)
+    rc2, log2 = invoke_without_training(STUDY_PY, argv)
     assert rc2 == 0, log2[-3000:]
     return types.SimpleNamespace(out=out, summary=first, again=read_json(out / "summary.json"), log=log)
 
