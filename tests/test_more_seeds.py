@@ -99,6 +99,9 @@ def test_summary_places_the_published_mnist_numbers_and_says_so(tmp_path):
     text = "\n".join(conclusions(summary))
     assert "worse than every one of our 20 seeds" in text and "falls inside our 20 seeds' range" in text
     assert "dead per seed" in text and "exactly its dead ones" in text
+    # the fitted line BCE = a + b * dead units, solved for the published 123.2: beyond our largest count of 6
+    k = (123.2 - rel["intercept"]) / rel["slope"]
+    assert k > 6 and f"corresponds to about {k:.1f} dead units, more than any of our seeds (0 to 6)." in text
     from ae_jax.studies.more_seeds import place_text
     assert "worse than all 20 seeds" in place_text(p["test_bce"], higher=False)
     assert "better than all 20 seeds" in place_text(placement(np.asarray(bce), 90.0, higher=False), higher=False)

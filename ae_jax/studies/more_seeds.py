@@ -86,10 +86,11 @@ def relation(x: np.ndarray, y: np.ndarray) -> dict:
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"seeds": int(len(x)), "spearman": None, "p": None, "slope": None}
+        return {"seeds": int(len(x)), "spearman": None, "p": None, "slope": None, "intercept": None}
     r = stats.spearmanr(x, y)
+    slope, intercept = np.polyfit(x, y, 1)
     return {"seeds": int(len(x)), "spearman": float(r.statistic), "p": float(r.pvalue),
-            "slope": float(np.polyfit(x, y, 1)[0])}
+            "slope": float(slope), "intercept": float(intercept)}
 
 
 class MoreSeeds(Study):
@@ -310,6 +311,17 @@ def _relation_cell(r: dict) -> str:
     return f"ρ = {r['spearman']:+.2f} ({_p(r['p'])}), {r['slope']:+.3g}/unit"
 
 
+def _on_the_line(r: dict, p: dict | None, counts: dict, what: str) -> str:
+    """Where a published number lands on the least-squares line of the metric against a unit count."""
+    if not p or not p.get("seeds") or not r.get("slope"):
+        return ""
+    k = (p["published"] - r["intercept"]) / r["slope"]
+    v = [x for x in counts["values"] if x is not None]
+    beyond = " more than" if k > max(v) else (" fewer than" if k < min(v) else "")
+    return (f" On that line the published {p['published']:g} corresponds to about {k:.1f} {what},{beyond} "
+            f"{'any of ' if beyond else 'within the range of '}our seeds ({min(v):.0f} to {max(v):.0f}).")
+
+
 def conclusions(summary: dict) -> list[str]:
     """A sentence per published number, and one per model on its code units."""
     out = []
@@ -334,7 +346,8 @@ def conclusions(summary: dict) -> list[str]:
             tie = (f"Spearman ρ = {r['spearman']:+.2f} ({_p(r['p'])}) with test BCE, about {r['slope']:+.3g} BCE "
                    "per dead unit" if r.get("spearman") is not None
                    else "the count is the same in every seed, so it cannot explain differences between seeds")
-            out.append(f"- {m}: {_units(d)} of its code units are dead per seed; {tie}.")
+            out.append(f"- {m}: {_units(d)} of its code units are dead per seed; {tie}."
+                       + _on_the_line(r, a["published"].get("test_bce"), d, "dead units"))
         elif d and d["mean"] is not None:
             out.append(f"- {m}: no dead code units in any seed.")
         u = e.get("inactive_units")
