@@ -138,7 +138,7 @@ class MoreSeeds(Study):
 def place_text(p: dict, higher: bool) -> str:
     """One sentence on where a published number falls among the seeds."""
     s, pub = p["seeds"], p["published"]
-    word = "better" if higher else "lower"
+    word = "higher" if higher else "lower"
     if p["better"] == s:
         where = f"worse than all {s} seeds"
     elif p["worse"] == s:
@@ -169,9 +169,9 @@ def bakeoff_check(root: Path, models: dict) -> list[str]:
     if not lines:
         return []
     return ["## The first seeds against the bake-off", "",
-            "Seeds 0, 1, … are the bake-off's seeds: same data order, initial weights and noise. Only the number of "
-            "seeds in the program differs, so any difference is the arithmetic of a wider batch of runs "
-            "(`../summary.json`).", "",
+            "Seeds 0, 1, … are the bake-off's seeds: same data order, initial weights and noise (`../summary.json`). "
+            "A difference comes from the number of seeds in one program (the rounding of a wider batch of runs) "
+            "and, where the bake-off's run was trained by an older version of ae_jax, from the code.", "",
             "| model | metric | seeds compared | bake-off mean | same seeds here | largest difference per seed |",
             "|---|---|---|---|---|---|"] + lines + [""]
 
@@ -206,7 +206,8 @@ def fig_seeds(out: Path, summary: dict, dataset: str) -> str:
         ax.scatter(values(e, unit), values(e, metric), s=18, color="C2")
         ax.set_xlabel(dict(UNITS)[unit] + " (per seed)")
         ax.set_ylabel(dict((mt, lb) for mt, lb, _ in METRICS)[metric])
-        ax.set_title(f"{m}: {dict(UNITS)[unit]} against {metric}", fontsize=9)
+        ax.set_title(f"{m}: {dict(UNITS)[unit]} against {dict((mt, lb) for mt, lb, _ in METRICS)[metric]}",
+                     fontsize=9)
     legend = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -233,7 +234,11 @@ def write_report(out: Path, summary: dict, results: list[RunResult], opts: Study
              f"- Models: {', '.join(models)}; seeds 0-{opts.seeds - 1}; epochs: {opts.epochs}; BCE, n = 20, "
              "BatchNorm, Adam 1e-3, batch 256, as the bake-off.",
              f"- Machine: {platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} device(s); "
-             f"training devices recorded: {', '.join(devices) or 'n/a'}. This invocation took {session_s:.0f} s.",
+             f"training devices recorded: {', '.join(devices) or 'n/a'}. Compute: "
+             + ", ".join(f"{r.planned.cfg.model} {r.metrics['timing'].get('train_time_s', 0):.0f} s"
+                         for r in results)
+             + f" of training and compiling (all seeds of a model in one program); this invocation took "
+               f"{session_s:.0f} s.",
              "- Runs: `<model>/` here (a folder holds one set of seeds, so the 20-seed runs do not share the "
              "bake-off's 5-seed folders). Per-seed values: `summary.json`; the figure's arrays: `seeds.npz`."]
     lines += diverged_note(results) + older_code_note(results)
@@ -337,7 +342,8 @@ def conclusions(summary: dict) -> list[str]:
             else:
                 side = "worse" if p["better"] == s else "better"
                 verdict = (f"is {side} than every one of our {s} seeds ({_fmt(p['min'])} to {_fmt(p['max'])}, "
-                           f"{abs(p['z']):.1f} std away): seed variation alone does not explain it under this protocol")
+                           f"{abs(p['z']):.1f} std away): under this protocol a seed gives it less often than once "
+                           f"in {s}, if at all")
             out.append(f"- {m}, {label}: the published {p['published']:g} {verdict}.")
         e = summary["models"][m]
         d = e.get("dead_units")
