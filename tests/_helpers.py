@@ -132,3 +132,14 @@ def invoke_without_training(path, argv) -> tuple[int, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(driver, "run_experiment", no_training)
         return invoke_script(path, argv)
+
+
+def assert_script_refuses(path, argv, out, capsys, fragment: str) -> None:
+    """A study script given bad input (with --out=out): exit 2, one stderr line naming fragment, nothing at out."""
+    import pytest
+    with pytest.raises(SystemExit) as exc:
+        invoke_script(path, [*argv, f"--out={out}"])
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not Path(out).exists()

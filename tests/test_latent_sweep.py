@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, invoke_script, invoke_without_training
+from _helpers import REPO, assert_script_refuses, invoke_script, invoke_without_training
 from ae_jax.io import read_json
 from ae_jax.studies import STUDIES, StudyOptions, driver
 from ae_jax.studies.ae_vs_vae import AeVsVae
@@ -225,9 +225,4 @@ def test_sweep_refuses_bad_input_in_one_line_writing_nothing(tmp_path, capsys, a
     argv = [a.format(tmp=tmp_path) for a in args]
     if not any(a.startswith("--dataset") for a in argv):
         argv.append("--dataset=digits")
-    with pytest.raises(SystemExit) as exc:
-        _invoke([*argv, f"--out={out}"])
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], lines
-    assert not out.exists()
+    assert_script_refuses(STUDY_PY, argv, out, capsys, fragment)

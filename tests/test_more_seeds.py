@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from _helpers import REPO, invoke_script, invoke_without_training
+from _helpers import REPO, assert_script_refuses, invoke_script, invoke_without_training
 from ae_jax.data import train_data
 from ae_jax.io import aggregate, read_json
 from ae_jax.models import get_model
@@ -164,12 +164,7 @@ def test_dead_units_match_an_encoding_of_the_training_set(study, digits):
 def test_more_seeds_refuses_bad_input_in_one_line_writing_nothing(tmp_path, capsys, args, fragment):
     out = tmp_path / "more_seeds"
     argv = [*args] + ([] if any(a.startswith("--dataset") for a in args) else ["--dataset=digits"])
-    with pytest.raises(SystemExit) as exc:
-        _invoke([*argv, f"--out={out}"])
-    assert exc.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], lines
-    assert not out.exists()
+    assert_script_refuses(STUDY_PY, argv, out, capsys, fragment)
 
 
 def test_default_root_is_beside_the_bakeoff():
