@@ -107,3 +107,50 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
              f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}")
+
+
+# ----------------------------------------------------------------------------- the study scripts
+DATA_DIR_HELP = "folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)"
+
+
+def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str] | None = None,
+                 models_help: str = "", out_help: str = "results root (default results/<dataset>)",
+                 force_help: str = "retrain and re-evaluate every run of the study") -> ArgParser:
+    """The flags every study script takes: --dataset, --seeds, --epochs, (--models), --data-dir, --out, --force."""
+    from .data import DATASETS
+    p = ArgParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--seeds", type=int, default=seeds)
+    p.add_argument("--epochs", type=int, default=60)
+    if models is not None:
+        p.add_argument("--models", type=name_list, default=list(models),
+                       help=models_help or f"comma list of registered models (default {','.join(models)})")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--force", action="store_true", help=force_help)
+    return p
+
+
+def check_study_args(args, min_seeds: int = 1, seeds_why: str = "", min_epochs: int = 1, epochs_why: str = "") -> None:
+    """One-line errors (exit 2) for the shared flags: dataset, models, seeds and epochs."""
+    from .models import MODELS
+    check_dataset(args.dataset)
+    if hasattr(args, "models"):
+        bad = [m for m in args.models if m not in MODELS]
+        if bad or not args.models:
+            fail(f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}" if bad else "--models is empty")
+    if args.seeds < min_seeds:
+        fail(f"--seeds must be at least {min_seeds}{seeds_why}, got {args.seeds}")
+    if args.epochs < min_epochs:
+        fail(f"--epochs must be at least {min_epochs}{epochs_why}, got {args.epochs}")
+
+
+def run_study_script(name: str, opts, kept: str = "finished runs and checkpoints are kept") -> int:
+    """Run study `name` with opts: bad input and Ctrl-C answered as every script answers them (``guarded``)."""
+    from .studies import STUDIES, run_study
+
+    def body() -> int:
+        run_study(STUDIES[name], opts)
+        return 0
+
+    return guarded(body, f"{kept}; rerun the same command to go on")

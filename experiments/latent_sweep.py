@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded, name_list  # noqa: E402
+from ae_jax.cli import check_study_args, fail, name_list, recorded_command, run_study_script, study_parser  # noqa: E402,E501
 
 
 def int_list(text: str) -> list[int]:
@@ -32,16 +32,13 @@ def int_list(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    from ae_jax.data import DATASETS
     from ae_jax.losses import RECON_LOSSES
-    from ae_jax.models import MODELS
+    from ae_jax.models import get_model
     from ae_jax.studies.latent_sweep import LATENT_DIMS, LOSS, MODELS as SWEEP_MODELS, WIDTHS
-    p = ArgParser(prog="latent_sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--models", type=name_list, default=list(SWEEP_MODELS),
-                   help=f"comma list of registered models (default {','.join(SWEEP_MODELS)})")
+    p = study_parser("latent_sweep.py", __doc__, models=list(SWEEP_MODELS),
+                     out_help="results root (default results/<dataset>); the study writes into its latent_sweep/ "
+                              "folder, the runs beside it",
+                     force_help="retrain and re-evaluate every run of the sweep")
     p.add_argument("--latent-dims", type=int_list, default=list(LATENT_DIMS),
                    help=f"comma list of latent sizes (default {','.join(map(str, LATENT_DIMS))})")
     p.add_argument("--loss", default=LOSS, help=f"reconstruction loss trained with: {', '.join(RECON_LOSSES)} "
@@ -49,17 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--widths", type=name_list, default=list(WIDTHS),
                    help="comma list of width settings: protocol (the protocol's hidden widths for each n), fixed "
                         "(the n = 20 widths at every n); default both")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)")
-    p.add_argument("--out", default=None, help="results root (default results/<dataset>); the study writes into "
-                                                "its latent_sweep/ folder, the runs beside it")
-    p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run of the sweep")
     args = p.parse_args(argv)
-    from ae_jax.models import get_model
-    from ae_jax.studies import STUDIES, StudyOptions, run_study
-    check_dataset(args.dataset)
-    bad = [m for m in args.models if m not in MODELS]
-    if bad or not args.models:
-        fail(f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}" if bad else "--models is empty")
+    check_study_args(args)
     if not args.latent_dims:
         fail("--latent-dims is empty; give sizes like 2,5,10,20")
     small = [n for n in args.latent_dims if n < 1]
@@ -75,20 +63,12 @@ def main(argv=None) -> int:
     bad = [w for w in args.widths if w not in WIDTHS]
     if bad or not args.widths:
         fail(f"--widths must be a comma list of {', '.join(WIDTHS)}, got {bad[0]!r}" if bad else "--widths is empty")
-    if args.seeds < 1:
-        fail(f"--seeds must be at least 1, got {args.seeds}")
-    if args.epochs < 1:
-        fail(f"--epochs must be at least 1, got {args.epochs}")
-    command = recorded_command("latent_sweep.py", argv)
+    from ae_jax.studies import StudyOptions
     opts = StudyOptions(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
-                        data_dir=args.data_dir, out=args.out, force=args.force, command=command,
+                        data_dir=args.data_dir, out=args.out, force=args.force,
+                        command=recorded_command("latent_sweep.py", argv),
                         latent_dims=args.latent_dims, loss=args.loss, widths=args.widths)
-
-    def body() -> int:
-        run_study(STUDIES["latent_sweep"], opts)
-        return 0
-
-    return guarded(body, "finished runs and checkpoints are kept; rerun the same command to go on")
+    return run_study_script("latent_sweep", opts)
 
 
 if __name__ == "__main__":

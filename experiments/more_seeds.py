@@ -12,47 +12,26 @@ dead ReLU units to its error. Finished runs are reused; --force redoes them.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded, name_list  # noqa: E402
+from ae_jax.cli import check_study_args, recorded_command, run_study_script, study_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from ae_jax.data import DATASETS
-    from ae_jax.models import MODELS
     from ae_jax.studies.more_seeds import MODELS as OUTLIERS, SEEDS, default_root
-    p = ArgParser(prog="more_seeds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--seeds", type=int, default=SEEDS)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--models", type=name_list, default=list(OUTLIERS),
-                   help=f"comma list of registered models (default {','.join(OUTLIERS)})")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)")
-    p.add_argument("--out", default=None, help="where the runs and the report go (default results/<dataset>/more_seeds)")
-    p.add_argument("--force", action="store_true", help="retrain and re-evaluate every run")
+    p = study_parser("more_seeds.py", __doc__, seeds=SEEDS, models=list(OUTLIERS),
+                     out_help="where the runs and the report go (default results/<dataset>/more_seeds)",
+                     force_help="retrain and re-evaluate every run")
     args = p.parse_args(argv)
-    from ae_jax.studies import STUDIES, StudyOptions, run_study
-    check_dataset(args.dataset)
-    bad = [m for m in args.models if m not in MODELS]
-    if bad or not args.models:
-        fail(f"unknown model {bad[0]!r}; choose from {', '.join(MODELS)}" if bad else "--models is empty")
-    if args.seeds < 2:
-        fail(f"--seeds must be at least 2 (a distribution needs several), got {args.seeds}")
-    if args.epochs < 1:
-        fail(f"--epochs must be at least 1, got {args.epochs}")
+    check_study_args(args, min_seeds=2, seeds_why=" (a distribution needs several)")
+    from ae_jax.studies import StudyOptions
     opts = StudyOptions(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
                         data_dir=args.data_dir, out=args.out or default_root(args.dataset), force=args.force,
                         command=recorded_command("more_seeds.py", argv))
-
-    def body() -> int:
-        run_study(STUDIES["more_seeds"], opts)
-        return 0
-
-    return guarded(body, "finished runs and checkpoints are kept; rerun the same command to go on")
+    return run_study_script("more_seeds", opts)
 
 
 if __name__ == "__main__":
