@@ -19,15 +19,25 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def _number_list(text: str, kind, what: str) -> list:
+    """argparse type: a non-empty comma list of `kind` (int or float)."""
+    try:
+        vals = [kind(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        vals = []
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {what}, got {text!r}")
+    return vals
+
+
 def int_list(text: str) -> list[int]:
     """argparse type: a comma list of integers."""
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}")
-    return vals
+    return _number_list(text, int, "integers")
+
+
+def float_list(text: str) -> list[float]:
+    """argparse type: a comma list of numbers."""
+    return _number_list(text, float, "numbers")
 
 
 def command_text(argv=None) -> str:

@@ -56,7 +56,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import busy, command_text, environment, int_list, train_timed, write_json  # noqa: E402
+from common import busy, command_text, environment, float_list, int_list, train_timed, write_json  # noqa: E402
 from ae_jax.cli import ArgParser, check_dataset, fail, guarded  # noqa: E402
 
 MODEL = "beta_vae"
@@ -67,16 +67,6 @@ BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 DEFAULT_COUNTS = [1, 2, 4, 8, 16, 32, 64]
 DEFAULT_FIT_GIB = [8.0, 16.0, 80.0]  # a TPU v2 core, a T4 or V100, an H100
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_count.json")
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}")
-    return vals
 
 
 def parse(argv=None):
