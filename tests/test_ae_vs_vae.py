@@ -257,3 +257,35 @@ def test_same_model_note_states_the_measured_agreement():
     assert "at most 1.0e-02 relatively" in same_model_note(s, "a", "b")
     s["b"]["test_mse"]["values"] = [float("nan"), 20.0]  # a diverged seed: no figure is claimed
     assert "relatively" not in same_model_note(s, "a", "b")
+
+
+def test_study_report_pairs_its_runs_by_seed(study):
+    """Every run of the study shares its seeds and code version: the tables and claims use the paired t-test."""
+    text = (study.folder / "README.md").read_text()
+    assert "paired t-test p = " in text and "Welch p = " not in text
+
+
+def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(tmp_path):
+    """A pair key is a run's seed list and code version (the β groups share their run's); _cmp then gives scipy's
+    paired p-value, and Welch's when the keys differ."""
+    from scipy import stats
+    from ae_jax.io import write_json
+    from ae_jax.studies.ae_vs_vae import _cmp, pairing_keys
+
+    def run(name, seeds, version, betas=None):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", {"version": version})
+        cfg = types.SimpleNamespace(seed_list=seeds, betas=betas, model="vae", latent=2)
+        return types.SimpleNamespace(run_dir=tmp_path / name, planned=types.SimpleNamespace(cfg=cfg))
+
+    keys = pairing_keys({"vanilla_n2": run("a", [0, 1, 2], "1"), "vae_n2": run("b", [0, 1, 2], "1"),
+                         "cvae_n2": run("c", [0, 1, 2], "0.9"), "betas": run("d", [0, 1, 2], "1", [0.0, 1.0])})
+    assert keys["vanilla_n2"] == keys["vae_n2"] == keys["vae_beta0_n2"] == keys["vae_beta1_n2"] != keys["cvae_n2"]
+    a, b, c = [0.50, 0.61, 0.40], [0.30, 0.42, 0.19], [0.30, 0.42, 0.19]
+    s = {k: {"m": {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}}
+         for k, v in (("vanilla_n2", a), ("vae_n2", b), ("cvae_n2", c))}
+    above, said = _cmp(s, "vanilla_n2", "vae_n2", "m", keys)
+    p = stats.ttest_rel(a, b).pvalue
+    assert f"paired t-test p = {p:.2g}" in said and above == (p < 0.05)
+    above, said = _cmp(s, "vanilla_n2", "cvae_n2", "m", keys)
+    assert f"Welch p = {stats.ttest_ind(a, c, equal_var=False).pvalue:.2g}" in said

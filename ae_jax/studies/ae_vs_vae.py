@@ -29,7 +29,8 @@ from ..models.gaussian import moments
 from ..trainer import ExperimentConfig
 from ..trainer.run import SNAPSHOTS_FILE, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, claim_verdict, diverged_note, older_code_note, ranking, task_table, welch
+from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, claim_verdict, compare, diverged_note,
+                     older_code_note, p_text, ranking, run_pair_key, task_table)
 
 MODELS = ("vanilla", "vae", "cvae")
 N_BIG, N_PLANE = 20, 2
@@ -372,16 +373,29 @@ def _ms(summary, key, metric) -> str:
     return _fmt(e["mean"], e["std"]) if e else "n/a"
 
 
-def _cmp(summary, a, b, metric) -> tuple[bool | None, str]:
-    """Is a's mean above b's, significantly (Welch)? (verdict or None when not computable, text)."""
+def _cmp(summary, a, b, metric, pairing: dict | None = None) -> tuple[bool | None, str]:
+    """Is a's mean above b's, significantly? (verdict or None when not computable, text naming the test).
+
+    Paired over seeds when ``pairing`` gives a and b the same key, else Welch (``report.compare``).
+    """
     ea, eb = _get(summary, a, metric), _get(summary, b, metric)
     if not ea or not eb:
         return None, "not run"
-    p = welch(ea["values"], eb["values"])
+    test, p = compare(summary, a, b, metric, pairing)
     above = ea["mean"] > eb["mean"]
-    ptxt = f"Welch p = {p:.2g}" if math.isfinite(p) else "no test possible"
     return (above and math.isfinite(p) and p < SIGNIFICANCE), (f"{_ms(summary, a, metric)} vs "
-                                                               f"{_ms(summary, b, metric)} ({ptxt})")
+                                                               f"{_ms(summary, b, metric)} ({p_text(test, p)})")
+
+
+def pairing_keys(runs: dict) -> dict[str, tuple]:
+    """{summary key: pair key} of every column (the β groups share their run's key), for ``report.compare``."""
+    keys = {}
+    for k, r in runs.items():
+        if k == "betas":
+            keys.update({run_key(r.planned.cfg, b): run_pair_key(r) for b in r.planned.cfg.betas})
+        else:
+            keys[k] = run_pair_key(r)
+    return keys
 
 
 def _all_at_least(e: dict | None, bound: float) -> bool | None:
@@ -397,8 +411,11 @@ def digit_ranking(summary: dict, key: str) -> list[int] | None:
     return [int(d) for d in np.argsort(means, kind="stable")]
 
 
-def claims(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(#, claim, what our numbers say, verdict) for claims 1-9 of docs/studies.md part A."""
+def claims(summary: dict, pairing: dict | None = None) -> list[tuple[str, str, str, str]]:
+    """(#, claim, what our numbers say, verdict) for claims 1-9 of docs/studies.md part A.
+
+    Two-sided comparisons are paired over seeds between columns that ``pairing`` pairs, Welch otherwise.
+    """
     ae, vae, cvae = (f"{m}_n{N_BIG}" for m in MODELS)
     ae2, vae2, cvae2 = (f"{m}_n{N_PLANE}" for m in MODELS)
     b0, b1 = f"vae_beta0_n{N_PLANE}", f"vae_beta1_n{N_PLANE}"
@@ -420,7 +437,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  "lowest and {2, 8} the two highest)" if texts else "not run",
                  claim_verdict([all(easy), all(hard)] if texts else [])))
     # 4: samples from N(0, I)
-    a_off, a_txt = _cmp(summary, ae, vae, "prior_offdata_fraction")
+    a_off, a_txt = _cmp(summary, ae, vae, "prior_offdata_fraction", pairing)
     classes = _get(summary, vae, "prior_classes")
     acc, ref = _get(summary, cvae, "prior_label_accuracy"), _get(summary, cvae, "pixel_knn_test_accuracy")
     v_ok = classes["mean"] >= 8 if classes else None
@@ -434,7 +451,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  "accuracy on real images. Legibility is also to be judged from `prior_samples.png`.",
                  claim_verdict([a_off, v_ok, c_ok])))
     # 5: latent plane
-    p_off, p_txt = _cmp(summary, ae2, vae2, "plane_offdata_fraction")
+    p_off, p_txt = _cmp(summary, ae2, vae2, "plane_offdata_fraction", pairing)
     pc = _get(summary, vae2, "plane_classes")
     rows.append(("5", "n = 2 plane decoded: AE has holes and garbage; VAE shows every digit around (0, 0), "
                       "neighbours blending; CVAE with a fixed label: the plane encodes style",
@@ -460,7 +477,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
                  "KS distance (`codes_2d.png`).",
                  claim_verdict([sil_ok, ks_ok])))
     # 7: dynamics
-    r_ok, r_txt = _cmp(summary, b0, b1, "snap_rms_mu")
+    r_ok, r_txt = _cmp(summary, b0, b1, "snap_rms_mu", pairing)
     k0, k1 = _get(summary, b0, "snap_knn_accuracy"), _get(summary, b1, "snap_knn_accuracy")
     clusters = (k0["mean"] > 0.5 and k1["mean"] > 0.5) if k0 and k1 else None
     rows.append(("7", "the KL term draws the n = 2 codes into a round region about the origin; clusters appear "
@@ -476,7 +493,7 @@ def claims(summary: dict) -> list[tuple[str, str, str, str]]:
     carries = None
     if g_ae and g_vae:
         carries = g_ae["mean"] > 0 and g_vae["mean"] > 0
-    m_ok, m_txt = _cmp(summary, ae, vae, "arith_offdata_fraction")
+    m_ok, m_txt = _cmp(summary, ae, vae, "arith_offdata_fraction", pairing)
     rows.append(("8", "an attribute vector carries over; the VAE keeps the result on the data manifold",
                  f"ink added per unit of the thickness vector, as a fraction of the thick-thin ink gap: AE "
                  f"{_ms(summary, ae, 'arith_ink_gain')}, VAE {_ms(summary, vae, 'arith_ink_gain')}; decodes at "
@@ -568,6 +585,7 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
         if f:
             made.append(f)
     results = list(runs.values())
+    pairing = pairing_keys(runs)
     devices = sorted({device_text(r.metrics["device"]) for r in results})
     n20 = [f"{m}_n{N_BIG}" for m in MODELS]
     n2 = [f"{m}_n{N_PLANE}" for m in MODELS] + [f"vae_beta{b:g}_n{N_PLANE}" for b in BETAS]
@@ -584,25 +602,26 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              f"- Runs: {', '.join(f'`{r.run_dir.name}`' for r in results)}. The β = 0 / β = 1 pair trains in one "
              "program and keeps the codes of the first 1000 test images after every epoch (`snapshots.npz`).",
              f"- This invocation took {session_s:.0f} s (runs finished earlier were reused).",
-             f"- Best mean in **bold**; the last column tests the best against the runner-up with Welch's "
-             f"(unpaired) t-test over seeds, significant at p < {SIGNIFICANCE}. Runs of different models share "
-             "seeds, hence data order, but not initial weights (the networks differ), so the seeds are not "
-             "treated as pairs.",
+             f"- Best mean in **bold**; the last column tests the best against the runner-up, significant at "
+             f"p < {SIGNIFICANCE}. Each cell and claim names its test: a {PAIRED_NAME} over seeds between runs "
+             "trained on the same seeds by the same code (a seed fixes the minibatch order and the noise draws for "
+             f"every model alike, so seed s of one run and seed s of another are a pair), {WELCH_NAME}'s t-test "
+             "otherwise.",
              "- \"Off the data\", \"digits among\" and \"showing the label\" judge decoded images by their nearest "
              "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
              "reconstructions (`ae_jax/tasks/pixels.py`).",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
     lines += diverged_note(results) + older_code_note(results)
-    t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20)
+    t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20, pairing)
     if t:
         lines += ["## n = 20", "", t, ""]
-    t = task_table({k: summary[k] for k in n2 if k in summary}, N2_ROWS, n2)
+    t = task_table({k: summary[k] for k in n2 if k in summary}, N2_ROWS, n2, pairing)
     if t:
         lines += ["## n = 2", "", same_model_note(summary, "vae_n2", "vae_beta1_n2"), "", t, ""]
     lines += ["## Test MSE per digit", "", per_class_table(summary, n20 + n2), ""]
     lines += ["## The claims of docs/studies.md part A", "",
               "| # | claim | what our runs say | verdict |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(summary)]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(summary, pairing)]
     lines += ["", "## Figures", ""]
     for f, title, note in FIGURES:
         if f in made:

@@ -37,7 +37,8 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, diverged_note, older_code_note, task_table
+from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, diverged_note, older_code_note, run_pair_key,
+                     task_table)
 
 QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
@@ -222,13 +223,11 @@ def pairing_keys(results: Sequence[RunResult], summary: dict) -> dict[str, tuple
     keys: dict[str, tuple | None] = {}
     for r in results:
         m = r.planned.cfg.model
-        cfg_path = r.run_dir / "config.json"
-        version = read_json(cfg_path).get("version") if cfg_path.exists() else None
-        seeds = tuple(r.planned.cfg.seed_list)
+        seeds, version = run_pair_key(r)
         if m in keys and (keys[m] is None or keys[m][0] != seeds):
             keys[m] = None
             continue
-        keys[m] = (seeds, tuple(sorted(set((keys.get(m) or ((), ()))[1]) | {str(version)})))
+        keys[m] = (seeds, tuple(sorted(set((keys.get(m) or ((), ()))[1]) | {version})))
     for b in (SCRATCH, RANDOM_ENCODER):
         if b in summary:
             keys[b] = ("baseline", b)

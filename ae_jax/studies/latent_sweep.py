@@ -589,7 +589,9 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
              f"- Machine: {platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} device(s); "
              f"training devices recorded: {', '.join(devices) or 'n/a'}. This invocation took {session_s:.0f} s.",
              f"- Welch's (unpaired) t-test over seeds, significant at p < {SIGNIFICANCE}. Runs of different n share "
-             "seeds, hence data order, but not initial weights, so the seeds are not treated as pairs.",
+             "seeds and so the minibatch order, but n changes the shape of every draw next to the code (the "
+             "initial weights of those layers, a VAE's noise), so a seed's draws are not the same across sizes and "
+             "the seeds are not treated as pairs: the unpaired test is the cautious one here.",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
     lines += diverged_note(results) + older_code_note(results)
     lines += ["## Hidden widths", "",

@@ -55,6 +55,24 @@ def paired(a: Sequence[float | None], b: Sequence[float | None]) -> float:
 PAIRED_NAME, WELCH_NAME = "paired t-test", "Welch"
 
 
+def run_pair_key(run) -> tuple:
+    """What makes the seeds of two runs pairs: the run's seed list and the version of the code that trained it.
+
+    A seed fixes the minibatch order and the noise draws of every model alike,
+    so seed s of one run and seed s of another, trained by the same code, are
+    a pair (``compare``).
+    """
+    from ..io import read_json
+    cfg_path = run.run_dir / "config.json"
+    version = read_json(cfg_path).get("version") if cfg_path.exists() else None
+    return tuple(run.planned.cfg.seed_list), str(version)
+
+
+def p_text(test: str, p: float) -> str:
+    """"<test> p = 0.012", or "no test possible"."""
+    return f"{test} p = {p:.2g}" if math.isfinite(p) else "no test possible"
+
+
 def compare(summary: dict, a: str, b: str, metric: str, pairing: dict | None = None) -> tuple[str, float]:
     """(test name, p) of a vs b on metric: paired over seeds when pairing[a] == pairing[b] (both given), else Welch.
 
