@@ -30,7 +30,7 @@ from ..data import Data
 from .base import EvalContext, Task, TaskResult
 from .probe import linear_probe
 from .random_encoder import random_encoder_baseline
-from .scratch import scratch_baseline
+from .scratch import LabelledBaseline, scratch_baseline
 
 
 def budget_metric(k: int) -> str:
@@ -71,13 +71,8 @@ class LabelBudget(Task):
         return TaskResult(metrics, {}, _info(subsets, len(full.y_train)))
 
 
-class BudgetBaseline(Task):
-    """A labelled-data baseline (no autoencoder) at every label budget."""
-    needs_run = False
-    what = ""
-
-    def baseline(self, seeds, *data) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+class BudgetBaseline(LabelledBaseline):
+    """A labelled-data baseline (no autoencoder) at every label budget instead of the labelled split."""
 
     def run(self, ctx: EvalContext) -> TaskResult:
         full = ctx.splits("full")

@@ -26,41 +26,68 @@ class ScratchClassifier(nn.Module):
         return TorchDense(10, name="head")(h)
 
 
-def scratch_baseline_one(key, x_tr, y_tr, x_val, y_val, x_te, y_te, latent_dim: int = 20):
-    """Encoder + linear layer on the labelled images alone; same optimiser and stopping as the probe.
+def classifier_program(key, x_tr, y_tr, latent_dim: int = 20, head_only: bool = False):
+    """(model, initial carry, train_epoch) of a labelled baseline, for one key.
 
-    BatchNorm needs whole batches, so the last partial batch of each shuffled
-    epoch is dropped (it differs every epoch).
+    carry = (params {"enc", "head"}, batch_stats, Adam state);
+    train_epoch(carry, epoch) -> carry runs one shuffled epoch of Adam steps
+    with BatchNorm in training mode. ``head_only``: the optimiser holds only
+    the linear layer's parameters, so the encoder keeps its random initial
+    weights (``random_encoder``); otherwise every parameter learns
+    (``scratch``). BatchNorm needs whole batches, so the last partial batch
+    of each shuffled epoch is dropped (it differs every epoch).
     """
     model = ScratchClassifier(latent_dim)
     k_init, k_run = jax.random.split(key)
     v = model.init(k_init, x_tr[:2], train=False)
     opt = optax.adam(PROBE_LR)
     batch = min(PROBE_BATCH, x_tr.shape[0])
+    trained = (lambda p: p["head"]) if head_only else (lambda p: p)
+    whole = (lambda p, t: {"enc": p["enc"], "head": t}) if head_only else (lambda p, t: t)
 
-    def predict(vs, x):
-        return model.apply(vs, x, train=False)
-
-    def epoch_fn(carry, e):
+    def train_epoch(carry, e):
         params, bstats, o = carry
         idx, mask = _batches(jax.random.fold_in(k_run, e), x_tr.shape[0], batch, drop_last=True)
 
         def step(c, inp):
             p, bs, o = c
             bi, m = inp
-            def loss_fn(p):
-                logits, upd = model.apply({"params": p, "batch_stats": bs}, x_tr[bi], train=True,
+
+            def loss_fn(t):  # parameters outside t are constants here: no gradient reaches them
+                logits, upd = model.apply({"params": whole(p, t), "batch_stats": bs}, x_tr[bi], train=True,
                                           mutable=["batch_stats"])
                 return _xent(logits, y_tr[bi], m), upd["batch_stats"]
-            g, bs = jax.grad(loss_fn, has_aux=True)(p)
+            g, bs = jax.grad(loss_fn, has_aux=True)(trained(p))
             u, o = opt.update(g, o)
-            return (optax.apply_updates(p, u), bs, o), None
+            return (whole(p, optax.apply_updates(trained(p), u)), bs, o), None
         (params, bstats, o), _ = jax.lax.scan(step, (params, bstats, o), (idx, mask))
-        vs = {"params": params, "batch_stats": bstats}
-        return (params, bstats, o), (_accuracy(predict(vs, x_val), y_val), _accuracy(predict(vs, x_te), y_te))
+        return params, bstats, o
 
-    init = (v["params"], v["batch_stats"], opt.init(v["params"]))
+    return model, (v["params"], v["batch_stats"], opt.init(trained(v["params"]))), train_epoch
+
+
+def classifier_baseline_one(key, x_tr, y_tr, x_val, y_val, x_te, y_te, latent_dim: int = 20,
+                            head_only: bool = False) -> dict:
+    """A labelled baseline for one key, with the probe's optimiser and stopping rule.
+
+    x_*: [N, 32, 32], y_*: [N] int. Returns {"val_accuracy", "test_accuracy",
+    "best_epoch"} (scalars): the test accuracy of the best validation epoch,
+    evaluated with BatchNorm's running statistics.
+    """
+    model, init, train_epoch = classifier_program(key, x_tr, y_tr, latent_dim, head_only)
+
+    def epoch_fn(carry, e):
+        carry = train_epoch(carry, e)
+        vs = {"params": carry[0], "batch_stats": carry[1]}
+        predict = lambda x: model.apply(vs, x, train=False)  # noqa: E731
+        return carry, (_accuracy(predict(x_val), y_val), _accuracy(predict(x_te), y_te))
+
     return _early_stopping_scan(epoch_fn, init, PROBE_EPOCHS, PROBE_PATIENCE)
+
+
+def scratch_baseline_one(key, x_tr, y_tr, x_val, y_val, x_te, y_te, latent_dim: int = 20) -> dict:
+    """Encoder + linear layer, every parameter trained, on the labelled images alone."""
+    return classifier_baseline_one(key, x_tr, y_tr, x_val, y_val, x_te, y_te, latent_dim)
 
 
 _SCRATCH_PROGRAM = jax.jit(jax.vmap(scratch_baseline_one, in_axes=(0,) + (None,) * 6))
