@@ -181,6 +181,10 @@ def test_study_summary_has_every_run_and_metric(study):
     for key in ("vanilla_n20", "vae_n20", "cvae_n20"):
         assert {"prior_offdata_fraction", "code_silhouette", "code_gauss_ks", "arith_ink_gain"} <= set(s[key])
     assert "prior_label_accuracy" in s["cvae_n20"] and "style_label_accuracy" in s["cvae_n20"]
+    # the reference classifier reads the CVAE's samples: a fraction of them per seed
+    acc = s["cvae_n20"]["cvae_label_accuracy"]["values"]
+    assert len(acc) == STUDY_SEEDS and all(0.0 <= v <= 1.0 for v in acc)
+    assert "cvae_label_accuracy" not in s["vae_n20"]
     assert "plane_offdata_fraction" in s["vae_n2"] and "plane_label_accuracy" in s["cvae_n2"]
     for key in ("vae_beta0_n2", "vae_beta1_n2"):
         assert {"snap_rms_mu", "snap_isotropy", "snap_knn_accuracy"} <= set(s[key])
