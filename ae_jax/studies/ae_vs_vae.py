@@ -450,7 +450,8 @@ def claims(summary: dict, pairing: dict | None = None) -> list[tuple[str, str, s
                  f"{_ms(summary, cvae, 'prior_label_accuracy')} (the same nearest-neighbour labeller on real test "
                  f"images: {_ms(summary, cvae, 'pixel_knn_test_accuracy')}; the reference classifier reads "
                  f"{_ms(summary, cvae, 'cvae_label_accuracy')} of its samples as the label asked for). Rule: AE "
-                 "significantly more off the data than the VAE; ≥ 8 digits among the VAE's; CVAE labelled as asked ≥ 0.8 × the labeller's "
+                 "significantly more off the data than the VAE; ≥ 8 digits among the VAE's; CVAE labelled as "
+                 "asked ≥ 0.8 × the labeller's "
                  "accuracy on real images. Legibility is also to be judged from `prior_samples.png`.",
                  claim_verdict([a_off, v_ok, c_ok])))
     # 5: latent plane
