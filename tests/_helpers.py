@@ -32,14 +32,24 @@ def subprocess_env(cache: bool = True, **extra) -> dict:
     return env
 
 
+# LLVM's optimisation level changes how fast XLA compiles, not what the programs compute: tests that compare
+# device layouts give every layout these flags, which keeps the comparison exact and halves compile time
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def forced_devices_env(devices: int, cache: bool = True) -> dict:
+    """subprocess_env for a CPU process that sees `devices` host devices, compiling fast."""
+    return subprocess_env(cache=cache, JAX_PLATFORMS="cpu",
+                          XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}")
+
+
 def cli_command(args) -> list[str]:
     return [sys.executable, str(RUN_PY), *args]
 
 
 def run_cli(args, cwd, timeout=300) -> subprocess.CompletedProcess:
     """Run experiments/run.py with `args` in `cwd`, capturing its output."""
-    return subprocess.run(cli_command(args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return run_script(RUN_PY, args, cwd, timeout)
 
 
 def leaves_with_paths(tree) -> dict[str, np.ndarray]:
@@ -107,14 +117,34 @@ def mse_numpy(logits, x):
     return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
 
 
-def invoke_script(path, argv) -> tuple[int, str]:
-    """Run an experiments/ script's main(argv) in this process: (exit status, what it printed)."""
-    import contextlib
+def load_script(path):
+    """Import a script (experiments/, benchmarks/) as a module, without running its main()."""
     import importlib.util
-    import io
     spec = importlib.util.spec_from_file_location(Path(path).stem + "_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def run_script(path, args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    """Run a script with `args` in a fresh interpreter in `cwd`, capturing its output."""
+    return subprocess.run([sys.executable, str(path), *args], cwd=cwd, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_script_json(path, args, out, timeout=600) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a script that writes JSON to --out=out; it must succeed: (process, the JSON)."""
+    import json
+    proc = run_script(path, [*args, f"--out={out}"], REPO, timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(Path(out).read_text())
+
+
+def invoke_script(path, argv) -> tuple[int, str]:
+    """Run an experiments/ script's main(argv) in this process: (exit status, what it printed)."""
+    import contextlib
+    import io
+    module = load_script(path)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = module.main(argv)
@@ -132,6 +162,13 @@ def invoke_without_training(path, argv) -> tuple[int, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(driver, "run_experiment", no_training)
         return invoke_script(path, argv)
+
+
+def invoke_ok(path, argv, train: bool = True) -> str:
+    """invoke_script (invoke_without_training where train is False) that must exit 0: what it printed."""
+    rc, log = (invoke_script if train else invoke_without_training)(path, argv)
+    assert rc == 0, log[-3000:]
+    return log
 
 
 def assert_script_refuses(path, argv, out, capsys, fragment: str) -> None:

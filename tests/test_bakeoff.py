@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import io
 import math
 import re
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, assert_one_line_error, subprocess_env
+from _helpers import REPO, assert_one_line_error, load_script, subprocess_env
 from ae_jax import figures
 from ae_jax import label_budget as lb
 from ae_jax import reference_classifier as rc
@@ -60,13 +59,6 @@ SAMPLES, PAIRS = 300, 12  # per seed, instead of 10 000 samples and 100 pairs
 BUDGETS = (13, 135, 1350)  # digits' label budgets (1 350 training images)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("bakeoff_script", BAKEOFF_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def invoke(script, argv) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -94,7 +86,7 @@ def run_dirs(root, models):
 def bakeoff(tmp_path_factory):
     root = tmp_path_factory.mktemp("bakeoff") / "digits"
     argv = ARGS + [f"--out={root}"]
-    script = load_script()
+    script = load_script(BAKEOFF_PY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sample_quality_task, "N_SAMPLES", SAMPLES)
         mp.setattr(interp_quality, "N_PAIRS", PAIRS)
@@ -431,7 +423,7 @@ def test_a_second_invocation_with_other_seeds_does_not_silently_reuse_the_old_on
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            rc, _ = invoke(load_script(), argv)
+            rc, _ = invoke(load_script(BAKEOFF_PY), argv)
     except SystemExit as e:
         rc = e.code
     if rc == 0:  # redone with the seeds asked for
@@ -787,7 +779,7 @@ def test_runs_from_older_code_are_reported_as_they_are_with_the_new_tasks_not_av
     for v in ("full", "anomaly"):
         make_legacy(root / bakeoff.dirs["vanilla"][v])
     argv = [a if not a.startswith("--models=") else "--models=vanilla" for a in ARGS] + [f"--out={root}"]
-    rc, log = invoke(load_script(), argv)
+    rc, log = invoke(load_script(BAKEOFF_PY), argv)
     assert rc == 0, log[-3000:]
     assert not re.search(r"\] (training|task \w+)", log), log  # nothing trained or evaluated again
     full = bakeoff.dirs["vanilla"]["full"]

@@ -5,38 +5,19 @@ prints its targets as PASS/FAIL.
 """
 from __future__ import annotations
 
-import importlib.util
-import json
-import subprocess
-import sys
 
 import pytest
 
-from _helpers import REPO, assert_one_line_error, subprocess_env
+from _helpers import REPO, assert_one_line_error, load_script, run_script, run_script_json
 
 SCRIPT = REPO / "benchmarks" / "throughput.py"
 TOY = ["--n-train=512", "--n-val=64", "--epochs=1", "--seeds-list=1,2", "--skip-torch", "--peak-sizes=64",
        "--repeats=1"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("throughput_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "throughput.json"
-    proc = run(TOY + [f"--out={out}"], REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, json.loads(out.read_text())
+    return run_script_json(SCRIPT, TOY, tmp_path_factory.mktemp("bench") / "throughput.json")
 
 
 def test_every_seed_count_is_measured_with_its_floor(toy):
@@ -58,7 +39,7 @@ def test_every_seed_count_is_measured_with_its_floor(toy):
     # 5 seeds were not measured; the compile target's verdict follows the slowest compilation recorded
     worst = max(r["compile_time_s"] for r in res["ae_jax"])
     assert [t["status"] for t in res["targets"]] == ["NOT MEASURED"] * 2 + [
-        "PASS" if worst < load_script().TARGET_COMPILE_S else "FAIL"]
+        "PASS" if worst < load_script(SCRIPT).TARGET_COMPILE_S else "FAIL"]
     assert "bound %" in proc.stdout and "targets (reported, not asserted)" in proc.stdout
 
 
@@ -82,7 +63,7 @@ def test_xla_counts_at_least_the_matmuls_of_a_training_step(toy):
 
 def test_target_verdicts_follow_the_figures():
     """targets() on made-up rows either side of each threshold (thresholds read from the script)."""
-    b = load_script()
+    b = load_script(SCRIPT)
     n, ratio, pct, comp = b.TARGET_SEEDS, b.TARGET_RATIO, b.TARGET_PEAK_PCT, b.TARGET_COMPILE_S
 
     def row(seeds, compile_s, r=None, p=50.0):
@@ -103,4 +84,4 @@ def test_target_verdicts_follow_the_figures():
 @pytest.mark.parametrize("args,fragment", [(["--seeds-list=0"], "--seeds-list"), (["--epochs=0"], "--epochs"),
                                            (["--n-train=10"], "--n-train"), (["--out=/no/such/dir/x.json"], "--out")])
 def test_bad_flags_fail_in_one_line(tmp_path, args, fragment):
-    assert_one_line_error(run(args, tmp_path), fragment)
+    assert_one_line_error(run_script(SCRIPT, args, tmp_path, 600), fragment)

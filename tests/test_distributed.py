@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _helpers import assert_one_line_error, assert_runs_equal, cli_command, subprocess_env
+from _helpers import assert_one_line_error, assert_runs_equal, cli_command, forced_devices_env, subprocess_env
 from ae_jax.cli import ArgParser, add_distributed_args, join_processes
 from ae_jax.models import MODELS
 from ae_jax.trainer import ExperimentConfig, load_final_state
@@ -32,8 +32,6 @@ from ae_jax.trainer import ExperimentConfig, load_final_state
 ARGS = ["--model=shallow", "--dataset=digits", "--epochs=2", "--seeds=3", "--latent-dim=4"]
 CFG = ExperimentConfig(model="shallow", dataset="digits", epochs=2, seeds=3, latent_dim=4)
 RUN = Path("results") / "digits" / CFG.name()
-# XLA's optimisation level changes how fast it compiles, not what the programs compute (as in test_train)
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 DEADLINE_S = 300
 
 
@@ -44,8 +42,7 @@ def _free_port() -> int:
 
 
 def _launch(args, cwd: Path, devices: int) -> subprocess.Popen:
-    env = subprocess_env(JAX_PLATFORMS="cpu",
-                         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}")
+    env = forced_devices_env(devices)
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cli_command(args), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

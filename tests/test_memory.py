@@ -7,14 +7,13 @@ out-of-memory error raised where the data goes onto the device.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import types
 
 import jax
 import pytest
 
-from _helpers import RUN_PY
+from _helpers import RUN_PY, load_script
 from ae_jax.models import get_model
 from ae_jax.trainer import (OutOfMemory, TrainConfig, epoch_memory, eval_memory, evaluate_runs, init_state, run_keys,
                             spec_hparams)
@@ -174,13 +173,6 @@ def test_evaluation_out_of_memory_names_a_count(tiny, monkeypatch):
 
 # ----------------------------------------------------------------------------- end to end
 
-def load_run_script():
-    spec = importlib.util.spec_from_file_location("run_script_for_memory", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_out_of_memory_in_training_exits_2_naming_a_count_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
     """2 seeds x 2 betas fail on the device; the one line names the count that fits a made-up limit of 3.5 runs,
     and the run folder is gone, so the smaller run it suggests starts without --force."""
@@ -199,7 +191,7 @@ def test_out_of_memory_in_training_exits_2_naming_a_count_and_leaves_no_folder(t
     monkeypatch.setattr(loop.RunAxis, "share", oom_on_the_device)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        load_run_script().main(["--model=beta_vae", "--dataset=digits", "--beta=1,2", "--seeds=2", "--epochs=1",
+        load_script(RUN_PY).main(["--model=beta_vae", "--dataset=digits", "--beta=1,2", "--seeds=2", "--epochs=1",
                                 f"--out={out}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,37 +2,19 @@
 in one line. No speed is asserted (the figures depend on the machine and its load)."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 
-from _helpers import REPO, assert_one_line_error, subprocess_env
+from _helpers import REPO, assert_one_line_error, load_script, run_script, run_script_json
 
 SCRIPT = REPO / "benchmarks" / "run_count.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_count_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "run_count.json"
-    proc = run(["--counts=2,1", "--epochs=1", "--fit-gib=0.25,80", f"--out={out}"], REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, json.loads(out.read_text())
+    return run_script_json(SCRIPT, ["--counts=2,1", "--epochs=1", "--fit-gib=0.25,80"],
+                           tmp_path_factory.mktemp("bench") / "run_count.json", timeout=900)
 
 
 def test_every_count_is_trained_and_measured(sweep):
@@ -79,7 +61,7 @@ def test_the_memory_per_run_and_the_largest_counts_follow_the_measured_programs(
 
 
 def test_counts_are_seeds_times_betas_with_as_many_betas_as_divide():
-    b = load_script()
+    b = load_script(SCRIPT)
     assert [b.seeds_x_betas(c, 8) for c in (1, 2, 4, 8, 16, 32, 64)] == [
         (1, b.BETAS[:1]), (1, b.BETAS[:2]), (1, b.BETAS[:4]), (1, b.BETAS[:8]), (2, b.BETAS), (4, b.BETAS),
         (8, b.BETAS)]
@@ -95,5 +77,5 @@ def test_counts_are_seeds_times_betas_with_as_many_betas_as_divide():
                                            (["--out=/no/such/dir/x.json"], "--out"),
                                            (["--dataset=mnist", "--data-dir=/no/such/dir"], "no such folder")])
 def test_bad_flags_fail_in_one_line(tmp_path, args, fragment):
-    assert_one_line_error(run(args, tmp_path), fragment)
+    assert_one_line_error(run_script(SCRIPT, args, tmp_path, 900), fragment)
     assert not list(tmp_path.iterdir())

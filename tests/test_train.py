@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import REPO, assert_runs_equal, assert_trees_close, bce_numpy, leaves_with_paths, mse_numpy, subprocess_env
+from _helpers import (REPO, assert_runs_equal, assert_trees_close, bce_numpy, forced_devices_env, leaves_with_paths,
+                      mse_numpy)
 from ae_jax.data import Data
 from ae_jax.losses import add_input_noise
 from ae_jax.models import MODELS
@@ -408,6 +409,14 @@ def test_a_conditional_model_trains_and_validates_on_each_image_with_its_own_lab
 
 
 # ------------------------------------------------------------------ devices
+def on_forced_cpu_devices(devices: int, script: str, path):
+    """Run `script` (it saves an .npz at sys.argv[1]) in a CPU process with `devices` host devices: the arrays."""
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
+                          env=forced_devices_env(devices, cache=False), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(path)
+
+
 def test_runs_sharded_over_8_devices_equal_the_one_device_program(tmp_path):
     """5 seeds over 8 forced host devices (padded to 8 runs) in a subprocess: training (2 epochs of 4 batches),
     evaluation and the linear probe give the numbers of the one-device program (``loop.RunAxis`` limited to
@@ -455,16 +464,7 @@ def test_runs_sharded_over_8_devices_equal_the_one_device_program(tmp_path):
         everything("single", evaluated=sharded)
         np.savez(sys.argv[1], **arrays)
     """)
-    path = tmp_path / "sharded.npz"
-    # LLVM's optimisation level changes how fast XLA compiles, not what the programs compute: the same flags
-    # for both device layouts keep the comparison exact while the six compilations take half the time
-    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-    env = subprocess_env(cache=False, XLA_FLAGS=flags + " --xla_llvm_disable_expensive_passes=true",
-                         JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = dict(np.load(path))
+    got = dict(on_forced_cpu_devices(8, script, tmp_path / "sharded.npz"))
     assert int(got["sharded/devices"]) == 8 and int(got["single/devices"]) == 1
 
     def as_output(tag):
@@ -503,13 +503,6 @@ def test_stacked_phases_sharded_with_padding_equal_the_one_device_program(tmp_pa
         np.savez(sys.argv[1], devices=[sharded.device["count"], single.device["count"]],
                  sharded=sharded.train_curve, single=single.train_curve)
     """)
-    path = tmp_path / "stacked.npz"
-    flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
-    env = subprocess_env(cache=False, XLA_FLAGS=flags + " --xla_llvm_disable_expensive_passes=true",
-                         JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = np.load(path)
+    got = on_forced_cpu_devices(4, script, tmp_path / "stacked.npz")
     assert list(got["devices"]) == [4, 1] and got["sharded"].shape == (3, 3)
     np.testing.assert_allclose(got["sharded"], got["single"], rtol=1e-3)
