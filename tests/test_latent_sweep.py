@@ -20,7 +20,8 @@ from _helpers import REPO, assert_script_refuses, invoke_ok
 from ae_jax.io import read_json
 from ae_jax.studies import STUDIES, StudyOptions, driver
 from ae_jax.studies.ae_vs_vae import AeVsVae
-from ae_jax.studies.latent_sweep import chosen_n, claim_digits, claim_falls, claim_flat
+from ae_jax.studies.latent_sweep import (_beyond_direction, chosen_n, claim_digits, claim_falls, claim_flat,
+                                         param_count, width_section)
 from ae_jax.trainer.run import _config_record, _differences
 
 STUDY_PY = REPO / "experiments" / "latent_sweep.py"
@@ -200,6 +201,28 @@ def test_claim_3_rules_and_the_chosen_size():
     best, text = chosen_n(picks, "vae")
     assert best == 50 and "would not pick" in text
     assert chosen_n({"vae": {"20": _entry(5, val=3), "50": _entry(5, val=4)}}, "vae")[0] == 20
+
+
+def test_width_comparison_credits_the_setting_with_more_parameters():
+    # below n = 20 the held n = 20 widths are the larger model, above it the protocol's
+    assert param_count("vanilla", 2, "fixed") > param_count("vanilla", 2, "protocol")
+    assert param_count("vanilla", 50, "protocol") > param_count("vanilla", 50, "fixed")
+    assert param_count("vanilla", 20, "protocol") == param_count("vanilla", 20, "fixed")
+    larger_wins = {"vanilla": _series({2: 30, 20: 5, 50: 2.6}), "vanilla_w20": _series({2: 29, 20: 5, 50: 2.7})}
+    text = "\n".join(width_section(larger_wins, ["vanilla"], [2, 20, 50]))
+    assert "| AE | 2 |" in text and "| AE | 50 |" in text and "| AE | 20 |" not in text
+    assert "more parameters has the lower error at 2 of 2 sizes" in text
+    smaller_wins = {"vanilla": _series({2: 29, 20: 5, 50: 2.6}), "vanilla_w20": _series({2: 30, 20: 5, 50: 2.6})}
+    text = "\n".join(width_section(smaller_wins, ["vanilla"], [2, 20, 50]))
+    assert "at 0 of 1 sizes" in text and "neither (not told apart)" in text
+
+
+def test_direction_past_20_is_reported_only_where_the_settings_disagree():
+    falls = {"vae": _series({20: 15.3, 50: 14.9}), "vae_w20": _series({20: 15.3, 50: 15.6})}
+    text = _beyond_direction(falls, ["vae"], ["protocol", "fixed"])
+    assert "falls from n = 20 to 50" in text and "rises from n = 20 to 50" in text
+    same = {"vae": _series({20: 15.3, 50: 15.6}), "vae_w20": _series({20: 15.3, 50: 15.7})}
+    assert _beyond_direction(same, ["vae"], ["protocol", "fixed"]) == ""
 
 
 # ------------------------------------------------------------------ bad input
