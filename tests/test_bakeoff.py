@@ -453,6 +453,16 @@ def test_the_recorded_probe_beats_chance_clearly_and_shuffled_labels_do_not(bake
     assert shuffled["test_accuracy"].mean() <= 0.2, shuffled
 
 
+def test_each_baseline_folder_records_the_command_that_made_it(bakeoff):
+    for name in BASELINES:
+        folder = bakeoff.root / name
+        rec = read_json(folder / "config.json")
+        assert rec["baseline"] == name and rec["seed_list"] == list(range(SEEDS))
+        assert "bakeoff.py" in rec["command"] and "--dataset=digits" in rec["command"]
+        assert sorted(rec["tasks"]) == sorted(f.stem for f in (folder / "tasks").glob("*.json"))
+        assert rec["data"]["fingerprint"]
+
+
 def test_the_scratch_baseline_learns_from_labels_and_not_from_shuffled_ones(bakeoff, labelled):
     lab = labelled
     recorded = read_json(task_path(bakeoff.root / SCRATCH, SCRATCH))

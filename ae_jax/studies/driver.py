@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import __version__
 from ..data import Splits, load_splits
 from ..io import read_json, write_json
 from ..models import get_model
 from ..tasks import EvalContext, get_task, run_task, task_done, task_path
 from ..trainer import (ConfigError, ExperimentConfig, check_same_config, folder_lock, get_model_or_error,
                        has_final_checkpoint, load_final_state, run_experiment)
+from ..trainer.run import data_fingerprint, source_revision
 
 TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
 
@@ -203,16 +205,30 @@ def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Call
     """
     folder = baseline_dir(opts, name)
     cfg = ExperimentConfig(model=name, dataset=opts.dataset, seeds=opts.seeds, epochs=opts.epochs)
-    files = {}
+    files, ran = {}, []
     for t in tasks or (name,):
         if opts.force or not task_done(folder, t, cfg.seed_list):
             with folder_lock(folder):
                 run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log))
                 (folder / "tasks.json").unlink(missing_ok=True)
+            ran.append(t)
         files[t] = read_json(task_path(folder, t))
+    if ran:
+        write_json(folder / "config.json", baseline_record(name, cfg, list(files), opts.command, splits(cfg.variant)))
     first = next(iter(files.values()))
     merged = {k: v for f in files.values() for k, v in f["metrics"].items()}
     return {**first, "metrics": merged, "tasks": files}
+
+
+def baseline_record(name: str, cfg: ExperimentConfig, tasks: list[str], command: str, data: Splits) -> dict:
+    """A baseline folder's config.json: which baseline, its tasks and seeds, and the command that ran them.
+
+    A baseline trains no autoencoder, so it has no run configuration; like a run's, the record says what
+    was asked for and by which command, source revision and data.
+    """
+    return {"baseline": name, "dataset": cfg.dataset, "seeds": cfg.seeds, "seed_list": cfg.seed_list,
+            "tasks": tasks, "command": command, "version": __version__, "revision": source_revision(),
+            "data": {"source": getattr(data, "source", None), "fingerprint": data_fingerprint(data)}}
 
 
 def _check_baseline_seeds(name: str, opts: StudyOptions, tasks: Sequence[str] | None = None) -> None:
