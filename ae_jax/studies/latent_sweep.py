@@ -639,8 +639,8 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
               "two digits with the lowest mean error and {2, 8} the two with the highest; confirmed when that holds "
               "at every n of every model, refuted when neither pair ever does.", ""]
     if len(widths) > 1:
-        lines += ["**The two width settings** " + _agreement(rows, widths)
-                  + "".join(" " + t for t in (_beyond_direction(summary, models, widths),) if t), ""]
+        beyond = _beyond_direction(summary, models, widths)
+        lines += ["**The two width settings** " + _agreement(rows, widths) + (" " + beyond if beyond else ""), ""]
         lines += width_section(summary, models, dims)
     picks = [chosen_n(summary, k) for k in keys if key_model(k) == "vae"]
     picks = [p for p in picks if p]
@@ -692,16 +692,17 @@ def width_section(summary: dict, models: Sequence[str], dims: Sequence[int]) -> 
         if a not in summary or b not in summary or get_model(m).shallow:
             continue
         for n in dims:
-            if n == FIXED_WIDTH_LATENT or not (_get(summary, a, n, "test_mse") and _get(summary, b, n, "test_mse")):
+            ea, eb = _get(summary, a, n, "test_mse"), _get(summary, b, n, "test_mse")
+            if n == FIXED_WIDTH_LATENT or not (ea and eb):
                 continue
-            kind, rel, p = _change(_get(summary, a, n, "test_mse"), _get(summary, b, n, "test_mse"))
+            kind, rel, p = _change(ea, eb)
             pa, pb = param_count(m, n, "protocol"), param_count(m, n, "fixed")
             larger = "protocol" if pa > pb else "fixed" if pb > pa else None
             if kind != "flat" and larger:
                 told += 1
                 wins += (kind == "falls") == (larger == "fixed")
             rows.append(f"| {LABELS.get(m, m)} | {n} | {_ms(summary, a, n, 'test_mse')} ({pa:,}) | "
-                        f"{_ms(summary, b, n, 'test_mse')} ({pb:,}) | {rel:+.1%} | {_p(p).replace('Welch p = ', '')} | "
+                        f"{_ms(summary, b, n, 'test_mse')} ({pb:,}) | {rel:+.1%} | {p:.2g} | "
                         + {"falls": f"n = {FIXED_WIDTH_LATENT} widths", "rises": "protocol's widths",
                            "flat": "neither (not told apart)"}[kind] + " |")
     if not rows:
@@ -712,10 +713,11 @@ def width_section(summary: dict, models: Sequence[str], dims: Sequence[int]) -> 
              "widths to the held ones; lower: the setting with the significantly lower error (Welch p < "
              f"{SIGNIFICANCE}).", "",
              "| model | n | protocol's widths | n = 20 widths | change | Welch p | lower |", "|---|---|---|---|---|---|---|"]
-            + rows + ["", f"Where the two settings are told apart, the one with more parameters has the lower error "
-                          f"at {wins} of {told} sizes: below n = {FIXED_WIDTH_LATENT} the protocol shrinks the "
-                          f"layers and the held n = {FIXED_WIDTH_LATENT} widths are the larger, above it the protocol's "
-                          "grow past them.", ""])
+            + rows + ["", (f"Where the two settings are told apart, the one with more parameters has the lower "
+                           f"error at {wins} of {told} sizes" if told else "The two settings are not told apart at "
+                           "any size") + f": below n = {FIXED_WIDTH_LATENT} the protocol shrinks the layers and the "
+                          f"held n = {FIXED_WIDTH_LATENT} widths are the larger, above it the protocol's grow past "
+                          "them.", ""])
 
 
 def _agreement(rows, widths) -> str:
