@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, assert_one_line_error, load_script, subprocess_env
+from _helpers import REPO, assert_one_line_error, invoke_script, subprocess_env
 from ae_jax import figures
 from ae_jax import label_budget as lb
 from ae_jax import reference_classifier as rc
@@ -59,13 +59,6 @@ SAMPLES, PAIRS = 300, 12  # per seed, instead of 10 000 samples and 100 pairs
 BUDGETS = (13, 135, 1350)  # digits' label budgets (1 350 training images)
 
 
-def invoke(script, argv) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = script.main(argv)
-    return rc, out.getvalue()
-
-
 def file_state(root):
     """{relative path: mtime_ns} of every per-model file the bake-off writes (checkpoints included)."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
@@ -86,16 +79,15 @@ def run_dirs(root, models):
 def bakeoff(tmp_path_factory):
     root = tmp_path_factory.mktemp("bakeoff") / "digits"
     argv = ARGS + [f"--out={root}"]
-    script = load_script(BAKEOFF_PY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sample_quality_task, "N_SAMPLES", SAMPLES)
         mp.setattr(interp_quality, "N_PAIRS", PAIRS)
-        rc, log1 = invoke(script, argv)
+        rc, log1 = invoke_script(BAKEOFF_PY, argv)
         assert rc == 0, log1[-3000:]
         readme1 = (root / "README.md").read_text()
         summary1 = read_json(root / "summary.json")
         before = file_state(root)
-        rc2, log2 = invoke(script, argv)  # everything is done: nothing may be retrained or re-evaluated
+        rc2, log2 = invoke_script(BAKEOFF_PY, argv)  # everything is done: nothing may be retrained or re-evaluated
         assert rc2 == 0, log2[-3000:]
     return types.SimpleNamespace(root=root, argv=argv, log1=log1, log2=log2, readme1=readme1, summary1=summary1,
                                  before=before, after=file_state(root), dirs=run_dirs(root, RUN_MODELS))
@@ -423,7 +415,7 @@ def test_a_second_invocation_with_other_seeds_does_not_silently_reuse_the_old_on
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            rc, _ = invoke(load_script(BAKEOFF_PY), argv)
+            rc, _ = invoke_script(BAKEOFF_PY, argv)
     except SystemExit as e:
         rc = e.code
     if rc == 0:  # redone with the seeds asked for
@@ -789,7 +781,7 @@ def test_runs_from_older_code_are_reported_as_they_are_with_the_new_tasks_not_av
     for v in ("full", "anomaly"):
         make_legacy(root / bakeoff.dirs["vanilla"][v])
     argv = [a if not a.startswith("--models=") else "--models=vanilla" for a in ARGS] + [f"--out={root}"]
-    rc, log = invoke(load_script(BAKEOFF_PY), argv)
+    rc, log = invoke_script(BAKEOFF_PY, argv)
     assert rc == 0, log[-3000:]
     assert not re.search(r"\] (training|task \w+)", log), log  # nothing trained or evaluated again
     full = bakeoff.dirs["vanilla"]["full"]

@@ -25,14 +25,13 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .. import __version__
 from ..data import Splits, load_splits
 from ..io import read_json, write_json
 from ..models import get_model
 from ..tasks import EvalContext, get_task, run_task, task_done, task_path
 from ..trainer import (ConfigError, ExperimentConfig, check_same_config, folder_lock, get_model_or_error,
                        has_final_checkpoint, load_final_state, run_experiment)
-from ..trainer.run import data_fingerprint, source_revision
+from ..trainer.run import provenance
 
 TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
 
@@ -227,8 +226,7 @@ def baseline_record(name: str, cfg: ExperimentConfig, tasks: list[str], command:
     was asked for and by which command, source revision and data.
     """
     return {"baseline": name, "dataset": cfg.dataset, "seeds": cfg.seeds, "seed_list": cfg.seed_list,
-            "tasks": tasks, "command": command, "version": __version__, "revision": source_revision(),
-            "data": {"source": getattr(data, "source", None), "fingerprint": data_fingerprint(data)}}
+            "tasks": tasks, **provenance(command, data)}
 
 
 def _check_baseline_seeds(name: str, opts: StudyOptions, tasks: Sequence[str] | None = None) -> None:

@@ -266,15 +266,20 @@ def data_fingerprint(splits: Splits) -> str:
     return h.hexdigest()[:16]
 
 
+def provenance(command: str, splits: Splits | None = None) -> dict:
+    """Where a result came from: the command, the package version and source revision, and the data."""
+    d = {"command": command, "version": __version__, "revision": source_revision()}
+    if splits is not None:
+        d["data"] = {"source": getattr(splits, "source", None), "fingerprint": data_fingerprint(splits)}
+    return d
+
+
 def _config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = None) -> dict:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas) if cfg.betas is not None else None
     d.update(latent_dim=cfg.latent, variant=cfg.variant, seed_list=cfg.seed_list,
-             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent, command=command,
-             version=__version__, revision=source_revision())
-    if splits is not None:
-        d["data"] = {"source": getattr(splits, "source", None), "fingerprint": data_fingerprint(splits)}
-    return d
+             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent)
+    return {**d, **provenance(command, splits)}
 
 
 # What makes two runs different. A config.json written before a key existed counts as the value that
