@@ -85,6 +85,12 @@ def join_processes(args) -> bool:
     return True
 
 
+def check_environment() -> None:
+    """Settings read from the environment, checked before any work starts (``ConfigError`` when impossible)."""
+    from .umap_pool import workers_setting
+    workers_setting()
+
+
 def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
 
@@ -96,6 +102,7 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     from .trainer import ConfigError
     from .trainer.memory import OutOfMemory, is_out_of_memory
     try:
+        check_environment()
         return body()
     except (ConfigError, DataError, OutOfMemory) as e:
         fail(str(e))

@@ -1,6 +1,6 @@
 """What the benchmark scripts share: list flags, the recorded environment, one timed training, the JSON write.
 
-Imported by benchmarks/throughput.py and benchmarks/run_count.py (each puts
+Imported by benchmarks/throughput.py, run_count.py and umap_workers.py (each puts
 this folder and the repository root on sys.path first).
 """
 from __future__ import annotations
@@ -78,6 +78,14 @@ def busy(env: dict) -> bool:
     """Whether another job was running at the start (1-minute load above half the cores)."""
     la = env.get("load_average_at_start")
     return bool(la) and la[0] > 0.5 * (env.get("cpu_count") or 1)
+
+
+def check_out(path: str) -> None:
+    """One-line error (exit 2) when --out's folder does not exist: found before the measuring, not after it."""
+    from ae_jax.cli import fail
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        fail(f"--out: the folder {out_dir} does not exist")
 
 
 def write_json(path: str, result: dict) -> None:

@@ -56,7 +56,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import busy, command_text, environment, float_list, int_list, train_timed, write_json  # noqa: E402
+from common import (busy, check_out, command_text, environment, float_list, int_list, train_timed,  # noqa: E402
+                    write_json)
 from ae_jax.cli import ArgParser, check_dataset, fail, guarded  # noqa: E402
 
 MODEL = "beta_vae"
@@ -96,9 +97,7 @@ def parse(argv=None):
     if bad:
         fail(f"--fit-gib: every size must be positive, got {bad[0]:g}")
     check_dataset(args.dataset)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        fail(f"--out: the folder {out_dir} does not exist")
+    check_out(args.out)
     args.counts = sorted(args.counts)
     return args
 

@@ -61,7 +61,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import busy, command_text, environment, int_list, train_timed, write_json  # noqa: E402
+from common import busy, check_out, command_text, environment, int_list, train_timed, write_json  # noqa: E402
 from ae_jax.cli import ArgParser, fail  # noqa: E402
 
 MODEL = "vanilla"
@@ -114,9 +114,7 @@ def parse(argv=None):
         fail(f"--torch-threads must be at least 1, got {args.torch_threads}")
     if args.repeats < 1:
         fail(f"--repeats must be at least 1, got {args.repeats}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        fail(f"--out: the folder {out_dir} does not exist")
+    check_out(args.out)
     return args
 
 

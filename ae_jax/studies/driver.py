@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import umap_pool
 from ..data import Splits, load_splits
 from ..io import read_json, write_json
 from ..models import get_model
@@ -238,6 +239,26 @@ def _check_baseline_seeds(name: str, opts: StudyOptions, tasks: Sequence[str] | 
                               "pass --force to redo it or --out to write elsewhere")
 
 
+def warm_umap(plan: Sequence[PlannedRun], opts: StudyOptions, splits: SplitCache,
+              log: Callable[[str], None]) -> bool:
+    """On an accelerator, start the UMAP workers compiling while the first run trains (the CPU waits then).
+
+    Only where some run still needs UMAP fits (latent_structure at n > 2); on
+    a CPU the training itself needs the cores, so nothing starts early there.
+    True when the workers were started.
+    """
+    import jax
+    if jax.default_backend() == "cpu":
+        return False
+    need = [p for p in plan if p.cfg.latent > 2 and "latent_structure" in applicable_tasks(p)
+            and (opts.force or not task_done(opts.root / p.cfg.name(), "latent_structure", p.cfg.seed_list))]
+    if not need:
+        return False
+    workers = umap_pool.worker_count(max(len(p.cfg.seed_list) for p in need))
+    umap_pool.warm_up(workers, splits("full").x_test.shape[0], log)
+    return workers > 1
+
+
 def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = print) -> dict:
     """Everything the study needs, trained and evaluated where missing; returns its summary."""
     plan = study.plan(opts)
@@ -256,6 +277,7 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
             _check_baseline_seeds(b, opts, study.baseline_tasks(b))
     out_dir = opts.root / study.folder
     with folder_lock(out_dir):  # one run of a study per results folder at a time
+        warm_umap(plan, opts, splits, log)
         results = [ensure_run(p, opts, splits, log) for p in plan]
         baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b)) for b in study.baselines}
         summary = study.summarize(results, baselines)

@@ -3,16 +3,18 @@
 Arrays of the figure seed (``latent.npz``): "emb" [N, 2], the test set's 2-D
 embedding; "labels" [N]; "seed"; "umap" (True when the codes were embedded
 with UMAP, False when they are the raw n = 2 codes).
+
+The seeds' UMAP fits run side by side in worker processes (``ae_jax.umap_pool``:
+one per seed up to the CPU cores, ``AE_JAX_UMAP_WORKERS`` to change it); the
+embeddings are the same as fitting them one by one here.
 """
 from __future__ import annotations
 
-import time
-import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import figures
+from .. import figures, umap_pool
 from ..io import write_npz
 from .base import EvalContext, Task, TaskResult
 
@@ -27,16 +29,21 @@ def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np
     if not np.isfinite(z).all():  # a diverged seed: UMAP would raise; its scores become nan
         log(f"    seed {seed}: non-finite codes, no UMAP embedding")
         return np.full((z.shape[0], 2), np.nan, np.float32)
-    import umap
     if not _UMAP_WARM:
-        log("    (the first UMAP fit in a process compiles numba code: ~40 s)")
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
-        emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
+        log(f"    ({umap_pool.COMPILE_NOTE})")
+    emb, secs = umap_pool.fit(z, seed)
     _UMAP_WARM = True
-    log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {time.perf_counter() - t0:.1f} s")
+    log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {secs:.1f} s")
     return emb
+
+
+def embed_all(codes: Sequence[np.ndarray], seeds: Sequence[int],
+              log: Callable[[str], None] = print) -> list[np.ndarray]:
+    """``embed_2d`` of every seed's codes, the UMAP fits side by side in worker processes (``umap_pool``)."""
+    fits = [i for i, z in enumerate(codes) if z.shape[1] > 2 and np.isfinite(z).all()]
+    embs = dict(zip(fits, umap_pool.embed([codes[i] for i in fits], [seeds[i] for i in fits], log,
+                                          in_process=lambda z, sd: embed_2d(z, sd, log))))
+    return [embs[i] if i in embs else embed_2d(z, sd, log) for i, (z, sd) in enumerate(zip(codes, seeds))]
 
 
 def structure_scores(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -61,12 +68,14 @@ class LatentStructure(Task):
         seeds, z, y = ctx.seeds, ctx.test["z"], ctx.data.y_test
         ctx.log(f"    latent structure ({len(seeds)} seeds)")
         metrics: dict[str, list] = {"knn_accuracy": [], "silhouette": []}
+        valid = [i for i in range(len(seeds)) if ctx.valid[i]]  # a diverged seed: no embedding, numbers nulled
+        embs = dict(zip(valid, embed_all([z[i] for i in valid], [seeds[i] for i in valid], ctx.log)))
         for i, sd in enumerate(seeds):
-            if not ctx.valid[i]:  # a diverged seed: no embedding, its numbers are nulled
+            if i not in embs:
                 for v in metrics.values():
                     v.append(float("nan"))
                 continue
-            emb = embed_2d(z[i], sd, ctx.log)
+            emb = embs[i]
             for k, v in structure_scores(emb, y, sd).items():
                 metrics[k].append(v)
             if i == ctx.fig:

@@ -1,0 +1,265 @@
+"""UMAP fits in worker processes: the seeds of a run are embedded side by side.
+
+A UMAP fit with a fixed ``random_state`` runs on one core (umap-learn turns its
+own parallelism off for reproducibility): about 10 s for 10 000 MNIST codes,
+after the first fit in a process has compiled umap's numba code (about 50 s).
+On an accelerator a 5-seed model trains in seconds, so fitting its seeds one
+after another on the host would dominate a study. ``embed`` hands the fits to
+worker processes instead, one per fit up to the number of CPU cores
+(``AE_JAX_UMAP_WORKERS`` overrides the count; 1 fits in the calling process).
+
+The workers are plain ``python -m ae_jax.umap_pool`` processes that import
+numpy and umap only (never jax or tensorflow, so they hold no accelerator
+memory and start in seconds) and talk
+over their standard input and output in ``.npy`` records. They live as long
+as the calling process, so each compiles umap's code once per study. A fit is
+the same single-threaded computation wherever it runs, so the embeddings are
+identical to an in-process fit.
+"""
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+
+ENV_WORKERS = "AE_JAX_UMAP_WORKERS"
+COMPILE_NOTE = "the first fit in a process compiles umap's numba code: ~50 s"
+WORKER_COMMAND = (sys.executable, "-m", "ae_jax.umap_pool")
+
+
+class UmapWorkerError(RuntimeError):
+    """A worker process died or could not be started."""
+
+
+def workers_setting() -> int | None:
+    """``$AE_JAX_UMAP_WORKERS`` as a count (None when unset); anything but a positive integer is an error."""
+    text = os.environ.get(ENV_WORKERS, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        from .trainer import ConfigError
+        raise ConfigError(f"{ENV_WORKERS} must be a whole number of processes, at least 1 (1: fit UMAP in the "
+                          f"study's own process), got {text!r}")
+    return int(text)
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(fits: int) -> int:
+    """How many processes `fits` fits use: the setting, else one per fit up to the CPU cores."""
+    return max(1, min(fits, workers_setting() or cpu_cores()))
+
+
+def fit(z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """One UMAP fit (default parameters, random_state = seed) to 2-D: the embedding and its seconds."""
+    import umap
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
+        emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
+    return np.asarray(emb, np.float32), time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- the records on the pipes
+def _send(f, *arrays: np.ndarray) -> None:
+    buf = io.BytesIO()  # np.lib.format writes a real file with tofile(), which needs a seekable file
+    for a in arrays:
+        np.lib.format.write_array(buf, a, allow_pickle=False)
+    f.write(buf.getvalue())
+    f.flush()
+
+
+class _Reader:
+    """A pipe seen as a plain stream: np.lib.format then reads it with read() (fromfile() needs seeking)."""
+
+    def __init__(self, f):
+        self.read = f.read
+
+
+def _recv(reader: _Reader) -> np.ndarray:
+    return np.lib.format.read_array(reader, allow_pickle=False)
+
+
+# ----------------------------------------------------------------------------- the calling side
+class _Worker:
+    def __init__(self):
+        try:
+            self.proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError as e:
+            raise UmapWorkerError(f"could not start a UMAP worker process: {e}") from None
+        self.out = _Reader(self.proc.stdout)
+        self.lock = threading.Lock()  # one exchange at a time: a warm-up fit, then the study's
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fit(self, z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+        with self.lock:
+            return self._exchange(z, seed)
+
+    def _exchange(self, z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+        try:
+            _send(self.proc.stdin, np.asarray(seed, np.int64), np.asarray(z, np.float32))
+            emb = _recv(self.out)
+            if emb.dtype.kind == "U":  # the worker's fit raised: its message
+                raise RuntimeError(f"UMAP failed in a worker process: {emb}")
+            secs = _recv(self.out)
+        except (OSError, ValueError, EOFError) as e:  # a closed pipe or a truncated record: the worker is gone
+            status = self.proc.poll()
+            how = "stopped answering" if status is None else f"exited with status {status}"
+            raise UmapWorkerError(f"a UMAP worker process {how} ({type(e).__name__})") from None
+        return emb, float(secs)
+
+    def close(self, kill: bool = False) -> None:
+        if not self.alive():
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.proc.wait()
+
+
+class _Pool:
+    """Worker processes kept for the life of the calling process."""
+
+    def __init__(self):
+        self.workers: list[_Worker] = []
+
+    def ensure(self, n: int) -> bool:
+        """At least n live workers; True when new ones were started (they compile on their first fit)."""
+        self.workers = [w for w in self.workers if w.alive()]
+        new = max(0, n - len(self.workers))
+        for _ in range(new):
+            self.workers.append(_Worker())
+        return new > 0
+
+    def close(self, kill: bool = False) -> None:
+        for w in self.workers:
+            w.close(kill)
+        self.workers = []
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close)
+
+
+def warm_up(workers: int, points: int, log: Callable[[str], None] = print) -> None:
+    """Start `workers` worker processes now, each compiling umap's code on a throwaway fit in the background.
+
+    For a study that trains on an accelerator: the CPU is idle while the first
+    run trains, and the ~50 s of compilation is paid there instead of when the
+    first run's seeds are embedded. `points` codes per fit (the test set's
+    size: umap takes another code path below 4 096 points). A failed warm-up
+    is left to ``embed`` to notice.
+    """
+    if workers <= 1:
+        return
+    try:
+        _POOL.ensure(workers)
+    except UmapWorkerError:
+        return
+    log(f"UMAP: {workers} worker processes compile umap's code in the background while the first run trains")
+    z = np.random.default_rng(0).normal(size=(points, 3)).astype(np.float32)
+
+    def throwaway(w: _Worker) -> None:
+        try:
+            w.fit(z, 0)
+        except (UmapWorkerError, RuntimeError):
+            pass
+
+    for w in _POOL.workers[:workers]:
+        threading.Thread(target=throwaway, args=(w,), daemon=True).start()
+
+
+def embed(codes: Sequence[np.ndarray], seeds: Sequence[int], log: Callable[[str], None] = print,
+          in_process: Callable[[np.ndarray, int], np.ndarray] | None = None) -> list[np.ndarray]:
+    """UMAP embeddings of each codes [N, n] with its seed, the fits spread over ``worker_count`` processes.
+
+    With one worker (or when a worker fails) the fits run in this process
+    through `in_process` (default: ``fit`` alone).
+    """
+    def here() -> list[np.ndarray]:
+        return [in_process(z, sd) if in_process is not None else fit(z, sd)[0] for z, sd in zip(codes, seeds)]
+
+    workers = worker_count(len(codes))
+    if workers <= 1:
+        return here()
+    try:
+        new = _POOL.ensure(workers)
+    except UmapWorkerError as e:
+        log(f"    {e}; fitting in this process")
+        return here()
+    log(f"    UMAP of {len(codes)} seeds in {workers} worker processes" + (f" ({COMPILE_NOTE})" if new else ""))
+    results: list = [None] * len(codes)
+
+    def serve(k: int, worker: _Worker) -> None:  # worker k takes fits k, k + workers, ...
+        for i in range(k, len(codes), workers):
+            results[i] = worker.fit(codes[i], seeds[i])
+
+    with ThreadPoolExecutor(workers) as threads:
+        futures = [threads.submit(serve, k, w) for k, w in enumerate(_POOL.workers[:workers])]
+        try:
+            for f in futures:
+                f.result()
+        except UmapWorkerError as e:  # a worker died (out of memory, killed): stop the rest, fit here
+            _POOL.close(kill=True)
+            log(f"    {e}; fitting in this process")
+            results = []
+        except BaseException:  # an interrupt or a failed fit: leave no fit running behind
+            _POOL.close(kill=True)
+            raise
+    if not results:
+        return here()
+    for z, sd, (_, secs) in zip(codes, seeds, results):
+        log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {sd}) in {secs:.1f} s")
+    return [emb for emb, _ in results]
+
+
+# ----------------------------------------------------------------------------- the worker side
+def _serve() -> None:
+    """Read (seed, codes) records from stdin until it closes; answer each with (embedding, seconds)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes the pipes
+    inp = _Reader(sys.stdin.buffer)
+    out = os.fdopen(os.dup(1), "wb")  # the records go here; anything else printed, even by C code, to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    # umap imports tensorflow, when installed, for ParametricUMAP alone: seconds and memory a worker never uses
+    sys.modules.setdefault("tensorflow", None)
+    while True:
+        try:
+            seed, z = int(_recv(inp)), _recv(inp)
+        except (ValueError, EOFError):  # the caller closed the pipe
+            return
+        try:
+            emb, secs = fit(z, seed)
+            records = (emb, np.asarray(secs))
+        except Exception as e:  # noqa: BLE001 - reported to the caller, which raises it
+            records = (np.asarray(f"{type(e).__name__}: {e}"),)
+        try:
+            _send(out, *records)
+        except BrokenPipeError:  # the caller is gone
+            return
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,199 @@
+"""UMAP fits in worker processes (ae_jax.umap_pool): same embeddings as in this process, a count that fits the
+machine, a clear error for a bad setting, and a fallback when a worker dies."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from _helpers import REPO, assert_one_line_error, assert_script_refuses, run_script, run_script_json
+from ae_jax import umap_pool
+from ae_jax.tasks.latent_structure import embed_all
+from ae_jax.trainer import ConfigError
+
+
+def codes(k: int, n: int = 240, dim: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.normal(size=(n, dim)).astype(np.float32) for _ in range(k)]
+
+
+@pytest.fixture(scope="module")
+def module_pool():
+    """Worker processes shared by this module's tests (each new process compiles umap's code: ~15 s here)."""
+    pool = umap_pool._Pool()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(umap_pool, "_POOL", pool)
+        yield pool
+    pool.close(kill=True)
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch, module_pool):
+    """A pool of the test's own, closed afterwards (the module's stays as it was)."""
+    pool = umap_pool._Pool()
+    monkeypatch.setattr(umap_pool, "_POOL", pool)
+    yield pool
+    pool.close(kill=True)
+
+
+def test_fits_in_worker_processes_equal_fits_in_this_process(monkeypatch, module_pool):
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    z, seeds = codes(3), [0, 1, 7]
+    logs = []
+    pooled = umap_pool.embed(z, seeds, logs.append)
+    assert "UMAP of 3 seeds in 2 worker processes" in logs[0]
+    assert not any("in this process" in s for s in logs), logs
+    assert len(module_pool.workers) == 2 and all(w.alive() for w in module_pool.workers)
+    for emb, zi, sd in zip(pooled, z, seeds):
+        assert emb.shape == (240, 2) and emb.dtype == np.float32
+        np.testing.assert_array_equal(emb, umap_pool.fit(zi, sd)[0])  # bit for bit
+    # the workers stay for the next run (each compiles umap's code once per process), and seeds still differ
+    again = umap_pool.embed(z[:1], [1], logs.append)
+    assert len(module_pool.workers) == 2
+    np.testing.assert_array_equal(again[0], umap_pool.fit(z[0], 1)[0])
+    assert not np.array_equal(again[0], pooled[0])
+
+
+def test_embed_all_keeps_raw_and_non_finite_codes_out_of_the_workers(monkeypatch, fresh_pool):
+    """n <= 2 codes are their own embedding and a diverged seed's codes become nan, as embed_2d does them."""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "4")
+    bad = codes(1)[0]
+    bad[5, 2] = np.inf
+    two = codes(1, dim=2)[0]
+    out = embed_all([two, bad], [0, 1], log=lambda s: None)
+    np.testing.assert_array_equal(out[0], two)
+    assert out[1].shape == (240, 2) and np.isnan(out[1]).all()
+    assert fresh_pool.workers == []  # nothing needed UMAP: no process was started
+
+
+def test_worker_count_is_one_per_fit_up_to_the_cores_unless_set(monkeypatch):
+    monkeypatch.delenv(umap_pool.ENV_WORKERS, raising=False)
+    monkeypatch.setattr(umap_pool, "cpu_cores", lambda: 16)
+    assert [umap_pool.worker_count(k) for k in (0, 1, 5, 40)] == [1, 1, 5, 16]
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "3")
+    assert [umap_pool.worker_count(k) for k in (1, 5, 40)] == [1, 3, 3]
+
+
+def test_one_worker_fits_in_this_process_and_starts_none(monkeypatch, fresh_pool):
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "1")
+
+    def no_worker(*a, **k):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(umap_pool, "_Worker", no_worker)
+    z = codes(2)
+    out = umap_pool.embed(z, [0, 1], log=lambda s: None)
+    np.testing.assert_array_equal(out[1], umap_pool.fit(z[1], 1)[0])
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_an_impossible_worker_count_is_a_config_error(monkeypatch, value):
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, value)
+    with pytest.raises(ConfigError, match=f"{umap_pool.ENV_WORKERS} must be a whole number.*{value!r}"):
+        umap_pool.worker_count(3)
+
+
+def test_a_script_refuses_an_impossible_worker_count_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "none")
+    assert_script_refuses(REPO / "experiments" / "bakeoff.py", ["--dataset=digits", "--seeds=1", "--epochs=3"],
+                          tmp_path / "out", capsys, umap_pool.ENV_WORKERS)
+
+
+def test_a_worker_that_dies_hands_its_fits_back_to_this_process(monkeypatch, fresh_pool):
+    """A worker that reads one byte and exits: the fits are redone here, the same embeddings come back."""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    monkeypatch.setattr(umap_pool, "WORKER_COMMAND", (sys.executable, "-c", "import sys; sys.stdin.buffer.read(1)"))
+    logs = []
+    z = codes(2)
+    out = umap_pool.embed(z, [0, 1], logs.append)
+    assert any("a UMAP worker process" in s and "fitting in this process" in s for s in logs), logs
+    np.testing.assert_array_equal(out[0], umap_pool.fit(z[0], 0)[0])
+    assert fresh_pool.workers == []  # the broken pool is gone; the next call starts afresh
+
+
+# ------------------------------------------------------------------ benchmarks/umap_workers.py
+BENCH = REPO / "benchmarks" / "umap_workers.py"
+
+
+def test_the_benchmark_times_each_worker_count_and_checks_the_embeddings_agree(tmp_path):
+    proc, res = run_script_json(BENCH, ["--fits=3", "--points=60", "--dim=4", "--workers=1,2"], tmp_path / "u.json")
+    assert [r["workers"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["first_s"] > 0 and r["again_s"] > 0 and r["identical_to_first_count"] is True
+        assert r["per_fit_again_s"] == pytest.approx(r["again_s"] / 3)
+    assert "| 2 |" in proc.stdout and "differ" not in proc.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [(["--workers=0,2"], "--workers"), (["--dim=2"], "--dim"),
+                                           (["--out=/no/such/dir/u.json"], "--out")])
+def test_the_benchmark_refuses_bad_flags_in_one_line(tmp_path, args, fragment):
+    assert_one_line_error(run_script(BENCH, args, tmp_path, 120), fragment)
+
+
+# ------------------------------------------------------------------ warming the workers up during training
+def test_workers_warmed_up_in_the_background_then_give_the_study_its_own_fits(monkeypatch, module_pool):
+    """The warm-up's answer is read by its own thread, so the study's fits get theirs (the warm-up has 300 points,
+    the study's codes 240: a mixed-up answer would not even have the right shape)."""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    logs = []
+    umap_pool.warm_up(2, 300, logs.append)
+    assert len(module_pool.workers) == 2 and "in the background" in logs[0]
+    z = codes(3)
+    out = umap_pool.embed(z, [0, 1, 2], logs.append)
+    assert not any("compiles" in s for s in logs[1:]), logs  # the processes were there before the fits
+    for emb, zi, sd in zip(out, z, [0, 1, 2]):
+        np.testing.assert_array_equal(emb, umap_pool.fit(zi, sd)[0])
+
+
+@pytest.fixture
+def planned(digits):
+    from ae_jax.studies.driver import PlannedRun, SplitCache, StudyOptions
+    from ae_jax.trainer import ExperimentConfig
+
+    def make(tmp_path, latent=20, seeds=3, tasks=("reconstruction", "latent_structure")):
+        cfg = ExperimentConfig(model="vanilla", dataset="digits", seeds=seeds, epochs=3, latent_dim=latent)
+        splits = SplitCache("digits", None)
+        splits._c["full"] = digits
+        return [PlannedRun(cfg, tasks)], StudyOptions(dataset="digits", seeds=seeds, out=tmp_path), splits
+    return make
+
+
+@pytest.mark.parametrize("backend,latent,tasks,started", [
+    ("gpu", 20, ("reconstruction", "latent_structure"), True),
+    ("tpu", 20, ("latent_structure",), True),
+    ("cpu", 20, ("latent_structure",), False),   # the training needs the cores
+    ("gpu", 2, ("latent_structure",), False),    # n = 2 codes are their own embedding
+    ("gpu", 20, ("reconstruction",), False),     # no UMAP in the plan
+])
+def test_a_study_warms_the_workers_up_only_on_an_accelerator_and_only_when_it_needs_umap(
+        monkeypatch, tmp_path, planned, backend, latent, tasks, started):
+    import jax
+    from ae_jax.studies import driver
+    calls = []
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(umap_pool, "warm_up", lambda w, points, log: calls.append((w, points)))
+    monkeypatch.setattr(umap_pool, "cpu_cores", lambda: 16)
+    monkeypatch.delenv(umap_pool.ENV_WORKERS, raising=False)
+    plan, opts, splits = planned(tmp_path, latent=latent, tasks=tasks)
+    assert driver.warm_umap(plan, opts, splits, log=lambda s: None) is started
+    assert calls == ([(3, 297)] if started else [])  # one process per seed; the digits test set's 297 codes
+
+
+def test_no_warm_up_for_a_run_whose_umap_task_is_done(monkeypatch, tmp_path, planned):
+    import jax
+    from ae_jax.studies import driver
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(umap_pool, "warm_up", lambda *a: pytest.fail("warmed up for a finished task"))
+    plan, opts, splits = planned(tmp_path)
+    monkeypatch.setattr(driver, "task_done", lambda run_dir, task, seeds: task == "latent_structure")
+    assert driver.warm_umap(plan, opts, splits, log=lambda s: None) is False
+
+
+def test_a_fit_that_fails_in_a_worker_raises_its_error_here(monkeypatch, module_pool):
+    """(Last in the module: a failed fit stops the module's workers.)"""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    z = codes(2)
+    z[1][0, 0] = np.nan
+    with pytest.raises(RuntimeError, match="UMAP failed in a worker process: ValueError.*NaN"):
+        umap_pool.embed(z, [0, 1], log=lambda s: None)
