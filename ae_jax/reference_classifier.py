@@ -23,8 +23,11 @@ accuracy are kept.
 
 The trained parameters are cached in ``cache_dir`` (``params.npz`` and
 ``reference_classifier.json``: test and validation accuracy, the recipe, the
-SHA-256 of the training and validation data and of the parameter file). A
-cache whose recipe, data hash or parameter file does not match is retrained.
+SHA-256 of the training and validation data and of the parameter file, and
+the command, package version and source revision that trained it). A cache
+whose recipe, data hash or parameter file does not match is retrained. The
+parameter file's SHA-256 names the judge: the quality tasks record it, since a
+classifier retrained on another machine or JAX version differs slightly.
 """
 from __future__ import annotations
 
@@ -147,6 +150,7 @@ class RefClassifier:
     test_accuracy: float
     val_accuracy: float
     recipe: dict
+    params_sha256: str = ""  # of params.npz: which judge this is, recorded by every task it judges
 
     def features(self, images) -> np.ndarray:
         """Penultimate-layer activations [N, FEATURE_DIM]."""
@@ -270,16 +274,19 @@ def _load_cached(cache_dir: Path, dataset: str, recipe: dict, digest: str) -> tu
     if set(flat) != set(want) or any(flat[k].shape != want[k].shape for k in want):
         return None, f"{PARAMS_FILE} holds parameters of another architecture"
     params = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat, sep="/"))
-    return RefClassifier(params, dataset, float(meta["test_accuracy"]), float(meta["val_accuracy"]), recipe), ""
+    return RefClassifier(params, dataset, float(meta["test_accuracy"]), float(meta["val_accuracy"]), recipe,
+                         meta["params_sha256"]), ""
 
 
 def get_reference_classifier(dataset: str, splits: Splits, cache_dir: Path,
-                             log: Callable[[str], None] = print) -> RefClassifier:
+                             log: Callable[[str], None] = print, command: str = "") -> RefClassifier:
     """The reference classifier of ``dataset``: loaded from ``cache_dir`` or trained (and cached) there.
 
     ``splits`` must be ``load_splits(dataset, "full")``: the classifier learns
     from real training images only. Training happens once; a later call with
-    the same recipe and data loads ``cache_dir/params.npz``.
+    the same recipe and data loads ``cache_dir/params.npz``. A classifier
+    trained here records `command` (the command line that asked for it), the
+    package version and source revision beside its recipe.
     """
     if not isinstance(splits, Splits):
         raise TypeError(f"splits must be ae_jax.data.Splits, got {type(splits).__name__}")
@@ -295,14 +302,16 @@ def get_reference_classifier(dataset: str, splits: Splits, cache_dir: Path,
         return ref
     log(f"[reference classifier] {dataset}: training ({why}) on {len(splits.y_train)} real training images")
     params, info = train_reference(splits, recipe, log)
+    from .trainer.run import provenance
     blob = _params_bytes(params)
+    sha = hashlib.sha256(blob).hexdigest()
     atomic_write_bytes(cache_dir / PARAMS_FILE, blob)
     write_json(cache_dir / META_FILE, {
         "dataset": dataset, "recipe": recipe, "data_sha256": digest,
-        "params_sha256": hashlib.sha256(blob).hexdigest(), "feature_dim": MODEL.features,
+        "params_sha256": sha, "feature_dim": MODEL.features,
         "n_train": int(len(splits.y_train)), "n_val": int(len(splits.y_val)), "n_test": int(len(splits.y_test)),
-        **info})
+        **info, **provenance(command, splits)})
     log(f"[reference classifier] {dataset}: test accuracy {info['test_accuracy']:.4f} "
         f"(epoch {info['best_epoch']}, {info['train_seconds']:.0f} s); cached in {cache_dir}")
     params = jax.tree.map(jnp.asarray, params)
-    return RefClassifier(params, dataset, float(info["test_accuracy"]), float(info["val_accuracy"]), recipe)
+    return RefClassifier(params, dataset, float(info["test_accuracy"]), float(info["val_accuracy"]), recipe, sha)

@@ -455,6 +455,15 @@ def test_each_baseline_folder_records_the_command_that_made_it(bakeoff):
         assert rec["data"]["fingerprint"]
 
 
+def test_the_reference_classifier_records_the_command_that_trained_it_and_every_quality_task_names_it(bakeoff):
+    meta = read_json(bakeoff.root / REFERENCE_DIR / rc.META_FILE)
+    assert "bakeoff.py" in meta["command"] and "--dataset=digits" in meta["command"] and meta["data"]["fingerprint"]
+    judged = [read_json(f)["info"]["reference_params_sha256"] for t in ("sample_quality", "interp_quality")
+              for f in bakeoff.root.glob(f"*/tasks/{t}.json")]
+    assert judged and set(judged) == {meta["params_sha256"]}
+    assert "More than one judge" not in bakeoff.readme1
+
+
 def test_the_scratch_baseline_learns_from_labels_and_not_from_shuffled_ones(bakeoff, labelled):
     lab = labelled
     recorded = read_json(task_path(bakeoff.root / SCRATCH, SCRATCH))
@@ -538,6 +547,7 @@ def test_sample_quality_judges_exactly_what_the_decoder_returns(bakeoff, tmp_pat
     m = out.metrics
     assert m["sample_frechet"][0] == pytest.approx(sq.frechet_distance(f, ref.features(full.x_test)), rel=1e-6)
     assert m["sample_frechet"][0] == pytest.approx(out.info["frechet_train_vs_test"], rel=1e-9)
+    assert out.info["reference_params_sha256"] == ref.params_sha256  # the task names its judge
     assert m["sample_class_entropy"][0] == pytest.approx(sq.class_entropy(p), abs=1e-12)
     assert m["sample_confidence"][0] == pytest.approx(sq.mean_confidence(p), rel=1e-6)
     assert m["sample_frechet"][1] > 10 * m["sample_frechet"][0]
@@ -753,6 +763,26 @@ def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bak
     fewer = [RunResult(PlannedRun(dataclasses.replace(r.planned.cfg, seeds=1), r.planned.tasks), r.run_dir, {}, {})
              if r.planned.cfg.model == "vae" else r for r in results]
     assert pairing_keys(fewer, summary)["vae"] != pairing_keys(fewer, summary)["vanilla"]
+
+
+def test_the_report_warns_when_the_runs_were_judged_by_different_reference_classifiers(tmp_path):
+    """A classifier retrained elsewhere judges slightly differently: the quality section says which runs had which
+    judge. One judge, or runs that recorded none (older code), give no warning."""
+    from ae_jax.studies.bakeoff import _judges_note
+    from ae_jax.studies.driver import PlannedRun, RunResult
+
+    def run(name, **judge_of_task):
+        tasks = {t: {"info": {"reference_params_sha256": h}} for t, h in judge_of_task.items()}
+        cfg = ExperimentConfig(model="vanilla", dataset="digits", seeds=SEEDS, epochs=EPOCHS)
+        return RunResult(PlannedRun(cfg, tuple(tasks)), tmp_path / name, {}, tasks)
+
+    a, b = "a" * 64, "b" * 64
+    assert _judges_note([run("vanilla", sample_quality=a, interp_quality=a), run("vae", sample_quality=a),
+                         run("old")]) == []
+    note = _judges_note([run("vanilla", sample_quality=a, interp_quality=a), run("vae", sample_quality=b),
+                         run("vq", interp_quality=b)])
+    assert len(note) == 2 and note[0].startswith("**More than one judge.**") and "2 different" in note[0]
+    assert f"`{a[:12]}`: vanilla;" in note[0] and f"`{b[:12]}`: vae, vq." in note[0]
 
 
 # ------------------------------------------------------------------ runs from older code

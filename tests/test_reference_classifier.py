@@ -21,7 +21,8 @@ from ae_jax.data import load_splits
 def trained(tmp_path_factory, digits):
     cache = tmp_path_factory.mktemp("ref") / "reference_classifier"
     lines = []
-    ref = rc.get_reference_classifier("digits", digits, cache, log=lines.append)
+    ref = rc.get_reference_classifier("digits", digits, cache, log=lines.append,
+                                      command="python experiments/bakeoff.py --dataset=digits")
     return ref, cache, lines
 
 
@@ -44,6 +45,11 @@ def test_reference_classifier_learns_digits_and_records_its_test_accuracy(traine
     assert meta["data_sha256"] == rc.data_hash(digits)
     assert meta["n_train"] == len(digits.y_train)
     assert 1 <= meta["best_epoch"] <= meta["recipe"]["epochs"]
+    # which judge it is, and where it came from
+    import hashlib
+    assert ref.params_sha256 == meta["params_sha256"] == hashlib.sha256((cache / rc.PARAMS_FILE).read_bytes()).hexdigest()
+    assert meta["command"] == "python experiments/bakeoff.py --dataset=digits"
+    assert meta["version"] and "revision" in meta and meta["data"]["fingerprint"]
 
 
 def test_features_and_probs_are_the_same_in_and_out_of_chunks(trained, digits):
@@ -67,6 +73,7 @@ def test_a_second_call_loads_the_cache_instead_of_training(trained, digits):
     again = rc.get_reference_classifier("digits", digits, cache, log=lines.append)
     assert any("loaded" in line for line in lines) and not any("training" in line for line in lines)
     assert again.test_accuracy == ref.test_accuracy
+    assert again.params_sha256 == ref.params_sha256 != ""
     np.testing.assert_array_equal(again.features(digits.x_test[:50]), ref.features(digits.x_test[:50]))
 
 

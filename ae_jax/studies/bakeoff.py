@@ -265,10 +265,36 @@ def _unavailable_note(results: Sequence[RunResult]) -> list[str]:
             "cells are empty: " + "; ".join(old) + ".", ""]
 
 
+def _judges(results: Sequence[RunResult]) -> dict[str, list[str]]:
+    """The reference classifiers (params.npz SHA-256) that judged the quality tasks, each with its runs' names.
+
+    Runs from before the hash was recorded are left out: which judge they had is not known.
+    """
+    judges: dict[str, list[str]] = {}
+    for r in results:
+        for t in ("sample_quality", "interp_quality"):
+            h = (r.tasks.get(t) or {}).get("info", {}).get("reference_params_sha256")
+            if h and r.run_dir.name not in judges.setdefault(h, []):
+                judges[h].append(r.run_dir.name)
+    return judges
+
+
+def _judges_note(results: Sequence[RunResult]) -> list[str]:
+    judges = _judges(results)
+    if len(judges) < 2:
+        return []
+    which = "; ".join(f"`{h[:12]}`: {', '.join(runs)}" for h, runs in judges.items())
+    return [f"**More than one judge.** These runs' quality numbers come from {len(judges)} different reference "
+            f"classifiers (the SHA-256 of their parameters, then the runs): {which}. A classifier retrained "
+            f"elsewhere (another machine, another JAX) judges slightly differently, so compare across them with "
+            f"care; rerun the study with --force to judge every run by the one in `{REFERENCE_DIR}/`.", ""]
+
+
 def quality_sections(summary: dict, results: Sequence[RunResult], order: Sequence[str], opts,
                      pairing: dict) -> list[str]:
     """The sample-quality, interpolation-quality and label-budget tables with their notes."""
     lines: list[str] = []
+    judges = _judges_note(results)  # under the first quality heading
     ref_acc = _info(results, "sample_quality", "reference_test_accuracy") \
         or _info(results, "interp_quality", "reference_test_accuracy")
     fd_real = _info(results, "sample_quality", "frechet_train_vs_test")
@@ -283,7 +309,8 @@ def quality_sections(summary: dict, results: Sequence[RunResult], order: Sequenc
         t = task_table(summary, rows, order, pairing)
         if not t:
             continue
-        lines += [f"## {title.format(**fill)}", ""]
+        lines += [f"## {title.format(**fill)}", ""] + judges
+        judges = []
         if rows[0][0].startswith("sample_"):
             cols = [m for m in order if any(r[0] in summary.get(m, {}) for r in rows)]
             priors = [m for m in cols if get_model(m).can_sample]

@@ -183,7 +183,7 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
     state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
     if state is None:
         raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")
-    ctx = EvalContext(spec, cfg, state, run_dir, splits, log)
+    ctx = EvalContext(spec, cfg, state, run_dir, splits, log, opts.command)
     with folder_lock(run_dir):
         for t in missing:
             log(f"{tag} task {t}")
@@ -209,7 +209,7 @@ def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Call
     for t in tasks or (name,):
         if opts.force or not task_done(folder, t, cfg.seed_list):
             with folder_lock(folder):
-                run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log))
+                run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log, opts.command))
                 (folder / "tasks.json").unlink(missing_ok=True)
             ran.append(t)
         files[t] = read_json(task_path(folder, t))

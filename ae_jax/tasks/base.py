@@ -53,6 +53,7 @@ class EvalContext:
     run_dir: Path
     splits: Callable[[str], Splits]  # variant -> splits ("full", "anomaly", "labelled")
     log: Callable[[str], None] = print
+    command: str = ""  # the command line of the study, for what a task records beside its numbers
 
     @property
     def seeds(self) -> list[int]:

@@ -90,5 +90,6 @@ class InterpQuality(Task):
         write_npz(ctx.run_dir / FILE, pairs=pairs, pair_labels=y[pairs], max_step=max_step, confident=confident,
                   frames=frames_shown, frame_index=show, seed=ctx.seeds[ctx.fig])
         info = {"pairs": P, "frames": N_FRAMES, "confident_threshold": sq.CONFIDENT,
-                "reference_test_accuracy": ref.test_accuracy}
+                "reference_test_accuracy": ref.test_accuracy,
+                "reference_params_sha256": ref.params_sha256}
         return TaskResult(metrics, {}, info)

@@ -36,7 +36,7 @@ def reference_classifier(ctx) -> RefClassifier:
     k = _key(ctx)
     if k not in _LOADED:
         _LOADED[k] = get_reference_classifier(ctx.cfg.dataset, ctx.splits("full"), reference_dir(ctx.run_dir),
-                                              log=ctx.log)
+                                              log=ctx.log, command=ctx.command)
     return _LOADED[k]
 
 

@@ -135,5 +135,6 @@ class SampleQuality(Task):
                   labels=labels[:N_SHOW] if cond else np.full(N_SHOW, -1), class_counts=counts,
                   seeds=np.asarray(ctx.seeds), sampler=np.asarray(sampler))
         info = {"sampler": sampler, "n_samples": n, "n_test": len(test_f), "reference_test_accuracy": ref.test_accuracy,
+                "reference_params_sha256": ref.params_sha256,
                 "frechet_train_vs_test": reference.real_train_frechet(ctx, n)}
         return TaskResult(metrics, {}, info)
