@@ -159,7 +159,15 @@ class _Pool:
 
 
 _POOL = _Pool()
-atexit.register(_POOL.close)
+_COMPILED_HERE = False  # whether a fit in this process has compiled umap's code yet
+
+
+def close_workers() -> None:
+    """Stop the worker processes (the next fits start new ones); also done when the process exits."""
+    _POOL.close()
+
+
+atexit.register(close_workers)
 
 
 def warm_up(workers: int, points: int, log: Callable[[str], None] = print) -> None:
@@ -190,15 +198,28 @@ def warm_up(workers: int, points: int, log: Callable[[str], None] = print) -> No
         threading.Thread(target=throwaway, args=(w,), daemon=True).start()
 
 
-def embed(codes: Sequence[np.ndarray], seeds: Sequence[int], log: Callable[[str], None] = print,
-          in_process: Callable[[np.ndarray, int], np.ndarray] | None = None) -> list[np.ndarray]:
+def _fitted(z: np.ndarray, seed: int, secs: float) -> str:
+    return f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {secs:.1f} s"
+
+
+def _fit_here(z: np.ndarray, seed: int, log: Callable[[str], None]) -> np.ndarray:
+    global _COMPILED_HERE
+    if not _COMPILED_HERE:
+        log(f"    ({COMPILE_NOTE})")
+    emb, secs = fit(z, seed)
+    _COMPILED_HERE = True
+    log(_fitted(z, seed, secs))
+    return emb
+
+
+def embed(codes: Sequence[np.ndarray], seeds: Sequence[int],
+          log: Callable[[str], None] = print) -> list[np.ndarray]:
     """UMAP embeddings of each codes [N, n] with its seed, the fits spread over ``worker_count`` processes.
 
-    With one worker (or when a worker fails) the fits run in this process
-    through `in_process` (default: ``fit`` alone).
+    With one worker (or when a worker fails) the fits run in this process.
     """
     def here() -> list[np.ndarray]:
-        return [in_process(z, sd) if in_process is not None else fit(z, sd)[0] for z, sd in zip(codes, seeds)]
+        return [_fit_here(z, sd, log) for z, sd in zip(codes, seeds)]
 
     workers = worker_count(len(codes))
     if workers <= 1:
@@ -230,7 +251,7 @@ def embed(codes: Sequence[np.ndarray], seeds: Sequence[int], log: Callable[[str]
     if not results:
         return here()
     for z, sd, (_, secs) in zip(codes, seeds, results):
-        log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {sd}) in {secs:.1f} s")
+        log(_fitted(z, sd, secs))
     return [emb for emb, _ in results]
 
 

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
               "|---|---|---|---|", flush=True)
         for w in args.workers:
             os.environ[umap_pool.ENV_WORKERS] = str(w)
-            umap_pool._POOL.close()  # fresh processes: "first" pays their compilation
+            umap_pool.close_workers()  # fresh processes: "first" pays their compilation
             times = []
             for _ in range(2):
                 t0 = time.perf_counter()

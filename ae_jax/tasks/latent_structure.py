@@ -18,31 +18,22 @@ from .. import figures, umap_pool
 from ..io import write_npz
 from .base import EvalContext, Task, TaskResult
 
-_UMAP_WARM = False
-
 
 def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np.ndarray:
     """UMAP (default parameters, random_state = seed) to 2-D when n > 2; raw codes when n <= 2."""
-    global _UMAP_WARM
     if z.shape[1] <= 2:
         return np.asarray(z, np.float32)
     if not np.isfinite(z).all():  # a diverged seed: UMAP would raise; its scores become nan
         log(f"    seed {seed}: non-finite codes, no UMAP embedding")
         return np.full((z.shape[0], 2), np.nan, np.float32)
-    if not _UMAP_WARM:
-        log(f"    ({umap_pool.COMPILE_NOTE})")
-    emb, secs = umap_pool.fit(z, seed)
-    _UMAP_WARM = True
-    log(f"    UMAP of {z.shape[0]} x {z.shape[1]} codes (seed {seed}) in {secs:.1f} s")
-    return emb
+    return umap_pool.embed([z], [seed], log)[0]
 
 
 def embed_all(codes: Sequence[np.ndarray], seeds: Sequence[int],
               log: Callable[[str], None] = print) -> list[np.ndarray]:
     """``embed_2d`` of every seed's codes, the UMAP fits side by side in worker processes (``umap_pool``)."""
     fits = [i for i, z in enumerate(codes) if z.shape[1] > 2 and np.isfinite(z).all()]
-    embs = dict(zip(fits, umap_pool.embed([codes[i] for i in fits], [seeds[i] for i in fits], log,
-                                          in_process=lambda z, sd: embed_2d(z, sd, log))))
+    embs = dict(zip(fits, umap_pool.embed([codes[i] for i in fits], [seeds[i] for i in fits], log)))
     return [embs[i] if i in embs else embed_2d(z, sd, log) for i, (z, sd) in enumerate(zip(codes, seeds))]
 
 
