@@ -91,8 +91,11 @@ def check_environment() -> None:
     workers_setting()
 
 
-def guarded(body: Callable[[], int], on_interrupt: str) -> int:
+def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool = True) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
+
+    The persistent compilation cache is turned on first (``ae_jax.trainer.compile_cache``) unless
+    ``compilation_cache`` is False: a benchmark that times compilation leaves it off.
 
     Running out of device memory is answered the same way: the trainer's
     ``OutOfMemory`` names the largest run count that fits; any other XLA
@@ -103,6 +106,9 @@ def guarded(body: Callable[[], int], on_interrupt: str) -> int:
     from .trainer.memory import OutOfMemory, is_out_of_memory
     try:
         check_environment()
+        if compilation_cache:
+            from .trainer import compile_cache
+            compile_cache.enable()
         return body()
     except (ConfigError, DataError, OutOfMemory) as e:
         fail(str(e))

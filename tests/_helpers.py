@@ -23,11 +23,11 @@ CACHE_ENV = {
 
 
 def subprocess_env(cache: bool = True, **extra) -> dict:
-    """The current environment (less XLA_FLAGS), the shared compilation cache, and `extra`."""
+    """The current environment (less XLA_FLAGS), the shared compilation cache (or none), and `extra`."""
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    if cache:
-        env.update(CACHE_ENV)
+    # never the user's cache folder: the suite's own, or none at all
+    env.update(CACHE_ENV if cache else {"AE_JAX_COMPILATION_CACHE": "off"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -5,7 +5,8 @@ many tests compile the very same program (seed 3 alone and seed 7 alone, the
 interrupted and the resumed run, ...). A persistent compilation cache in a
 temporary folder, fresh for every session, makes each identical program
 compile once; the CLI subprocesses share it through the environment
-(_helpers.subprocess_env).
+(_helpers.subprocess_env). The scripts' own cache
+(``AE_JAX_COMPILATION_CACHE``) points at the same folder, never the user's.
 
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
 so an accidental broadcast in the package fails loudly.
@@ -36,6 +37,7 @@ for _opt, _val in (("jax_compilation_cache_dir", CACHE_DIR),
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 os.environ["AE_JAX_MIRRORS"] = ""
+os.environ["AE_JAX_COMPILATION_CACHE"] = CACHE_DIR  # a script started with this environment: not the user's cache
 
 
 def pytest_unconfigure(config):

@@ -37,8 +37,8 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, diverged_note, older_code_note, run_pair_key,
-                     task_table)
+from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, compile_cache_note, diverged_note, older_code_note,
+                     run_pair_key, task_table)
 
 QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
@@ -392,7 +392,8 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              "otherwise (the baselines, and runs of different code versions); each cell names its test and each "
              "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
-             "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."] + diverged_note(results) + older_code_note(results)
+             "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."]
+    lines += diverged_note(results) + older_code_note(results) + compile_cache_note(results)
     lines += _unavailable_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
     pairing = pairing_keys(results, summary)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import umap_pool
+from ..trainer import compile_cache
 from ..data import Splits, load_splits
 from ..io import read_json, write_json
 from ..models import get_model
@@ -269,7 +270,7 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
             get_task(t)
     splits = SplitCache(opts.dataset, opts.data_dir)
     splits("full")  # missing data fails before anything is written
-    t_start = time.perf_counter()
+    t_start, compiled = time.perf_counter(), compile_cache.tally()
     if not opts.force:  # refuse mismatches before hours of training, not after
         for p in plan:
             check_same_config(opts.root / p.cfg.name(), p.cfg, splits(p.cfg.variant))
@@ -287,4 +288,5 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
     if head:
         log("\n" + head)
     log(f"\n{study.name} summary: {out_dir / 'summary.json'}; report: {out_dir / 'README.md'}")
+    log(compile_cache.describe(since=compiled))
     return summary

@@ -140,6 +140,16 @@ def older_code_note(results) -> list[str]:
             f"this report ({__version__}): " + ", ".join(old) + ". Rerun with `--force` to redo them.", ""]
 
 
+def compile_cache_note(results) -> list[str]:
+    """Lines naming the runs whose compile time may be a load from the persistent compilation cache (or none)."""
+    cached = [r.run_dir.name for r in results if r.metrics["timing"].get("compilation_cache")]
+    if not cached:
+        return []
+    return ["**Compile times may be loads.** These runs trained with the persistent compilation cache on, so "
+            "their compile time is a load wherever the same program had been compiled before: "
+            + ", ".join(cached) + ". `AE_JAX_COMPILATION_CACHE=off` with `--force` times fresh compiles.", ""]
+
+
 def diverged_note(results) -> list[str]:
     """One line on seeds whose training diverged (left out of every number), or that none did."""
     bad = [f"{r.run_dir.name} seed {d['seed']} (epoch {d['epoch']})" for r in results

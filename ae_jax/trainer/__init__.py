@@ -8,6 +8,7 @@
                 one-line out-of-memory error that names that count
     run.py      one experiment in one run folder: its config and identity, locking, metrics.json
     distributed.py  more than one process (jax.distributed): joining, gathering, process 0 writes
+    compile_cache.py  the persistent compilation cache the scripts turn on: a program is compiled once
 """
 from .loop import (RunAxis, TrainOutput, epoch_memory, eval_memory, evaluate_runs, has_final_checkpoint,
                    load_final_state, map_runs, stack_hparams, train_runs)

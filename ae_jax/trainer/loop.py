@@ -36,7 +36,7 @@ import numpy as np
 from ..data import Data
 from ..losses import Hparams
 from ..models import ModelSpec
-from . import distributed
+from . import compile_cache, distributed
 from .memory import ProgramMemory, hint_out_of_memory, program_memory
 from .program import (Phase, TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)
@@ -311,12 +311,13 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     for epoch in range(start, E):
         pi, phase = phase_at(schedule, epoch)
         if pi not in compiled:
-            t0 = time.perf_counter()
+            t0, hits = time.perf_counter(), compile_cache.hits()
             compiled[pi] = epoch_program(spec, cfg, phase, n_train, len(shared)).lower(
                 state, train_keys, jnp.int32(epoch), hp, *shared).compile()
             dt = time.perf_counter() - t0
             compile_time += dt
-            log(f"  compiled {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
+            how = "loaded from the compilation cache" if compile_cache.hits() > hits else "compiled"
+            log(f"  {how} {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
                 f"for {R} run(s) in {dt:.1f} s")
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
             state = axis.place(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase (already padded)

@@ -40,7 +40,7 @@ from ..data import Data, Splits, load_splits, test_data, train_data, val_data
 from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
 from ..losses import RECON_LOSSES
 from ..models import NUM_CLASSES, get_model
-from . import distributed
+from . import compile_cache, distributed
 from .loop import TrainOutput, evaluate_runs, train_runs
 from .memory import OutOfMemory
 from .program import PRECISIONS, TrainConfig, spec_hparams
@@ -352,7 +352,9 @@ def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test: dict[str, np.n
         "timing": {"train_time_s": train_time, "compile_time_s": out.compile_time_s,
                    "train_time_per_seed_s": train_time / len(runs),
                    "seed_samples_per_s": samples / train_time if train_time > 0 else None,
-                   "note": "all runs train together in one compiled program, so they share one wall-clock"},
+                   "note": "all runs train together in one compiled program, so they share one wall-clock",
+                   # with a persistent cache, a program compiled before is loaded and compile_time_s is the load's
+                   "compilation_cache": compile_cache.in_use() is not None},
         "device": out.device,
     }
 

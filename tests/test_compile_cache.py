@@ -1,0 +1,95 @@
+"""The scripts' persistent compilation cache (ae_jax.trainer.compile_cache)."""
+from __future__ import annotations
+
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from _helpers import REPO, cli_command, subprocess_env
+from ae_jax.download import user_cache_root
+from ae_jax.io import read_json
+from ae_jax.trainer import compile_cache
+
+
+def test_a_second_run_loads_its_programs_from_the_cache_and_gives_the_same_numbers(tmp_path):
+    cache = tmp_path / "xla"
+    # JAX stores only programs that took a second to compile; these small ones may take less
+    env = subprocess_env(cache=False, AE_JAX_COMPILATION_CACHE=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0)
+    args = ["--model=vae", "--dataset=digits", "--epochs=1", "--seeds=2"]
+    procs = [subprocess.run(cli_command([*args, f"--out={tmp_path / name}"]), cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300) for name in ("first", "second")]
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert "compiled the epoch program" in procs[0].stdout
+    assert any(cache.iterdir()), "the first run stored nothing in the cache folder"
+    assert "loaded from the compilation cache the epoch program" in procs[1].stdout
+    first, second = (read_json(tmp_path / name / "metrics.json") for name in ("first", "second"))
+    assert first["timing"]["compilation_cache"] and second["timing"]["compilation_cache"]
+    for key, m in first["metrics"].items():
+        if not key.endswith("_time_s"):
+            np.testing.assert_array_equal(m["values"], second["metrics"][key]["values"], err_msg=key)
+
+
+def test_the_folder_setting(monkeypatch, tmp_path):
+    monkeypatch.delenv(compile_cache.ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache.folder_setting() == user_cache_root() / "xla"
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "mine"))
+    assert compile_cache.folder_setting() == tmp_path / "mine"
+    for off in ("off", "OFF", "0", "none"):
+        monkeypatch.setenv(compile_cache.ENV, off)
+        assert compile_cache.folder_setting() is None
+
+
+def test_jax_s_own_setting_is_kept(monkeypatch, tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    assert before, "the suite sets a cache folder (conftest)"
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "other"))
+    assert compile_cache.enable() == before
+    assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("setting", ["off", "unmakeable"])
+def test_no_cache_when_off_or_when_the_folder_cannot_be_made(setting, monkeypatch, tmp_path, capsys):
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setattr(compile_cache, "in_use", lambda: None)  # as if JAX had no folder set
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(compile_cache.ENV, "off" if setting == "off" else str(blocker / "xla"))
+    assert compile_cache.enable() is None
+    assert jax.config.jax_compilation_cache_dir == before  # nothing changed
+    err = capsys.readouterr().err
+    if setting == "off":
+        assert err == ""
+    else:
+        assert len(err.strip().splitlines()) == 1 and str(blocker / "xla") in err and compile_cache.ENV in err
+
+
+def test_the_tally_counts_programs_and_cache_loads():
+    """Two jitted functions that lower to the same program: one compile, one load (the suite's cache is on
+    and stores every program), and the line says so."""
+    import jax.numpy as jnp
+    x = jnp.arange(7 * 13, dtype=jnp.float32).reshape(7, 13)  # a shape no other test compiles for
+    since = compile_cache.tally()
+    for _ in range(2):
+        jax.jit(lambda a: jnp.tanh(a) @ a.T + 3.0)(x).block_until_ready()  # a new function object: no jit reuse
+    done = {k: v - since[k] for k, v in compile_cache.tally().items()}
+    assert done["programs"] == 2 and done["loaded"] == 1 and done["seconds"] > 0
+    line = compile_cache.describe(since)
+    assert line.startswith("compilation: 2 XLA programs") and "1 loaded from the compilation cache" in line
+
+
+def test_reports_name_the_runs_whose_compile_time_may_be_a_load(tmp_path):
+    from types import SimpleNamespace
+    from ae_jax.studies.report import compile_cache_note
+
+    def run(name, cached):
+        timing = {"compile_time_s": 1.0} if cached is None else {"compile_time_s": 1.0, "compilation_cache": cached}
+        return SimpleNamespace(run_dir=tmp_path / name, metrics={"timing": timing})
+
+    assert compile_cache_note([run("old", None), run("off", False)]) == []  # before the cache, or with it off
+    lines = compile_cache_note([run("old", None), run("vae", True), run("off", False), run("vq", True)])
+    assert lines[0].startswith("**Compile times may be loads.**") and "vae, vq." in lines[0]
+    assert "old" not in lines[0] and "off," not in lines[0]
