@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import umap_pool
-from ..trainer import compile_cache
 from ..data import Splits, load_splits
 from ..io import read_json, write_json
 from ..models import get_model
 from ..tasks import EvalContext, get_task, run_task, task_done, task_path
-from ..trainer import (ConfigError, ExperimentConfig, check_same_config, folder_lock, get_model_or_error,
-                       has_final_checkpoint, load_final_state, run_experiment)
+from ..trainer import (ConfigError, ExperimentConfig, check_same_config, compile_cache, folder_lock,
+                       get_model_or_error, has_final_checkpoint, load_final_state, run_experiment)
 from ..trainer.run import provenance
 
 TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
