@@ -15,8 +15,13 @@ RUN_PY = REPO / "experiments" / "run.py"
 MNIST_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
 CACHE_DIR = tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
+# A size cap turns on JAX's file lock around every read and write of the folder. Without one an entry is written
+# in place, and a process running beside the writer (the other process of a distributed test) can read it
+# half written.
+CACHE_MAX_BYTES = 4 << 30
 CACHE_ENV = {
     "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(CACHE_MAX_BYTES),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }

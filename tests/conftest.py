@@ -23,9 +23,10 @@ import shutil
 import jax
 import pytest
 
-from _helpers import CACHE_DIR
+from _helpers import CACHE_DIR, CACHE_MAX_BYTES
 
 for _opt, _val in (("jax_compilation_cache_dir", CACHE_DIR),
+                   ("jax_compilation_cache_max_size", CACHE_MAX_BYTES),  # locked reads and writes (_helpers)
                    ("jax_persistent_cache_min_compile_time_secs", 0.0),
                    ("jax_persistent_cache_min_entry_size_bytes", 0)):
     try:

@@ -51,6 +51,20 @@ def test_jax_s_own_setting_is_kept(monkeypatch, tmp_path):
     assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "other").exists()
 
 
+def test_enable_sets_the_folder_and_the_cap_that_locks_it(monkeypatch, tmp_path):
+    """The cap bounds the folder and makes JAX lock it around each read and write (studies side by side)."""
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+    monkeypatch.setattr(compile_cache, "in_use", lambda: None)  # as if JAX had no folder set
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "xla"))
+    try:  # nothing compiles before the settings are put back
+        assert compile_cache.enable() == str(tmp_path / "xla")
+        now = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_compilation_cache_max_size", before[1])
+    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES) and (tmp_path / "xla").is_dir()
+
+
 @pytest.mark.parametrize("setting", ["off", "unmakeable"])
 def test_no_cache_when_off_or_when_the_folder_cannot_be_made(setting, monkeypatch, tmp_path, capsys):
     before = jax.config.jax_compilation_cache_dir

@@ -19,8 +19,10 @@ The setting is the environment variable ``AE_JAX_COMPILATION_CACHE``: a
 folder, or ``off``. Unset, the folder is ``<user cache>/ae_jax/xla`` (the
 user cache of ``ae_jax.download``). A cache set with JAX's own setting
 (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is left as it is. The folder
-is capped at ``MAX_BYTES``; the least recently used programs go first (JAX
-needs ``filelock`` for that; without it the folder is not capped). A
+is capped at ``MAX_BYTES``; the least recently used programs go first. The
+cap also makes JAX lock the folder around each read and write, so studies
+running side by side share it safely (JAX needs ``filelock`` for both;
+without it the folder is neither capped nor locked). A
 folder that cannot be made is reported on one line and the work goes on
 uncached: the cache only saves time.
 
