@@ -15,16 +15,17 @@ RUN_PY = REPO / "experiments" / "run.py"
 MNIST_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
 CACHE_DIR = tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
-# A size cap turns on JAX's file lock around every read and write of the folder. Without one an entry is written
-# in place, and a process running beside the writer (the other process of a distributed test) can read it
-# half written.
-CACHE_MAX_BYTES = 4 << 30
-CACHE_ENV = {
-    "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
-    "JAX_COMPILATION_CACHE_MAX_SIZE": str(CACHE_MAX_BYTES),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+# The suite's cache settings, as jax.config options (conftest sets them in this process) and, upper-cased, as the
+# environment variables of the CLI subprocesses. Every program is stored, however quick its compile. A size cap
+# turns on JAX's file lock around every read and write of the folder: without one an entry is written in place,
+# and a process running beside the writer (the other process of a distributed test) can read it half written.
+CACHE_CONFIG = {
+    "jax_compilation_cache_dir": CACHE_DIR,
+    "jax_compilation_cache_max_size": 4 << 30,
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
 }
+CACHE_ENV = {name.upper(): str(value) for name, value in CACHE_CONFIG.items()}
 
 
 def subprocess_env(cache: bool = True, **extra) -> dict:

@@ -23,12 +23,9 @@ import shutil
 import jax
 import pytest
 
-from _helpers import CACHE_DIR, CACHE_MAX_BYTES
+from _helpers import CACHE_CONFIG, CACHE_DIR
 
-for _opt, _val in (("jax_compilation_cache_dir", CACHE_DIR),
-                   ("jax_compilation_cache_max_size", CACHE_MAX_BYTES),  # locked reads and writes (_helpers)
-                   ("jax_persistent_cache_min_compile_time_secs", 0.0),
-                   ("jax_persistent_cache_min_entry_size_bytes", 0)):
+for _opt, _val in CACHE_CONFIG.items():
     try:
         jax.config.update(_opt, _val)
     except (AttributeError, KeyError, ValueError):  # an older jax without the option: only slower
