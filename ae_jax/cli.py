@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -39,6 +40,11 @@ def float_list(text: str) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
+
+
+def user_path(text: str) -> str:
+    """A path flag's value with ``~`` expanded: the shell leaves the ``~`` of ``--out=~/x`` as it is."""
+    return os.path.expanduser(text)
 
 
 def name_list(text: str) -> list[str]:
@@ -126,6 +132,10 @@ def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool 
 DATA_DIR_HELP = "folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)"
 
 
+def add_data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=user_path, default=None, metavar="DIR", help=DATA_DIR_HELP)
+
+
 def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str] | None = None,
                  models_help: str = "", out_help: str = "results root (default results/<dataset>)",
                  force_help: str = "retrain and re-evaluate every run of the study") -> ArgParser:
@@ -138,8 +148,8 @@ def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str
     if models is not None:
         p.add_argument("--models", type=name_list, default=list(models),
                        help=models_help or f"comma list of registered models (default {','.join(models)})")
-    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--out", default=None, help=out_help)
+    add_data_dir_arg(p)
+    p.add_argument("--out", type=user_path, default=None, help=out_help)
     p.add_argument("--force", action="store_true", help=force_help)
     return p
 

@@ -282,7 +282,7 @@ def _load_digits() -> RawData:
 
 def data_sources(name: str, data_dir: str | None = None) -> list[Path]:
     """Folders that would be searched for ``name``'s IDX files, in order."""
-    roots = [Path(p) for p in (data_dir, os.environ.get(ENV_DATA_DIR)) if p]
+    roots = [Path(p).expanduser() for p in (data_dir, os.environ.get(ENV_DATA_DIR)) if p]
     folders = []
     for r in roots:
         folders += [r, r / name]
@@ -302,7 +302,7 @@ def load_raw(name: str, data_dir: str | None = None) -> RawData:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "digits":
         return _load_digits()
-    if data_dir is not None and not Path(data_dir).is_dir():
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir}: no such folder")
     for folder in data_sources(name, data_dir):
         if _has_idx_files(folder):

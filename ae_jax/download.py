@@ -125,7 +125,7 @@ def user_cache_root() -> Path:
 def cache_dir(name: str) -> Path:
     """Where ``fetch(name)`` keeps the files: ``$AE_JAX_DATA_DIR/<name>``, else the user cache's."""
     root = os.environ.get(ENV_DATA_DIR)
-    return (Path(root) if root else user_cache_root()) / name
+    return (Path(root).expanduser() if root else user_cache_root()) / name
 
 
 def mirrors(name: str) -> list[str]:

@@ -58,7 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (busy, check_out, command_text, environment, float_list, int_list, train_timed,  # noqa: E402
                     write_json)
-from ae_jax.cli import ArgParser, check_dataset, fail, guarded  # noqa: E402
+from ae_jax.cli import ArgParser, add_data_dir_arg, check_dataset, fail, guarded, user_path  # noqa: E402
 
 MODEL = "beta_vae"
 LATENT = 20
@@ -77,11 +77,11 @@ def parse(argv=None):
     p.add_argument("--max-betas", type=int, default=8,
                    help=f"betas per count at most: gcd(count, this) of them (default 8, at most {len(BETAS)})")
     p.add_argument("--dataset", default="digits", help="dataset to train on (default digits, bundled)")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)")
+    add_data_dir_arg(p)
     p.add_argument("--epochs", type=int, default=5, help="epochs per count (default 5; the first is not timed)")
     p.add_argument("--fit-gib", type=float_list, default=DEFAULT_FIT_GIB,
                    help="device memory sizes (GiB) to say the largest count for (default 8,16,80)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON output path (default: run_count.json beside this script)")
+    p.add_argument("--out", type=user_path, default=DEFAULT_OUT, help="JSON output path (default: run_count.json beside this script)")
     p.add_argument("--verbose", action="store_true", help="print the trainer's per-epoch log")
     args = p.parse_args(argv)
     bad = [c for c in args.counts if c < 1]

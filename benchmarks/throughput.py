@@ -62,7 +62,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import busy, check_out, command_text, environment, int_list, train_timed, write_json  # noqa: E402
-from ae_jax.cli import ArgParser, fail  # noqa: E402
+from ae_jax.cli import ArgParser, fail, user_path  # noqa: E402
 
 MODEL = "vanilla"
 LATENT = 20
@@ -85,7 +85,7 @@ def parse(argv=None):
     p.add_argument("--n-val", type=int, default=5000, help="random validation images (default 5000, as MNIST)")
     p.add_argument("--seeds-list", type=int_list, default=[1, 2, 5, 10],
                    help="seed counts to measure, comma list (default 1,2,5,10)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON output path (default: throughput.json beside this script)")
+    p.add_argument("--out", type=user_path, default=DEFAULT_OUT, help="JSON output path (default: throughput.json beside this script)")
     p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads for the reference (default: os.cpu_count())")

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import busy, check_out, command_text, environment, int_list, write_json  # noqa: E402
 
-from ae_jax.cli import ArgParser, fail, guarded  # noqa: E402
+from ae_jax.cli import ArgParser, fail, guarded, user_path  # noqa: E402
 
 
 def parse(argv):
@@ -35,7 +35,7 @@ def parse(argv):
     p.add_argument("--workers", type=int_list, default=sorted({1, min(2, cores), min(5, cores), cores}),
                    help=f"comma list of worker counts (default 1, 2, 5 and this machine's {cores} cores, "
                         "as many as are distinct)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "umap_workers.json"))
+    p.add_argument("--out", type=user_path, default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "umap_workers.json"))
     args = p.parse_args(argv)
     if args.fits < 1 or args.points < 20 or args.dim < 3:
         fail("--fits must be at least 1, --points at least 20 and --dim at least 3 (n <= 2 codes need no UMAP)")

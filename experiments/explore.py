@@ -22,21 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_dataset, recorded_command, ArgParser, fail, guarded, name_list  # noqa: E402
+from ae_jax.cli import (  # noqa: E402
+    ArgParser, add_data_dir_arg, check_dataset, fail, guarded, name_list, recorded_command, user_path)
 
 
 def parse(argv=None):
     from ae_jax.data import DATASETS
     p = ArgParser(prog="explore.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)")
+    add_data_dir_arg(p)
     p.add_argument("--models", type=name_list, default=["vanilla", "vae"],
                    help="comma list of models for the switch (default vanilla,vae); deep dense models with a plain "
                         "or Gaussian code")
     p.add_argument("--latent-dim", type=int, default=4, help="latent size n (default 4)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--out", default=None, help="output folder (default results/<dataset>/explorer)")
+    p.add_argument("--out", type=user_path, default=None, help="output folder (default results/<dataset>/explorer)")
     p.add_argument("--force", action="store_true", help="retrain the models even if their runs are complete")
     p.add_argument("--no-screenshot", action="store_true", help="do not look for a browser to take screenshot.png")
     return p.parse_args(argv)

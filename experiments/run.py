@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ae_jax.cli import (  # noqa: E402
-    ArgParser, add_distributed_args, check_dataset, float_list, guarded, join_processes, recorded_command)
+    ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, guarded, join_processes,
+    recorded_command, user_path)
 
 
 def parse(argv=None):
@@ -32,7 +33,7 @@ def parse(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
-    p.add_argument("--data-dir", default=None, help="folder with the four IDX .gz files (or set AE_JAX_DATA_DIR)")
+    add_data_dir_arg(p)
     p.add_argument("--latent-dim", type=int, default=None, help="latent size n (default 20; 2 with --anomaly)")
     p.add_argument("--anomaly", action="store_true", help="train on the anomaly split (no class 1), n = 2")
     p.add_argument("--epochs", type=int, default=60)
@@ -44,7 +45,7 @@ def parse(argv=None):
     p.add_argument("--precision", default="float32",
                    help=f"matmul precision, one of {', '.join(PRECISIONS)}: float32 gives the same numbers on "
                         "every platform; fast lets TPUs use bfloat16 passes and GPUs TF32")
-    p.add_argument("--out", default=None, help="run directory (default results/<dataset>/<name>)")
+    p.add_argument("--out", type=user_path, default=None, help="run directory (default results/<dataset>/<name>)")
     p.add_argument("--force", action="store_true", help="retrain even if the run is complete")
     add_distributed_args(p)
     return p.parse_args(argv)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import ae_jax
-from _helpers import REPO, assert_one_line_error, cli_command, run_cli, subprocess_env
+from _helpers import REPO, assert_one_line_error, cli_command, load_script, run_cli, subprocess_env
 from ae_jax.data import IDX_FILES, load_splits
-from ae_jax.cli import guarded
+from ae_jax.cli import guarded, study_parser
 from ae_jax.io import aggregate, read_json, write_json
 from ae_jax.models import NUM_CLASSES
 from ae_jax.trainer import TrainOutput
@@ -83,6 +83,29 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
 
 # ------------------------------------------------------------------ end to end
 E2E_ARGS = ["--model=vanilla", "--dataset=digits", "--epochs=3", "--seeds=2"]
+
+
+# The shell leaves the ~ of --out=~/x alone, so the scripts expand it themselves.
+PATH_FLAGS = {
+    "experiments/run.py": (["--model=vanilla"], True),
+    "experiments/explore.py": ([], True),
+    "benchmarks/run_count.py": ([], True),
+    "benchmarks/throughput.py": ([], False),
+    "benchmarks/umap_workers.py": ([], False),
+}
+
+
+@pytest.mark.parametrize("script", sorted(PATH_FLAGS))
+def test_every_script_expands_a_leading_tilde_in_its_path_flags(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    extra, has_data_dir = PATH_FLAGS[script]
+    argv = [*extra, "--out=~/out.json"] + (["--data-dir=~/data"] if has_data_dir else [])
+    args = load_script(REPO / script).parse(argv)
+    assert args.out == str(tmp_path / "out.json")
+    if has_data_dir:
+        assert args.data_dir == str(tmp_path / "data")
+    study = study_parser("study.py", None).parse_args(["--out=~/results", "--data-dir=~/data"])
+    assert (study.out, study.data_dir) == (str(tmp_path / "results"), str(tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")

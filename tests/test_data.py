@@ -65,6 +65,14 @@ def test_load_raw_reads_the_environment_variable(tmp_path, monkeypatch):
     assert_raw_equal(load_raw("mnist"), arrays)
 
 
+def test_a_leading_tilde_means_the_home_folder_in_the_flag_and_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    arrays = fake_idx_set(tmp_path / "data" / "mnist")
+    assert_raw_equal(load_raw("mnist", data_dir="~/data/mnist"), arrays)
+    monkeypatch.setenv(data.ENV_DATA_DIR, "~/data")  # quoted in the shell: no expansion there
+    assert_raw_equal(load_raw("mnist"), arrays)
+
+
 def test_a_tiny_idx_set_is_refused_by_the_split_with_its_size(tmp_path):
     fake_idx_set(tmp_path)
     with pytest.raises(DataError, match="12 images, expected 60000"):

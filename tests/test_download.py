@@ -193,6 +193,9 @@ def test_downloads_go_to_ae_jax_data_dir_when_it_is_set(tmp_path, mirrors, monke
     assert download.cache_dir("mnist") == tmp_path / "mine" / "mnist"
     assert download.fetch("mnist") == tmp_path / "mine" / "mnist"
     assert files_under(tmp_path / "mine") == sorted(f"mnist/{f}" for f in IDX_FILES.values())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(data.ENV_DATA_DIR, "~/mine")
+    assert download.cache_dir("mnist") == tmp_path / "mine" / "mnist"
 
 
 def test_an_empty_mirror_list_turns_downloading_off_but_keeps_the_cache(cache, monkeypatch):
