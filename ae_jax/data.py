@@ -1,7 +1,7 @@
 """Datasets and the bake-off splits.
 
 Every dataset comes out as 32x32 float32 images in [0, 1] and int32 labels 0..9,
-split as PROTOCOL.md says: the training pool is permuted once with
+split as docs/protocol.md says: the training pool is permuted once with
 ``SPLIT_SEED``; its first part is the training set and its last part the
 validation set; the test set is the dataset's own.
 
@@ -343,7 +343,7 @@ def to_unit_square(images: np.ndarray) -> np.ndarray:
 
 
 def make_splits(raw: RawData, dataset: str, variant: str = "full") -> Splits:
-    """Split as PROTOCOL: permute the pool with SPLIT_SEED; train / val / test.
+    """Split as docs/protocol.md says: permute the pool with SPLIT_SEED; train / val / test.
 
     variant "full": the whole training part; "anomaly": the training part without
     class 1; "labelled": the first `n_labelled` indices of the permutation.

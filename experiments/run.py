@@ -5,7 +5,7 @@
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=5   # seeds x betas, one program
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
-Expected (MNIST, full protocol, 5 seeds): test BCE near PROTOCOL's published
+Expected (MNIST, full protocol, 5 seeds): test BCE near docs/protocol.md's published
 single-run numbers, e.g. vanilla ~64, vae ~76. See results/<dataset>/ for real runs.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Architecture: the built layer sizes equal PROTOCOL.md's table; PyTorch-style BatchNorm; the conditional
+"""Architecture: the built layer sizes equal docs/protocol.md's table; PyTorch-style BatchNorm; the conditional
 model's label input."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ae_jax.models import CODEBOOK_SIZE, MODELS, NUM_CLASSES, decoder_units, enc
 from ae_jax.models.modules import TorchBatchNorm
 from ae_jax.trainer.program import TrainConfig, init_state, make_model
 
-# PROTOCOL.md "Resulting sizes": (model, n) -> encoder units, decoder units (input size first)
+# docs/protocol.md, "Resulting sizes": (model, n) -> encoder units, decoder units (input size first)
 TABLE = {
     ("vanilla", 20): ((1024, 341, 113, 20), (20, 113, 341, 1024)),
     ("vae", 20): ((1024, 512, 256, 40), (20, 113, 341, 1024)),

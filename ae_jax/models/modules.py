@@ -27,7 +27,7 @@ D_PIXELS = 1024
 
 
 def shrink(d: int, e: int) -> int:
-    """PROTOCOL's shrink factor, float cube root and all: shrink(1024, 2) == 7."""
+    """docs/protocol.md's shrink factor, float cube root and all: shrink(1024, 2) == 7."""
     return int((d // e) ** (1 / 3))
 
 

@@ -47,7 +47,7 @@ SCRATCH = "scratch"
 RANDOM_ENCODER = "random_encoder"
 BASELINE_TASKS = {SCRATCH: (SCRATCH, "scratch_budget"), RANDOM_ENCODER: (RANDOM_ENCODER, "random_encoder_budget")}
 
-# Published single-run MNIST numbers (PROTOCOL.md).
+# Published single-run MNIST numbers (docs/protocol.md).
 PUBLISHED = {
     "test_bce": dict(zip(CONTESTANTS, (123.2, 63.92, 87.87, 64.27, 75.15, 76.12, 86.12, 69.51, 64.49))),
     "probe_accuracy": dict(zip(CONTESTANTS, (0.4511, 0.7835, 0.6107, 0.2221, 0.8049, 0.6016, 0.4536, 0.6311,
