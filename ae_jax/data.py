@@ -44,6 +44,7 @@ import hashlib
 import os
 import re
 import struct
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -195,7 +196,14 @@ def tfds_file_order(tfds_ids) -> np.ndarray:
 
 
 class _QuietTF:
-    """Silence tensorflow's and TFDS's log lines while TFDS runs (a refused load prints one line)."""
+    """Silence tensorflow's and TFDS's log lines while TFDS runs (a refused load prints one line).
+
+    Python's loggers are raised to ERROR, and the process's own stderr (file
+    descriptor 2) points at the null device meanwhile: tensorflow's C++ code
+    writes there directly, and newer releases (2.21) print their start-up lines
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says. What TFDS raises still arrives, as
+    the one-line DataError of ``_load_tfds``.
+    """
 
     def __enter__(self):
         import logging
@@ -203,9 +211,17 @@ class _QuietTF:
         self.levels = [lg.level for lg in self.loggers]
         for lg in self.loggers:
             lg.setLevel(logging.ERROR)
+        sys.stderr.flush()
+        self.stderr_fd = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
         return self
 
     def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.stderr_fd, 2)
+        os.close(self.stderr_fd)
         for lg, level in zip(self.loggers, self.levels):
             lg.setLevel(level)
 

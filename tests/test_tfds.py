@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -127,6 +128,13 @@ def test_unprepared_data_fails_at_once_with_one_line(tmp_path):
     with pytest.raises(DataError, match="has not prepared mnist") as err:
         data._load_tfds("mnist", data_dir=str(tmp_path))
     assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_tensorflow_is_silent_while_tfds_runs_and_stderr_is_given_back(capfd):
+    with data._QuietTF():
+        os.write(2, b"from C++ code\n")  # as tensorflow's start-up lines are written
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
 
 
 def test_cli_without_data_network_or_prepared_tfds_exits_2_with_one_line(tmp_path):
