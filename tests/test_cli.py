@@ -11,6 +11,8 @@ import socket
 import subprocess
 import time
 
+import flax
+import jax
 import numpy as np
 import pytest
 
@@ -136,6 +138,8 @@ def test_cli_run_writes_metrics_config_and_curves(e2e):
         assert ancestor.returncode == 0, f"{config['revision']} is not in the history of HEAD"
     splits = load_splits("digits")
     assert config["data"] == {"source": splits.source, "fingerprint": data_fingerprint(splits)}
+    assert config["libraries"]["jax"] == jax.__version__ and config["libraries"]["flax"] == flax.__version__
+    assert config["libraries"]["numpy"] == np.__version__ and "optax" in config["libraries"]
 
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert [c["epoch"] for c in curves] == [1, 2, 3]
@@ -422,7 +426,6 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
 
 
 def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys):
-    import jax
 
     def oom():
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")

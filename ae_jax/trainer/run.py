@@ -266,9 +266,24 @@ def data_fingerprint(splits: Splits) -> str:
     return h.hexdigest()[:16]
 
 
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of the libraries that compute a result (those installed), by distribution name."""
+    from importlib import metadata
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 def provenance(command: str, splits: Splits | None = None) -> dict:
-    """Where a result came from: the command, the package version and source revision, and the data."""
-    d = {"command": command, "version": __version__, "revision": source_revision()}
+    """Where a result came from: the command, the package version and source revision, the libraries, the data."""
+    d = {"command": command, "version": __version__, "revision": source_revision(), "libraries": library_versions()}
     if splits is not None:
         d["data"] = {"source": getattr(splits, "source", None), "fingerprint": data_fingerprint(splits)}
     return d
