@@ -426,7 +426,6 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
 
 
 def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys):
-
     def oom():
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
 
