@@ -81,7 +81,8 @@ def parse(argv=None):
     p.add_argument("--epochs", type=int, default=5, help="epochs per count (default 5; the first is not timed)")
     p.add_argument("--fit-gib", type=float_list, default=DEFAULT_FIT_GIB,
                    help="device memory sizes (GiB) to say the largest count for (default 8,16,80)")
-    p.add_argument("--out", type=user_path, default=DEFAULT_OUT, help="JSON output path (default: run_count.json beside this script)")
+    p.add_argument("--out", type=user_path, default=DEFAULT_OUT,
+                   help="JSON output path (default: run_count.json beside this script)")
     p.add_argument("--verbose", action="store_true", help="print the trainer's per-epoch log")
     args = p.parse_args(argv)
     bad = [c for c in args.counts if c < 1]

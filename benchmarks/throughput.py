@@ -85,7 +85,8 @@ def parse(argv=None):
     p.add_argument("--n-val", type=int, default=5000, help="random validation images (default 5000, as MNIST)")
     p.add_argument("--seeds-list", type=int_list, default=[1, 2, 5, 10],
                    help="seed counts to measure, comma list (default 1,2,5,10)")
-    p.add_argument("--out", type=user_path, default=DEFAULT_OUT, help="JSON output path (default: throughput.json beside this script)")
+    p.add_argument("--out", type=user_path, default=DEFAULT_OUT,
+                   help="JSON output path (default: throughput.json beside this script)")
     p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads for the reference (default: os.cpu_count())")

@@ -35,7 +35,8 @@ def parse(argv):
     p.add_argument("--workers", type=int_list, default=sorted({1, min(2, cores), min(5, cores), cores}),
                    help=f"comma list of worker counts (default 1, 2, 5 and this machine's {cores} cores, "
                         "as many as are distinct)")
-    p.add_argument("--out", type=user_path, default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "umap_workers.json"))
+    p.add_argument("--out", type=user_path,
+                   default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "umap_workers.json"))
     args = p.parse_args(argv)
     if args.fits < 1 or args.points < 20 or args.dim < 3:
         fail("--fits must be at least 1, --points at least 20 and --dim at least 3 (n <= 2 codes need no UMAP)")
