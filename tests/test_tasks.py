@@ -265,6 +265,20 @@ def fresh(tmp_path_factory):
     return get
 
 
+def test_tasks_evaluate_with_the_runs_own_beta_and_refuse_a_grid_of_betas(tmp_path):
+    """A run trained with --beta=2 is evaluated at beta 2 (not the model's default); a seeds x betas run, whose
+    state holds more runs than seeds, is refused rather than evaluated with misaligned keys."""
+    spec = MODELS["beta_vae"]
+    one = ExperimentConfig(model="beta_vae", dataset="digits", seeds=3, betas=(2.0,))
+    hps = EvalContext(spec, one, None, tmp_path, digits_splits).hps
+    assert [float(h.beta) for h in hps] == [2.0] * 3 and spec.beta != 2.0
+    default = ExperimentConfig(model="beta_vae", dataset="digits", seeds=2)
+    assert [float(h.beta) for h in EvalContext(spec, default, None, tmp_path, digits_splits).hps] == [spec.beta] * 2
+    grid = ExperimentConfig(model="beta_vae", dataset="digits", seeds=2, betas=(0.5, 4.0))
+    with pytest.raises(ValueError, match="one run per seed"):
+        EvalContext(spec, grid, None, tmp_path, digits_splits).hps
+
+
 def module_vars(state):
     return {"params": state.params, "batch_stats": state.batch_stats}
 

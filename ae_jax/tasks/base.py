@@ -65,8 +65,14 @@ class EvalContext:
 
     @functools.cached_property
     def hps(self) -> list[Hparams]:
+        """Each seed's hyperparameters: the run's --beta where it set one, else the model's own."""
         from ..trainer import spec_hparams
-        return [spec_hparams(self.spec, None, self.cfg.lr)] * len(self.seeds)
+        runs = self.cfg.runs()
+        if len(runs) != len(self.seeds):  # the state holds seeds x betas runs; tasks key everything by seed
+            raise ValueError(f"tasks evaluate one run per seed; {self.run_dir} trained {len(runs)} runs "
+                             f"(seeds x betas {', '.join(f'{b:g}' for b in self.cfg.betas)}): give each beta "
+                             "a run of its own to evaluate it")
+        return [spec_hparams(self.spec, beta, self.cfg.lr) for _, beta in runs]
 
     @functools.cached_property
     def data(self) -> Splits:

@@ -26,9 +26,10 @@ class Reconstruction(Task):
     def run(self, ctx: EvalContext) -> TaskResult:
         ctx.log("    reconstructing the test set")
         ev, data = ctx.test, ctx.data
-        metrics = {"test_bce": ev["bce"].mean(1), "test_mse": ev["mse"].mean(1)}
-        for k in ("bce", "mse"):
-            metrics.update(per_class(np.asarray(ev[k], np.float64), data.y_test, f"test_{k}"))
+        err = {k: np.asarray(ev[k], np.float64) for k in ("bce", "mse")}  # as metrics.json averages them
+        metrics = {f"test_{k}": e.mean(axis=1) for k, e in err.items()}
+        for k, e in err.items():
+            metrics.update(per_class(e, data.y_test, f"test_{k}"))
         recon = ctx.decode(ev["z"][ctx.fig, :N_SHOW], data.y_test[:N_SHOW])
         digits = np.asarray([np.flatnonzero(data.y_test == d)[0] for d in range(NUM_CLASSES)
                              if np.any(data.y_test == d)])
