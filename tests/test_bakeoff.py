@@ -38,6 +38,7 @@ from ae_jax.data import Data, load_splits
 from ae_jax.io import read_json, write_json
 from ae_jax.models import MODELS
 from ae_jax.studies import STUDIES, StudyOptions
+from ae_jax.studies import bakeoff as bakeoff_mod
 from ae_jax.studies import report
 from ae_jax.studies.bakeoff import (ANOMALY_NOTE, ANOMALY_TASKS, BASELINE_TASKS, FULL_TASKS, QUALITY_TABLES,
                                     RANDOM_ENCODER, SCRATCH, TABLES)
@@ -283,6 +284,61 @@ def test_readme_states_the_anomaly_scoring_note(bakeoff):
     secs = sections((bakeoff.root / "README.md").read_text())
     anomaly = [s for t, s in secs.items() if t.startswith("Anomaly")]
     assert len(anomaly) == 1 and ANOMALY_NOTE in anomaly[0]
+
+
+def test_a_spread_that_would_round_to_zero_is_shown_with_two_significant_digits():
+    assert report._fmt(0.013, 4.85e-5) == "0.0130 ± 0.000048"   # not "± 0.0000"
+    assert report._fmt(57387.0, 0.3) == "57387 ± 0.30"
+    assert report._fmt(0.013, 0.0) == "0.0130 ± 0.0000"          # a zero spread stays zero
+    assert report._fmt(105.5, 0.4321) == "105.50 ± 0.43"          # a visible spread keeps the mean's decimals
+
+
+def _anomaly_summary(aucs, class1, others):
+    """A summary with each model's anomaly AUC and per-class test BCE (class 1 at class1, the rest at others)."""
+    return {m: {"anomaly_auc": {"mean": a},
+                **{f"anomaly_test_bce_class{k}": {"mean": c1 if k == 1 else o} for k in range(10)}}
+            for m, a, c1, o in zip(("vanilla", "vae"), aucs, class1, others)}
+
+
+def test_aucs_below_chance_get_a_note_with_the_per_class_error_and_the_ink_that_explain_them():
+    summary = _anomaly_summary((0.3, 0.4), (120.0, 130.0), (150.0, 140.0))
+    ink = {"class_ink": [130.0, 60.0] + [100.0] * 8, "corr": {"vanilla": [0.4, 0.5], "vae": [0.3]}}
+    (text, blank) = bakeoff_mod.below_chance_note(summary, ["vanilla", "vae"], ink)
+    assert blank == "" and text.startswith("**AUCs below 0.5.** Every model ranks the unseen 1s as *more* typical")
+    assert "lower than the other nine classes' mean, by 10 to 30" in text
+    assert "mean pixel sum 60, the others 100 to 130" in text and "correlation is 0.30 to 0.50" in text
+    assert "not a working detector" in text
+    # one model below chance: named, no claim about the bold; ink not least for class 1: no ink sentence
+    (text, _) = bakeoff_mod.below_chance_note(_anomaly_summary((0.45, 0.8), (120.0, 130.0), (150.0, 140.0)),
+                                              ["vanilla", "vae"], {"class_ink": [50.0] * 10, "corr": {}})
+    assert text.startswith("**AUCs below 0.5.** vanilla ranks") and "On this model" in text
+    assert "ink" not in text and "detector" not in text
+    assert bakeoff_mod.below_chance_note(_anomaly_summary((0.6, 0.9), (1, 1), (2, 2)), ["vanilla", "vae"]) == []
+
+
+def test_the_ink_evidence_pairs_each_seeds_anomaly_scores_with_the_pixel_sums_of_the_same_test_images(bakeoff):
+    runs = [types.SimpleNamespace(planned=types.SimpleNamespace(cfg=ExperimentConfig(model=m, dataset="digits",
+                                                                                     anomaly=True)),
+                                  run_dir=bakeoff.root / bakeoff.dirs[m]["anomaly"]) for m in RUN_MODELS]
+    ink = bakeoff_mod.anomaly_ink(runs, StudyOptions(dataset="digits"))
+    split = load_splits("digits", "anomaly")
+    sums = split.x_test.reshape(len(split.y_test), -1).astype(np.float64).sum(axis=1)
+    assert np.allclose(ink["class_ink"], [sums[split.y_test == k].mean() for k in range(10)])
+    for m, run in zip(RUN_MODELS, runs):
+        with np.load(run.run_dir / "roc.npz") as d:
+            expect = [np.corrcoef(s, sums)[0, 1] for s, ok in zip(d["scores"], d["valid"]) if ok]
+        assert len(expect) > 0 and np.allclose(ink["corr"][m], expect), m
+    assert bakeoff_mod.anomaly_ink([], StudyOptions(dataset="digits")) is None
+
+
+def test_the_probe_note_counts_the_seeds_whose_best_epoch_was_the_last_allowed():
+    summary = {"vanilla": {"probe_best_epoch": {"values": [PROBE_EPOCHS, 3.0, PROBE_EPOCHS]}},
+               "vae": {"probe_best_epoch": {"values": [PROBE_EPOCHS, None]}}}
+    (text, _) = bakeoff_mod.probe_limit_note(summary, ["vanilla", "vae"])
+    assert f"its last allowed one ({PROBE_EPOCHS}) in 3 of 4 seeds" in text
+    summary["vanilla"]["probe_best_epoch"]["values"] = [4.0]
+    summary["vae"]["probe_best_epoch"]["values"] = [5.0]
+    assert bakeoff_mod.probe_limit_note(summary, ["vanilla", "vae"]) == []
 
 
 def test_every_link_in_the_readme_points_to_a_file_that_exists(bakeoff):

@@ -609,9 +609,9 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              f"- This invocation took {session_s:.0f} s (runs finished earlier were reused).",
              f"- Best mean in **bold**; the last column tests the best against the runner-up, significant at "
              f"p < {SIGNIFICANCE}. Each cell and claim names its test: a {PAIRED_NAME} over seeds between runs "
-             "trained on the same seeds by the same code (a seed fixes the minibatch order and the noise draws for "
-             f"every model alike, so seed s of one run and seed s of another are a pair), {WELCH_NAME}'s t-test "
-             "otherwise.",
+             "trained on the same seeds by the same ae_jax version (a seed fixes the minibatch order and the noise "
+             f"draws for every model alike, so seed s of one run and seed s of another are a pair), {WELCH_NAME}'s "
+             "t-test otherwise.",
              "- \"Off the data\", \"digits among\" and \"showing the label\" judge decoded images by their nearest "
              "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
              "reconstructions (`ae_jax/tasks/pixels.py`).",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from ..data import SPLIT_SIZES
 from ..io import atomic_write_text, fmt_mean_std, read_json
@@ -36,7 +37,7 @@ from ..tasks.reference import REFERENCE_DIR
 from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from . import bakeoff_figures as bf
-from .driver import PlannedRun, RunResult, Study, StudyOptions
+from .driver import PlannedRun, RunResult, SplitCache, Study, StudyOptions
 from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, compile_cache_note, diverged_note, older_code_note,
                      run_pair_key, task_table)
 
@@ -237,13 +238,14 @@ def pairing_keys(results: Sequence[RunResult], summary: dict) -> dict[str, tuple
 def _tests_used(table: str) -> str:
     used = [t for t in (PAIRED_NAME, WELCH_NAME) if f": {t} p = " in table]
     if used == [PAIRED_NAME]:
-        return ("Best vs runner-up: paired t-test over seeds (both trained on the same seeds by the same code, "
-                "so each seed gives both the same minibatch order and noise draws).")
+        return ("Best vs runner-up: paired t-test over seeds (both trained on the same seeds by the same ae_jax "
+                "version, so each seed gives both the same minibatch order and noise draws).")
     if used == [WELCH_NAME]:
         return "Best vs runner-up: Welch's t-test (the two columns are not paired by seed)."
     if used:
-        return ("Best vs runner-up: a paired t-test over seeds between models trained on the same seeds by the same "
-                "code, Welch's t-test where a baseline or an unpaired run is involved; each cell names its test.")
+        return ("Best vs runner-up: a paired t-test over seeds between models trained on the same seeds by the "
+                "same ae_jax version, Welch's t-test where a baseline or an unpaired run is involved; each cell "
+                "names its test.")
     return ""
 
 
@@ -388,8 +390,8 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
                 if loads and max(loads) > (os.cpu_count() or 1) else ""),
              "- Best mean in **bold**; the last column tests the best against the runner-up over seeds "
              f"(significant at p < {SIGNIFICANCE}): a paired t-test where both were trained on the same seeds by "
-             "the same code (a seed gives every model the same minibatch order and noise draws), Welch's t-test "
-             "otherwise (the baselines, and runs of different code versions); each cell names its test and each "
+             "the same ae_jax version (a seed gives every model the same minibatch order and noise draws), Welch's "
+             "t-test otherwise (the baselines, and runs of different versions); each cell names its test and each "
              "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."]
@@ -407,7 +409,9 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
         if t:
             lines += [f"## {title}", "", note, "", t, ""] + ([_tests_used(t), ""] if _tests_used(t) else [])
             if title.startswith("Anomaly"):
-                lines += [ANOMALY_NOTE, ""]
+                lines += [ANOMALY_NOTE, ""] + below_chance_note(summary, order, anomaly_ink(results, opts))
+            if rows[0][0] == "probe_accuracy":
+                lines += probe_limit_note(summary, order)
     lines += quality_sections(summary, results, order, opts, pairing)
     if opts.dataset == "mnist":
         lines += ["## Against the published single-run numbers", "",
@@ -418,6 +422,92 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
     if missing:
         lines += ["## Not yet run", "", ", ".join(missing), ""]
     atomic_write_text(root / "README.md", "\n".join(lines))
+
+
+def _means(summary: dict, models: Sequence[str], metric: str) -> dict[str, float]:
+    """{model: mean of metric} for the models that have a finite one."""
+    out = {}
+    for m in models:
+        v = (summary.get(m, {}).get(metric) or {}).get("mean")
+        if v is not None and np.isfinite(v):
+            out[m] = float(v)
+    return out
+
+
+def anomaly_ink(results: Sequence[RunResult], opts: StudyOptions) -> dict | None:
+    """The ink (pixel sum) of the anomaly runs' test images against their scores, or None without such runs.
+
+    {"class_ink": [10] mean ink per class, "corr": {model: [each valid seed's correlation between its
+    anomaly score (roc.npz) and an image's ink]}}; the images are the test split the scores were computed on.
+    """
+    runs = [r for r in results if r.planned.cfg.anomaly and (r.run_dir / "roc.npz").exists()]
+    if not runs:
+        return None
+    split = SplitCache(opts.dataset, opts.data_dir)(runs[0].planned.cfg.variant)
+    y = np.asarray(split.y_test)
+    ink = np.asarray(split.x_test, np.float64).reshape(len(y), -1).sum(axis=1)
+    corr = {}
+    for r in runs:
+        with np.load(r.run_dir / "roc.npz") as d:
+            if d["scores"].shape[1] != len(y):
+                continue
+            corr[r.planned.cfg.model] = [float(np.corrcoef(s, ink)[0, 1])
+                                         for s, ok in zip(d["scores"], d["valid"]) if ok and np.isfinite(s).all()]
+    return {"class_ink": [float(ink[y == k].mean()) for k in range(10)], "corr": corr}
+
+
+def below_chance_note(summary: dict, order: Sequence[str], ink: dict | None = None) -> list[str]:
+    """What an anomaly AUC below 0.5 means, with the per-class test BCE (and the ink) that show why; [] when
+    no model's AUC is below 0.5."""
+    auc = _means(summary, order, "anomaly_auc")
+    low = [m for m, v in auc.items() if v < 0.5]
+    if not low:
+        return []
+    who = ("Every model ranks" if len(low) == len(auc) else
+           f"{', '.join(low)} rank" if len(low) > 1 else f"{low[0]} ranks")
+    text = (f"**AUCs below 0.5.** {who} the unseen 1s as *more* typical than the digits seen in training, "
+            "not less.")
+    gaps = []
+    for m in low:
+        c = [(summary[m].get(f"anomaly_test_bce_class{k}") or {}).get("mean") for k in range(10)]
+        if all(v is not None and np.isfinite(v) for v in c):
+            gaps.append(float(np.mean(c[:1] + c[2:])) - c[1])
+    below = [g for g in gaps if g > 0]
+    if below:
+        where = ("On this model" if len(gaps) == 1 else "On each of them" if len(below) == len(gaps)
+                 else f"On {len(below)} of them")
+        text += (f" {where}, the class-1 test images' mean BCE is lower than the other nine classes' mean, by "
+                 + (f"{min(below):.0f} to {max(below):.0f}" if len(below) > 1 else f"{below[0]:.0f}")
+                 + " (`anomaly_test_bce_class<k>` in `summary.json`).")
+    if ink:
+        cls = ink["class_ink"]
+        corr = [c for m in low for c in ink["corr"].get(m, [])]
+        if int(np.argmin(cls)) == 1 and corr and min(corr) > 0:
+            others = cls[:1] + cls[2:]
+            text += (f" A 1 has the least ink of any class (mean pixel sum {cls[1]:.0f}, the others "
+                     f"{min(others):.0f} to {max(others):.0f}), and the score rises with an image's ink: their "
+                     f"correlation is {min(corr):.2f} to {max(corr):.2f} over these models' seeds (each run's "
+                     "`roc.npz` against the test images).")
+    if len(low) == len(auc):
+        text += " The bold marks the highest AUC: here the least inverted ranking, not a working detector."
+    return [text, ""]
+
+
+def probe_limit_note(summary: dict, order: Sequence[str]) -> list[str]:
+    """How often the probe's best epoch was its last allowed one (it was still improving); [] when never."""
+    from ..tasks.probe import PROBE_EPOCHS
+    at_limit = total = 0
+    for m in order:
+        values = [v for v in (summary.get(m, {}).get("probe_best_epoch") or {}).get("values", [])
+                  if v is not None and np.isfinite(v)]
+        at_limit += sum(v >= PROBE_EPOCHS for v in values)
+        total += len(values)
+    if not at_limit:
+        return []
+    return [f"The probe's best validation epoch was its last allowed one ({PROBE_EPOCHS}) in {at_limit} of {total} "
+            "seeds over the models: those probes were still improving when the protocol's epoch limit stopped "
+            "them, so their accuracy also reflects how fast a linear layer learns on each model's codes, not only "
+            "what the codes hold.", ""]
 
 
 def more_seeds_lines(root: Path) -> list[str]:

@@ -17,8 +17,15 @@ def _fmt(v: float | None, std: float | None = None) -> str:
     d = 4 if abs(v) < 10 else (2 if abs(v) < 1000 else 0)
     s = f"{v:.{d}f}"
     if std is not None and math.isfinite(std):
-        s += f" ± {std:.{d}f}"
+        s += f" ± {std:.{_std_decimals(std, d)}f}"
     return s
+
+
+def _std_decimals(std: float, d: int) -> int:
+    """The mean's decimals d, or more where a nonzero std would show as zero: two significant digits then."""
+    if std == 0 or round(abs(std), d) != 0:
+        return d
+    return d + 1 - math.floor(math.log10(abs(std) * 10 ** d))
 
 
 def _finite(v: Sequence[float | None]) -> np.ndarray:
@@ -59,7 +66,7 @@ def run_pair_key(run) -> tuple:
     """What makes the seeds of two runs pairs: the run's seed list and the version of the code that trained it.
 
     A seed fixes the minibatch order and the noise draws of every model alike,
-    so seed s of one run and seed s of another, trained by the same code, are
+    so seed s of one run and seed s of another, trained by the same version, are
     a pair (``compare``).
     """
     from ..io import read_json
