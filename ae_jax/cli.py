@@ -47,6 +47,39 @@ def user_path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def out_dir(text: str) -> str:
+    """An --out folder (``~`` expanded), refused before any work when it is a file or cannot be written."""
+    path = user_path(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder; give a folder for the results")
+    _check_writable(path, path)
+    return path
+
+
+def out_file(text: str) -> str:
+    """An --out file (``~`` expanded), refused before any work when it is a folder or cannot be written."""
+    path = user_path(text)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name for the JSON")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist")
+    _check_writable(path, folder)
+    return path
+
+
+def _check_writable(path: str, folder: str) -> None:
+    """The folder path goes into (its nearest existing ancestor when it does not exist yet) must be writable."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {existing} is not writable (read-only or "
+                                         "another user's); choose another --out")
+
+
 def name_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -97,35 +130,89 @@ def check_environment() -> None:
     workers_setting()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, ``kill``), answered like Ctrl-C: what was kept is said, nothing half-written."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+_abandoned = False  # work was left mid-way in other threads: see run_script
+
+
 def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool = True) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
 
     The persistent compilation cache is turned on first (``ae_jax.trainer.compile_cache``) unless
-    ``compilation_cache`` is False: a benchmark that times compilation leaves it off.
+    ``compilation_cache`` is False: a benchmark that times compilation leaves it off. SIGTERM is
+    answered as Ctrl-C is, with exit status 143.
 
     Running out of device memory is answered the same way: the trainer's
     ``OutOfMemory`` names the largest run count that fits; any other XLA
-    out-of-memory error gets a one-line hint without one.
+    out-of-memory error gets a one-line hint without one. A file the system
+    refuses to read or write (a full disk, a folder made read-only) and a
+    damaged results file get one line too.
     """
+    global _abandoned
+    import signal
+    import threading
+
     from .data import DataError
+    from .io import DamagedFile
     from .trainer import ConfigError
     from .trainer.memory import OutOfMemory, is_out_of_memory
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         check_environment()
         if compilation_cache:
             from .trainer import compile_cache
             compile_cache.enable()
         return body()
+    except DamagedFile as e:
+        _abandoned = True
+        fail(str(e))
     except (ConfigError, DataError, OutOfMemory) as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        _abandoned = True
+        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {on_interrupt}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except MemoryError as e:  # the host's memory (numpy), not the device's
+        fail(f"out of memory ({type(e).__name__}: {e}); ask for less; {on_interrupt}")
+    except OSError as e:  # the file system said no: the path and its reason are the whole story
+        if e.filename is None:
+            raise
+        fail(f"{e.filename}: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a hint; the rest re-raises
         if not is_out_of_memory(e):
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
              f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}")
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Run a script's main() and end the process with its status.
+
+    After an interruption or an unreadable checkpoint the interpreter's own teardown is skipped (exit
+    handlers still run): XLA's and the checkpoint reader's threads, stopped in the middle of their work,
+    can crash it (a segmentation fault instead of exit 130) or print tracebacks after the one-line error.
+    """
+    try:
+        status = main()
+    except SystemExit as e:
+        status = e.code
+    if not _abandoned:
+        sys.exit(status)
+    import atexit
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status if isinstance(status, int) else 1)
 
 
 # ----------------------------------------------------------------------------- the study scripts
@@ -149,7 +236,7 @@ def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str
         p.add_argument("--models", type=name_list, default=list(models),
                        help=models_help or f"comma list of registered models (default {','.join(models)})")
     add_data_dir_arg(p)
-    p.add_argument("--out", type=user_path, default=None, help=out_help)
+    p.add_argument("--out", type=out_dir, default=None, help=out_help)
     p.add_argument("--force", action="store_true", help=force_help)
     return p
 

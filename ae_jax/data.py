@@ -45,10 +45,13 @@ import os
 import re
 import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .io import stderr_silenced
 
 SPLIT_SEED = 42
 IMAGE_SIDE = 32
@@ -106,7 +109,7 @@ def read_idx(path: str | os.PathLike, expect_dims: int) -> np.ndarray:
             blob = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream
         raise DataError(f"{path}: not a readable gzip file ({e}); download it again") from None
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] != 0x08:
         raise DataError(f"{path}: bad IDX magic number; expected an IDX file of unsigned bytes")
@@ -211,17 +214,12 @@ class _QuietTF:
         self.levels = [lg.level for lg in self.loggers]
         for lg in self.loggers:
             lg.setLevel(logging.ERROR)
-        sys.stderr.flush()
-        self.stderr_fd = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
+        self.silenced = stderr_silenced()
+        self.silenced.__enter__()
         return self
 
     def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self.stderr_fd, 2)
-        os.close(self.stderr_fd)
+        self.silenced.__exit__(*exc)
         for lg, level in zip(self.loggers, self.levels):
             lg.setLevel(level)
 
@@ -370,6 +368,8 @@ def make_splits(raw: RawData, dataset: str, variant: str = "full") -> Splits:
     x_pool, y_pool = to_unit_square(raw.train_images), raw.train_labels.astype(np.int32)
     if len(x_pool) != pool_n:
         raise DataError(f"{dataset}: training pool has {len(x_pool)} images, expected {pool_n}")
+    if len(raw.test_images) == 0:
+        raise DataError(f"{dataset}: the test set is empty; every result is measured on it (source: {raw.source})")
     perm = np.random.default_rng(SPLIT_SEED).permutation(pool_n)
     train_idx, val_idx = perm[: pool_n - n_val], perm[pool_n - n_val:]
     if variant == "anomaly":

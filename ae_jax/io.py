@@ -1,9 +1,11 @@
 """Files: atomic writes, JSON that holds no NaN, and mean ± std over seeds."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,8 +63,32 @@ def write_json(path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(clean_json(obj), indent=1) + "\n")
 
 
+@contextlib.contextmanager
+def stderr_silenced():
+    """Point the process's stderr (file descriptor 2, so C++ writes too) at the null device meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class DamagedFile(Exception):
+    """A results file (JSON, checkpoint) that exists but cannot be read; the message says what to do."""
+
+
 def read_json(path) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFile(f"{path} is not valid JSON ({e}): a damaged or half-written file; delete its run "
+                          "folder, or rerun with --force, to make it again") from None
 
 
 def aggregate(values: Sequence[float]) -> dict:

@@ -64,9 +64,23 @@ def worker_count(fits: int) -> int:
     return max(1, min(fits, workers_setting() or cpu_cores()))
 
 
+def _import_umap():
+    """umap without tensorflow: umap imports it, when installed, for ParametricUMAP alone, which costs seconds
+    and memory and (tensorflow 2.21) prints start-up lines. tensorflow already imported (by TFDS) is reused."""
+    if "umap" in sys.modules or "tensorflow" in sys.modules:
+        import umap
+        return umap
+    sys.modules["tensorflow"] = None  # import tensorflow -> ImportError, which umap expects when it is missing
+    try:
+        import umap
+    finally:
+        del sys.modules["tensorflow"]
+    return umap
+
+
 def fit(z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """One UMAP fit (default parameters, random_state = seed) to 2-D: the embedding and its seconds."""
-    import umap
+    umap = _import_umap()
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
         warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
@@ -264,8 +278,6 @@ def _serve() -> None:
     out = os.fdopen(os.dup(1), "wb")  # the records go here; anything else printed, even by C code, to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    # umap imports tensorflow, when installed, for ParametricUMAP alone: seconds and memory a worker never uses
-    sys.modules.setdefault("tensorflow", None)
     while True:
         try:
             seed, z = int(_recv(inp)), _recv(inp)

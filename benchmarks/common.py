@@ -80,14 +80,6 @@ def busy(env: dict) -> bool:
     return bool(la) and la[0] > 0.5 * (env.get("cpu_count") or 1)
 
 
-def check_out(path: str) -> None:
-    """One-line error (exit 2) when --out's folder does not exist: found before the measuring, not after it."""
-    from ae_jax.cli import fail
-    out_dir = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(out_dir):
-        fail(f"--out: the folder {out_dir} does not exist")
-
-
 def write_json(path: str, result: dict) -> None:
     """Atomically: a reader (or an interruption) never sees half a file."""
     tmp = path + ".tmp"

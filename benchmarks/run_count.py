@@ -56,9 +56,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (busy, check_out, command_text, environment, float_list, int_list, train_timed,  # noqa: E402
+from common import (busy, command_text, environment, float_list, int_list, train_timed,  # noqa: E402
                     write_json)
-from ae_jax.cli import ArgParser, add_data_dir_arg, check_dataset, fail, guarded, user_path  # noqa: E402
+from ae_jax.cli import ArgParser, add_data_dir_arg, check_dataset, fail, guarded, out_file, run_script  # noqa: E402
 
 MODEL = "beta_vae"
 LATENT = 20
@@ -81,7 +81,7 @@ def parse(argv=None):
     p.add_argument("--epochs", type=int, default=5, help="epochs per count (default 5; the first is not timed)")
     p.add_argument("--fit-gib", type=float_list, default=DEFAULT_FIT_GIB,
                    help="device memory sizes (GiB) to say the largest count for (default 8,16,80)")
-    p.add_argument("--out", type=user_path, default=DEFAULT_OUT,
+    p.add_argument("--out", type=out_file, default=DEFAULT_OUT,
                    help="JSON output path (default: run_count.json beside this script)")
     p.add_argument("--verbose", action="store_true", help="print the trainer's per-epoch log")
     args = p.parse_args(argv)
@@ -94,11 +94,10 @@ def parse(argv=None):
         fail(f"--epochs must be at least 1, got {args.epochs}")
     if not 1 <= args.max_betas <= len(BETAS):
         fail(f"--max-betas must be between 1 and {len(BETAS)}, got {args.max_betas}")
-    bad = [g for g in args.fit_gib if not g > 0]
+    bad = [g for g in args.fit_gib if not 0 < g < float("inf")]
     if bad:
-        fail(f"--fit-gib: every size must be positive, got {bad[0]:g}")
+        fail(f"--fit-gib: every size must be a finite number of GiB > 0, got {bad[0]:g}")
     check_dataset(args.dataset)
-    check_out(args.out)
     args.counts = sorted(args.counts)
     return args
 
@@ -265,4 +264,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

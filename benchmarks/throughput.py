@@ -61,8 +61,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import busy, check_out, command_text, environment, int_list, train_timed, write_json  # noqa: E402
-from ae_jax.cli import ArgParser, fail, user_path  # noqa: E402
+from common import busy, command_text, environment, int_list, train_timed, write_json  # noqa: E402
+from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script  # noqa: E402
 
 MODEL = "vanilla"
 LATENT = 20
@@ -85,7 +85,7 @@ def parse(argv=None):
     p.add_argument("--n-val", type=int, default=5000, help="random validation images (default 5000, as MNIST)")
     p.add_argument("--seeds-list", type=int_list, default=[1, 2, 5, 10],
                    help="seed counts to measure, comma list (default 1,2,5,10)")
-    p.add_argument("--out", type=user_path, default=DEFAULT_OUT,
+    p.add_argument("--out", type=out_file, default=DEFAULT_OUT,
                    help="JSON output path (default: throughput.json beside this script)")
     p.add_argument("--skip-torch", action="store_true", help="do not run the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=None,
@@ -115,7 +115,6 @@ def parse(argv=None):
         fail(f"--torch-threads must be at least 1, got {args.torch_threads}")
     if args.repeats < 1:
         fail(f"--repeats must be at least 1, got {args.repeats}")
-    check_out(args.out)
     return args
 
 
@@ -425,6 +424,11 @@ def targets(rows: list[dict], torch_ok: bool) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    return guarded(lambda: measure(args, argv), f"nothing is written to {args.out} until every measurement is done",
+                   compilation_cache=False)
+
+
+def measure(args, argv) -> int:
     command = command_text(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
 
@@ -584,4 +588,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

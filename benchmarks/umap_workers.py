@@ -20,9 +20,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import busy, check_out, command_text, environment, int_list, write_json  # noqa: E402
+from common import busy, command_text, environment, int_list, write_json  # noqa: E402
 
-from ae_jax.cli import ArgParser, fail, guarded, user_path  # noqa: E402
+from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script  # noqa: E402
 
 
 def parse(argv):
@@ -35,14 +35,13 @@ def parse(argv):
     p.add_argument("--workers", type=int_list, default=sorted({1, min(2, cores), min(5, cores), cores}),
                    help=f"comma list of worker counts (default 1, 2, 5 and this machine's {cores} cores, "
                         "as many as are distinct)")
-    p.add_argument("--out", type=user_path,
+    p.add_argument("--out", type=out_file,
                    default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "umap_workers.json"))
     args = p.parse_args(argv)
     if args.fits < 1 or args.points < 20 or args.dim < 3:
         fail("--fits must be at least 1, --points at least 20 and --dim at least 3 (n <= 2 codes need no UMAP)")
     if min(args.workers) < 1:
         fail(f"--workers must all be at least 1, got {args.workers}")
-    check_out(args.out)
     return args
 
 
@@ -88,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_study_args, recorded_command, run_study_script, study_parser  # noqa: E402
+from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,4 +32,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ae_jax.cli import (  # noqa: E402
-    ArgParser, add_data_dir_arg, check_dataset, fail, guarded, name_list, recorded_command, user_path)
+    ArgParser, add_data_dir_arg, check_dataset, fail, guarded, name_list, out_dir, recorded_command, run_script)
 
 
 def parse(argv=None):
@@ -37,7 +37,7 @@ def parse(argv=None):
     p.add_argument("--latent-dim", type=int, default=4, help="latent size n (default 4)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--out", type=user_path, default=None, help="output folder (default results/<dataset>/explorer)")
+    p.add_argument("--out", type=out_dir, default=None, help="output folder (default results/<dataset>/explorer)")
     p.add_argument("--force", action="store_true", help="retrain the models even if their runs are complete")
     p.add_argument("--no-screenshot", action="store_true", help="do not look for a browser to take screenshot.png")
     return p.parse_args(argv)
@@ -75,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

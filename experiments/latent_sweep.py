@@ -21,7 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_study_args, fail, name_list, recorded_command, run_study_script, study_parser  # noqa: E402,E501
+from ae_jax.cli import (  # noqa: E402
+    check_study_args, fail, name_list, recorded_command, run_script, run_study_script, study_parser)
 
 
 def int_list(text: str) -> list[int]:
@@ -72,4 +73,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from ae_jax.cli import (  # noqa: E402
     ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, guarded, join_processes,
-    recorded_command, user_path)
+    out_dir, recorded_command, run_script)
 
 
 def parse(argv=None):
@@ -45,7 +45,7 @@ def parse(argv=None):
     p.add_argument("--precision", default="float32",
                    help=f"matmul precision, one of {', '.join(PRECISIONS)}: float32 gives the same numbers on "
                         "every platform; fast lets TPUs use bfloat16 passes and GPUs TF32")
-    p.add_argument("--out", type=user_path, default=None, help="run directory (default results/<dataset>/<name>)")
+    p.add_argument("--out", type=out_dir, default=None, help="run directory (default results/<dataset>/<name>)")
     p.add_argument("--force", action="store_true", help="retrain even if the run is complete")
     add_distributed_args(p)
     return p.parse_args(argv)
@@ -77,4 +77,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

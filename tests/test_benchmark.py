@@ -82,6 +82,7 @@ def test_target_verdicts_follow_the_figures():
 
 
 @pytest.mark.parametrize("args,fragment", [(["--seeds-list=0"], "--seeds-list"), (["--epochs=0"], "--epochs"),
-                                           (["--n-train=10"], "--n-train"), (["--out=/no/such/dir/x.json"], "--out")])
+                                           (["--n-train=10"], "--n-train"), (["--out=/no/such/dir/x.json"], "--out"),
+                                           (["--out=/tmp"], "is a folder")])
 def test_bad_flags_fail_in_one_line(tmp_path, args, fragment):
     assert_one_line_error(run_script(SCRIPT, args, tmp_path, 600), fragment)

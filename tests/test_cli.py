@@ -64,6 +64,17 @@ ERRORS = {
     "unknown_precision": (["--model=vanilla", "--dataset=digits", "--precision=nope"],
                           ["--precision", "'nope'", "float32"]),
     "unknown_widths": (["--model=vanilla", "--dataset=digits", "--widths=nope"], ["--widths", "'nope'", "fixed"]),
+    "lr_infinite": (["--model=vanilla", "--dataset=digits", "--lr=inf"], ["--lr", "finite"]),
+    "seed_past_32_bits": (["--model=vanilla", "--dataset=digits", "--seed=99999999999999999999"],
+                          ["--seed", "2147483643"]),
+    "seed_negative": (["--model=vanilla", "--dataset=digits", "--seed=-1"], ["--seed"]),
+    "epochs_absurd": (["--model=vanilla", "--dataset=digits", "--epochs=1000000000000"], ["--epochs", "1,000,000"]),
+    "out_is_a_file": (["--model=vanilla", "--dataset=digits", "--out={tmp}/a_file"], ["--out", "is a file"]),
+    "out_under_a_file": (["--model=vanilla", "--dataset=digits", "--out={tmp}/a_file/run"], ["a_file is a file"]),
+    "seeds_beyond_memory": (["--model=vanilla", "--dataset=digits", "--seeds=100000"],
+                            ["100000 run(s)", "cannot fit in device memory", "seeds x betas <="]),
+    "damaged_gzip": (["--model=vanilla", "--dataset=mnist", "--data-dir={tmp}/damaged"],
+                     [IDX_FILES["test_labels"], "gzip"]),
 }
 
 
@@ -73,13 +84,20 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
     data = tmp_path / "data"
     (data / "empty").mkdir(parents=True)
     write_idx_set(data / "corrupt", corrupt="test_images")
+    write_idx_set(data / "damaged")
+    labels = data / "damaged" / IDX_FILES["test_labels"]
+    raw = bytearray(gzip.compress(gzip.decompress(labels.read_bytes()), mtime=0))
+    raw[10] |= 0b110  # a deflate block type that does not exist: zlib fails, not gzip's CRC check
+    labels.write_bytes(bytes(raw))
+    (data / "a_file").write_text("not a folder")
     work = tmp_path / "work"
     work.mkdir()
     out = tmp_path / "run"
-    args = [a.format(tmp=data) for a in args] + [f"--out={out}"]
+    args = [f"--out={out}"] + [a.format(tmp=data) for a in args]  # a case's own --out comes last and wins
     proc = run_cli(args, cwd=work)
     assert_one_line_error(proc, *fragments)
     assert not out.exists()
+    assert (data / "a_file").read_text() == "not a folder"
     assert list(work.iterdir()) == []  # nothing in the working directory either (no results/)
 
 
@@ -235,6 +253,70 @@ def test_cli_resumes_after_kill_9_to_the_uninterrupted_numbers(tmp_path, digits)
     assert len(ca) == len(cb) == 12
     np.testing.assert_allclose([c["train_loss"] for c in ca], [c["train_loss"] for c in cb], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose([c["val_loss"] for c in ca], [c["val_loss"] for c in cb], rtol=1e-4, atol=1e-4)
+
+
+def damaged_copy(e2e, tmp_path):
+    """A copy of the e2e run folder to damage."""
+    import shutil
+    proc, out = e2e
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copytree(out, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_a_damaged_config_json_is_a_one_line_error_and_stays_as_it_is(e2e, tmp_path):
+    run = damaged_copy(e2e, tmp_path)
+    (run / "config.json").write_text('{"model": "vani')  # cut off mid-write
+    proc = run_cli(E2E_ARGS + [f"--out={run}"], cwd=tmp_path)
+    assert_one_line_error(proc, "config.json", "not valid JSON", "--force")
+    assert (run / "config.json").read_text() == '{"model": "vani'
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(e2e, tmp_path):
+    """The run must resume from its checkpoint (no metrics.json) and cannot read it: one line, no tracebacks
+    from the reads still in flight."""
+    run = damaged_copy(e2e, tmp_path)
+    (run / "metrics.json").unlink()
+    chunks = [p for p in (run / "checkpoints" / "3").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert chunks
+    for p in chunks:
+        p.write_bytes(p.read_bytes()[:100])
+    proc = run_cli(E2E_ARGS + [f"--out={run}"], cwd=tmp_path)
+    assert_one_line_error(proc, str(run / "checkpoints" / "3"), "cannot be read", "--force")
+
+
+@pytest.mark.parametrize("when", ["before_the_first_checkpoint", "after_a_checkpoint"])
+def test_sigterm_is_answered_like_ctrl_c(tmp_path, when):
+    """SIGTERM (a scheduler's stop): exit 143 and one line saying what was kept. Stopped before its first
+    checkpoint, the run leaves no folder that would refuse the next command; after one, the folder keeps it."""
+    run = tmp_path / "run"
+    wait_for = run / ("config.json" if when == "before_the_first_checkpoint" else "checkpoints/5")
+    args = ["--model=vanilla", "--dataset=digits", "--epochs=400", "--seeds=2", f"--out={run}"]
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(cli_command(args), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                                stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not wait_for.exists():
+            assert proc.poll() is None, stderr.read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr.read_text()[-2000:]
+    lines = stderr.read_text().strip().splitlines()
+    assert "Traceback" not in stderr.read_text() and lines[-1].startswith("terminated: ")
+    assert not (run / "metrics.json").exists()
+    if when == "before_the_first_checkpoint":
+        assert not (run / "config.json").exists() and not (run / "checkpoints").exists()
+    else:
+        assert (run / "config.json").exists() and (run / "checkpoints" / "5").is_dir()
+    assert not (run / LOCK_NAME).exists()
 
 
 # ------------------------------------------------------------------ metrics.json (no training)
@@ -423,6 +505,30 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
             with folder_lock(tmp_path):
                 pass
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("error,fragments", [
+    (PermissionError(13, "Permission denied", "/results/x"), ["/results/x", "Permission denied"]),
+    (OSError(28, "No space left on device", "/results/metrics.json"), ["/results/metrics.json", "No space left"]),
+    (MemoryError("Unable to allocate 80. GiB"), ["out of memory", "80. GiB"]),
+])
+def test_what_the_system_refuses_is_a_one_line_error(capsys, error, fragments):
+    def body():
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        guarded(body, "rerun to resume")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(f in err[0] for f in fragments), err
+
+
+def test_an_os_error_without_a_path_is_not_hidden():
+    def body():
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(ConnectionResetError):
+        guarded(body, "rerun to resume")
 
 
 def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys):

@@ -131,6 +131,25 @@ def test_truncated_gzip_stream_raises_data_error(tmp_path):
     assert str(path) in str(err.value)
 
 
+def test_damaged_deflate_stream_raises_data_error(tmp_path):
+    """A flipped byte inside the compressed data makes zlib fail before gzip's CRC check can."""
+    fake_idx_set(tmp_path)
+    path = tmp_path / IDX_FILES["train_labels"]
+    raw = bytearray(gzip.compress(gzip.decompress(path.read_bytes()), mtime=0))  # a header of 10 bytes, no name
+    raw[10] |= 0b110  # the first deflate block's type bits set to 11, a type that does not exist
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="gzip") as err:
+        read_idx(path, 1)
+    assert str(path) in str(err.value)
+
+
+def test_an_empty_test_set_is_refused_before_anything_trains():
+    raw = load_raw("digits")
+    empty = raw._replace(test_images=raw.test_images[:0], test_labels=raw.test_labels[:0])
+    with pytest.raises(DataError, match="test set is empty"):
+        data.make_splits(empty, "digits")
+
+
 def test_missing_file_raises_data_error(tmp_path):
     with pytest.raises(DataError, match="not found") as err:
         read_idx(tmp_path / "nothing.gz", 1)

@@ -118,6 +118,26 @@ def test_the_decorator_measures_at_one_run_and_the_failing_count(monkeypatch):
         hint_out_of_memory("training", broken, lambda a: a["n"], lambda n: 1)(train_unmeasurable)(3, MemoryError())
 
 
+def test_a_large_count_that_cannot_fit_is_refused_before_it_starts_and_a_small_one_is_not_measured(monkeypatch):
+    measured = []
+
+    def measure(r):
+        measured.append(r)
+        return ProgramMemory(argument=4 * MIB + r * 10 * MIB, output=r * 8 * MIB, alias=r * 8 * MIB, temp=r * 5 * MIB)
+
+    monkeypatch.setattr(memory, "device_memory_limit", lambda device: 4 * MIB + 15 * MIB * 100)  # 100 runs fit
+    memory.refuse_what_cannot_fit("training", measure, memory.CHECK_ABOVE_RUNS, 1)  # small: not even measured
+    assert measured == []
+    memory.refuse_what_cannot_fit("training", measure, 100, 1)  # large, but fits
+    assert measured == [1, 2]
+    with pytest.raises(OutOfMemory, match=r"training 101 run\(s\).*cannot fit in device memory.*at most 100 runs"):
+        memory.refuse_what_cannot_fit("training", measure, 101, 1)
+    memory.refuse_what_cannot_fit("training", measure, 200, 2)  # two devices of 100 each: fits
+    with pytest.raises(OutOfMemory, match="at most 200 runs fit 2 devices"):
+        memory.refuse_what_cannot_fit("training", measure, 201, 2)
+    memory.refuse_what_cannot_fit("training", lambda r: None, 10 ** 6, 1)  # no figures: let the device say
+
+
 # ----------------------------------------------------------------------------- the compiled programs' own figures
 
 def state_bytes(spec, cfg, adam: bool = True) -> int:

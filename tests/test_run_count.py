@@ -74,7 +74,8 @@ def test_counts_are_seeds_times_betas_with_as_many_betas_as_divide():
 @pytest.mark.parametrize("args,fragment", [(["--counts=0"], "--counts"), (["--counts=2,2"], "repeated"),
                                            (["--epochs=0"], "--epochs"), (["--max-betas=9"], "--max-betas"),
                                            (["--fit-gib=0"], "--fit-gib"), (["--dataset=cifar"], "cifar"),
-                                           (["--out=/no/such/dir/x.json"], "--out"),
+                                           (["--out=/no/such/dir/x.json"], "--out"), (["--out=/tmp"], "is a folder"),
+                                           (["--fit-gib=inf"], "finite"),
                                            (["--dataset=mnist", "--data-dir=/no/such/dir"], "no such folder")])
 def test_bad_flags_fail_in_one_line(tmp_path, args, fragment):
     assert_one_line_error(run_script(SCRIPT, args, tmp_path, 900), fragment)

@@ -126,9 +126,21 @@ def test_the_benchmark_times_each_worker_count_and_checks_the_embeddings_agree(t
 
 
 @pytest.mark.parametrize("args,fragment", [(["--workers=0,2"], "--workers"), (["--dim=2"], "--dim"),
-                                           (["--out=/no/such/dir/u.json"], "--out")])
+                                           (["--out=/no/such/dir/u.json"], "--out"), (["--out=/tmp"], "is a folder")])
 def test_the_benchmark_refuses_bad_flags_in_one_line(tmp_path, args, fragment):
     assert_one_line_error(run_script(BENCH, args, tmp_path, 120), fragment)
+
+
+def test_umap_is_imported_without_tensorflow_and_silently():
+    """umap imports tensorflow (when installed) for ParametricUMAP alone: seconds, memory and, with
+    tensorflow 2.21, start-up lines on stderr in the middle of a study's log."""
+    import subprocess
+    code = ("import sys; from ae_jax import umap_pool; umap_pool._import_umap(); "
+            "print('tensorflow' in sys.modules, sys.modules.get('tensorflow', 0) is None)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False"]  # not imported, and not left blocked for TFDS after it
+    assert proc.stderr == ""
 
 
 # ------------------------------------------------------------------ warming the workers up during training

@@ -55,6 +55,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     """
     if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator:  # the join waits for every process: say so, or a missing one looks like a hang
+        print(f"process {process_id} of {num_processes}: joining the others at {coordinator} (waiting up to "
+              f"{timeout_s} s for all of them)", flush=True)
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout_s)

@@ -22,6 +22,7 @@ its own share of the runs; ``RunAxis.host`` gathers results back and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import platform
@@ -34,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import Data
+from ..io import DamagedFile, stderr_silenced
 from ..losses import Hparams
 from ..models import ModelSpec
 from . import compile_cache, distributed
-from .memory import ProgramMemory, hint_out_of_memory, program_memory
+from .memory import ProgramMemory, hint_out_of_memory, is_out_of_memory, program_memory, refuse_what_cannot_fit
 from .program import (Phase, TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)
 
@@ -197,12 +199,40 @@ def _ckpt_tree(state: TrainState, epochs: int, n_runs: int, snapshot_shape: tupl
     return tree
 
 
-def _restore(manager, template: dict, step: int | None = None) -> dict:
+def _restore(manager, template: dict, ckpt_dir: Path, step: int | None = None) -> dict:
     """The checkpoint of `step` (default: the latest) in template's structure, shapes and dtypes."""
     import orbax.checkpoint as ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    ckpt = manager.restore(manager.latest_step() if step is None else step, args=ocp.args.StandardRestore(abstract))
+    step = manager.latest_step() if step is None else step
+    with _readable(ckpt_dir, step):
+        ckpt = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
+
+
+READ_GRACE_S = 0.5  # after a failed read, for the checkpoint reader's other reads to end
+
+
+@contextlib.contextmanager
+def _readable(ckpt_dir: Path, step: int):
+    """Turn a failure to read checkpoint `step` (a damaged or partly deleted file) into a ``DamagedFile``.
+
+    stderr is silenced while reading: when one read fails, orbax closes its event loop and the reads still
+    in flight print a traceback each (from other threads) before and after the failure reaches here.
+    """
+    try:
+        with stderr_silenced():
+            try:
+                yield
+            except Exception:
+                time.sleep(READ_GRACE_S)  # for those reads to end while stderr is still silenced
+                raise
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds; out-of-memory is not damage
+        if is_out_of_memory(e):
+            raise
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise DamagedFile(f"{Path(ckpt_dir) / str(step)}: the checkpoint of epoch {step} cannot be read "
+                          f"({type(e).__name__}{': ' + why if why else ''}); delete that folder to resume from the "
+                          "one before it, or rerun with --force to train from the start") from None
 
 
 def _saved_snapshot_shape(ckpt_dir: Path, step: int) -> tuple[int, ...] | None:
@@ -212,7 +242,8 @@ def _saved_snapshot_shape(ckpt_dir: Path, step: int) -> tuple[int, ...] | None:
     manager = ocp.CheckpointManager(Path(ckpt_dir).absolute(), options=opts,
                                     item_handlers=ocp.StandardCheckpointHandler())
     try:
-        tree = manager.item_metadata(step).tree
+        with _readable(ckpt_dir, step):
+            tree = manager.item_metadata(step).tree
     finally:
         manager.close()
     return tuple(tree["snapshots"].shape) if "snapshots" in tree else None
@@ -239,7 +270,7 @@ def load_final_state(spec: ModelSpec, cfg: TrainConfig, n_runs: int, ckpt_dir: P
                                 jnp.stack([run_keys(0)["init"]] * n_runs))
         template = _ckpt_tree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), cfg.epochs, n_runs,
                               _saved_snapshot_shape(ckpt_dir, cfg.epochs))
-        return jax.device_get(_restore(manager, template)["state"])
+        return jax.device_get(_restore(manager, template, ckpt_dir)["state"])
     finally:
         manager.close()
 
@@ -274,6 +305,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     n_train = train.x.shape[0]
     axis = RunAxis(R)
     place_runs = axis.put
+    refuse_what_cannot_fit("training", lambda r: epoch_memory(spec, cfg, r, train, val, snap), R, len(axis.devices))
 
     keys = [run_keys(s) for s in seeds]
     init_keys = place_runs(jnp.stack([k["init"] for k in keys]))
@@ -294,7 +326,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
     start = 0
     if manager is not None and manager.latest_step() is not None:
-        ckpt = _restore(manager, ckpt)
+        ckpt = _restore(manager, ckpt, ckpt_dir)
         state = place_runs(ckpt["state"])
         start = int(ckpt["epoch"])
         log(f"  resuming from the checkpoint after epoch {start}")
@@ -336,8 +368,9 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         done = epoch + 1
         if manager is not None and (done % ckpt_every == 0 or done == E):
             import orbax.checkpoint as ocp
-            ckpt = {"state": axis.unpad(state), "epoch": np.asarray(done, np.int32), "train_curve": train_curve, "val_curve": val_curve,
-                    "epoch_time": epoch_time, "compile_time": np.asarray(compile_time, np.float32)}
+            ckpt = {"state": axis.unpad(state), "epoch": np.asarray(done, np.int32), "train_curve": train_curve,
+                    "val_curve": val_curve, "epoch_time": epoch_time,
+                    "compile_time": np.asarray(compile_time, np.float32)}
             if snapshots is not None:
                 ckpt["snapshots"] = snapshots
             manager.save(done, args=ocp.args.StandardSave(ckpt), force=True)

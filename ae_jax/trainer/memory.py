@@ -120,9 +120,13 @@ def _size(n: float) -> str:
 
 
 def out_of_memory_message(what: str, n_runs: int, devices: int, shared: float | None, per_run: float | None,
-                          limit: int | None) -> str:
-    """The one line an out-of-memory error becomes: the measured cost per run and the largest count that fits."""
-    head = f"out of device memory {what} {n_runs} run(s) (seeds x betas, all in one program)"
+                          limit: int | None, before: bool = False) -> str:
+    """The one line an out-of-memory error becomes: the measured cost per run and the largest count that fits.
+
+    ``before``: the count was refused before it started (``refuse_what_cannot_fit``), not after a failure.
+    """
+    head = (f"{what} {n_runs} run(s) (seeds x betas, all in one program) cannot fit in device memory" if before
+            else f"out of device memory {what} {n_runs} run(s) (seeds x betas, all in one program)")
     advice = "use fewer --seeds or --beta values (or a smaller --batch-size)"
     if per_run is None or limit is None:
         return f"{head}; XLA gave no memory figures to size it by, so {advice}"
@@ -152,6 +156,34 @@ def is_out_of_memory(e: BaseException) -> bool:
 def runs_per_device(n_runs: int, devices: int) -> int:
     """How many runs each device holds once the run axis is padded to a multiple of the device count."""
     return -(-n_runs // max(1, devices))
+
+
+CHECK_ABOVE_RUNS = 64  # runs per device above which a count is sized before it starts
+
+
+def refuse_what_cannot_fit(what: str, measure: Callable[[int], ProgramMemory | None], n_runs: int,
+                           devices: int) -> None:
+    """``OutOfMemory`` before any work when XLA's figures say n_runs cannot fit on the devices.
+
+    Only a large count (over ``CHECK_ABOVE_RUNS`` per device) is sized: measuring compiles the program twice
+    from abstract shapes (``measure(r)`` for 1 and 2 runs), seconds that a small count does not need, while a
+    huge one would otherwise spend minutes setting up before the device refuses it. The line through two small
+    counts slightly underestimates the cost per run, so a count near the limit is let through and, if it fails,
+    answered by ``hint_out_of_memory``.
+    """
+    if runs_per_device(n_runs, devices) <= CHECK_ABOVE_RUNS:
+        return
+    try:
+        import jax
+        limit = device_memory_limit(jax.devices()[0])
+        totals = [measure(r) for r in (1, 2)]
+        if limit is None or any(t is None for t in totals):
+            return
+        shared, per_run = fit_per_run((1, 2), [t.total for t in totals])
+    except Exception:  # noqa: BLE001 - sizing is best effort; the run itself will say if it does not fit
+        return
+    if largest_run_count(shared, per_run, limit, devices) < n_runs:
+        raise OutOfMemory(out_of_memory_message(what, n_runs, devices, shared, per_run, limit, before=True))
 
 
 def hint_out_of_memory(what: str, measure: Callable[[dict, int], ProgramMemory | None],

@@ -42,13 +42,16 @@ from ..losses import RECON_LOSSES
 from ..models import NUM_CLASSES, get_model
 from . import compile_cache, distributed
 from .loop import TrainOutput, evaluate_runs, train_runs
-from .memory import OutOfMemory
 from .program import PRECISIONS, TrainConfig, spec_hparams
 
 DEFAULT_EPOCHS = 60
 DEFAULT_LATENT = {"full": 20, "anomaly": 2}
 WIDTHS = ("protocol", "fixed")  # "fixed": the hidden widths of n = FIXED_WIDTH_LATENT at every n
 FIXED_WIDTH_LATENT = 20
+
+
+MAX_SEED = 2 ** 31 - 1  # the largest seed: seeds are stored and compared as 32-bit integers
+MAX_EPOCHS = 1_000_000
 
 
 class ConfigError(Exception):
@@ -129,14 +132,18 @@ class ExperimentConfig:
         spec = get_model_or_error(self.model)
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.first_seed <= MAX_SEED + 1 - self.seeds:
+            raise ConfigError(f"--seed must be between 0 and {max(0, MAX_SEED + 1 - self.seeds)} with {self.seeds} "
+                              f"seed(s): seeds are 32-bit numbers, the last at most {MAX_SEED}; got {self.first_seed}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"--epochs must be between 1 and {MAX_EPOCHS:,} (the curves and checkpoints keep "
+                              f"every epoch's numbers), got {self.epochs}")
         if spec.stacked and self.epochs < 3:
             raise ConfigError("the stacked model trains in 3 phases: use --epochs of at least 3")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
         f = spec.bottleneck.encoder_factor
         if not 1 <= self.latent * f <= 1024:
             raise ConfigError(f"--latent-dim must be between 1 and {1024 // f} for {self.model}, got {self.latent}")
@@ -455,8 +462,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         try:
             result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
                                 ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
-        except OutOfMemory:  # the hint asks for fewer runs: a folder with nothing to resume must not refuse that
-            _forget_unstarted(run_dir)
+        except BaseException:  # out of memory, Ctrl-C before the first checkpoint, ...: a folder with nothing to
+            _forget_unstarted(run_dir)  # resume must not refuse the next command (fewer runs, other settings)
             raise
         test = evaluate_runs(spec, tcfg, result.state, seeds, hps, test_data(splits))
         metrics = result_metrics(cfg, result, test, splits.y_test)
