@@ -180,7 +180,8 @@ def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool 
         print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {on_interrupt}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except MemoryError as e:  # the host's memory (numpy), not the device's
-        fail(f"out of memory ({type(e).__name__}: {e}); ask for less; {on_interrupt}")
+        fail(f"out of host memory ({type(e).__name__}: {e}): fewer or smaller runs, or a smaller dataset or "
+             f"--n-train, need less; {on_interrupt}")
     except OSError as e:  # the file system said no: the path and its reason are the whole story
         if e.filename is None:
             raise

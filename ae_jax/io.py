@@ -79,8 +79,10 @@ def stderr_silenced():
         os.close(saved)
 
 
-class DamagedFile(Exception):
-    """A results file (JSON, checkpoint) that exists but cannot be read; the message says what to do."""
+class DamagedFile(ValueError):
+    """A results file (JSON, checkpoint) that exists but cannot be read; the message says what to do.
+
+    A ValueError, as ``json.JSONDecodeError`` is: code that treats an unparsable file as absent still does."""
 
 
 def read_json(path) -> Any:

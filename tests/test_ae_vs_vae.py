@@ -62,7 +62,7 @@ def _state_after(ckpt_dir, cfg, epoch):
                           (cfg.epochs, 2, cfg.snapshots, 4))
     manager = _checkpoint_manager(ckpt_dir)
     try:
-        return _restore(manager, template, step=epoch)
+        return _restore(manager, template, ckpt_dir, step=epoch)
     finally:
         manager.close()
 
@@ -111,7 +111,7 @@ def test_snapshots_leave_training_unchanged_and_zero_keeps_the_old_program(snapp
     for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(snapped.out.state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the checkpoint tree of a run without snapshots is what it always was
-    restored = _restore(_checkpoint_manager(tmp_path / "ck"), _ckpt_tree(plain.state, 2, 2))
+    restored = _restore(_checkpoint_manager(tmp_path / "ck"), _ckpt_tree(plain.state, 2, 2), tmp_path / "ck")
     assert set(restored) == {"state", "epoch", "train_curve", "val_curve", "epoch_time", "compile_time"}
     # the epoch program: three outputs without snapshots, four with
     spec, d = get_model("vae"), train_data(digits)

@@ -510,7 +510,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path):
 @pytest.mark.parametrize("error,fragments", [
     (PermissionError(13, "Permission denied", "/results/x"), ["/results/x", "Permission denied"]),
     (OSError(28, "No space left on device", "/results/metrics.json"), ["/results/metrics.json", "No space left"]),
-    (MemoryError("Unable to allocate 80. GiB"), ["out of memory", "80. GiB"]),
+    (MemoryError("Unable to allocate 80. GiB"), ["out of host memory", "80. GiB"]),
 ])
 def test_what_the_system_refuses_is_a_one_line_error(capsys, error, fragments):
     def body():
