@@ -11,6 +11,11 @@ compile once; the CLI subprocesses share it through the environment
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
 so an accidental broadcast in the package fails loudly.
 
+No skips in CI: with ``AE_JAX_TESTS_NO_SKIP=1`` (set by ``.ci/run``, which
+installs everything the tests need) a session with any skipped test fails, so a
+browser, MNIST copy or tensorflow that went missing cannot turn into a green run
+that tested less. Skip reasons are always listed (``-rs`` in pyproject.toml).
+
 No downloads: ``AE_JAX_MIRRORS`` is set empty for the whole suite (and the CLI
 subprocesses, which inherit it), so no test reaches the network or fills the
 user's cache; tests/test_download.py serves its own mirrors on 127.0.0.1.
@@ -36,6 +41,18 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 os.environ["AE_JAX_MIRRORS"] = ""
 os.environ["AE_JAX_COMPILATION_CACHE"] = CACHE_DIR  # a script started with this environment: not the user's cache
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("AE_JAX_TESTS_NO_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        reporter.write("\n")
+        reporter.write_sep("=", f"AE_JAX_TESTS_NO_SKIP=1 and {len(skipped)} skipped: install what the "
+                                "skip reasons name", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config):
