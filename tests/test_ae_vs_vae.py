@@ -209,6 +209,27 @@ def test_study_writes_every_figure_with_its_arrays(study):
     assert dyn["mu"].shape == (STUDY_EPOCHS, 2, K, 2) and list(dyn["betas"]) == [1.0, 0.0]
 
 
+def test_study_figure_arrays_hold_the_images_and_labels_they_name(study, digits):
+    """Each figure's .npz holds what its caption says: the test images and labels it was drawn from, in order,
+    and decoded images in [0, 1]."""
+    npz = {stem: dict(np.load(study.folder / f"{stem}.npz")) for stem in FIGURES}
+    rec = npz["reconstructions"]
+    first = [int(np.flatnonzero(digits.y_test == d)[0]) for d in range(10)]  # "the first of each digit"
+    assert rec["index"].tolist() == first
+    np.testing.assert_array_equal(rec["x"], digits.x_test[first])
+    assert rec["models"].tolist() == ["vanilla", "vae", "cvae"] and rec["recon"].shape == (3, 10, 32, 32)
+    for stem in ("latent_plane", "codes_2d"):
+        labels = npz[stem]["labels"]
+        np.testing.assert_array_equal(labels, digits.y_test[:len(labels)], err_msg=stem)
+    assert npz["codes_2d"]["pca"].shape == (3, len(npz["codes_2d"]["labels"]), 2)
+    assert npz["latent_plane"]["codes"].shape[1:] == (len(npz["latent_plane"]["labels"]), 2)
+    assert npz["style_transfer"]["labels"].tolist() == list(range(10))
+    for stem, key in (("reconstructions", "recon"), ("prior_samples", "images"), ("arithmetic", "images"),
+                      ("style_transfer", "images")):
+        a = npz[stem][key]
+        assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1 and a.std() > 0, stem
+
+
 def test_study_snapshots_of_the_beta_run(study, digits):
     run = study.root / f"vae_beta0,1_n2_e{STUDY_EPOCHS}_mse_snap1000"
     snap = np.load(run / "snapshots.npz")

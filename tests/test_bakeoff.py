@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import json
 import math
 import re
 import shlex
@@ -164,12 +165,17 @@ def test_summary_is_assembled_from_each_runs_files(bakeoff, summary):
                 assert summary[b][k]["values"] == v["values"], (b, t, k)
 
 
-def test_summary_numbers_say_the_models_learnt(summary):
-    """Floors an untrained or mis-wired run would miss: a test BCE below a constant grey image's (1024 ln 2);
+def test_summary_numbers_say_the_models_learnt(summary, bakeoff):
+    """Floors an untrained or mis-wired run would miss: every seed's training loss falls from epoch to epoch;
+    a test BCE below a constant grey image's (1024 ln 2; 3 epochs are too few to beat the mean image's);
     vanilla's 2-D embedded codes separate the digits (5-NN accuracy well above chance, 0.1; after 3 epochs
     the VAE's sampled codes are still too noisy for that); different numbers per seed."""
     for m in RUN_MODELS:
         e = summary[m]
+        for variant, folder in bakeoff.dirs[m].items():
+            lines = (bakeoff.root / folder / "curves.jsonl").read_text().splitlines()
+            train = np.array([json.loads(line)["train_loss"] for line in lines])  # (epochs, seeds)
+            assert train.shape == (EPOCHS, SEEDS) and (np.diff(train, axis=0) < 0).all(), (m, variant, train)
         assert all(v < 1024 * math.log(2) for v in e["test_bce"]["values"]), m
         assert len(set(e["train_time_s"]["values"])) == 1  # one wall-clock shared by the seeds
         assert all(1 <= v <= PROBE_EPOCHS for v in e["probe_best_epoch"]["values"])

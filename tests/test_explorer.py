@@ -197,10 +197,24 @@ def test_folder_contents(build):
     out = build["out"]
     for name in ("index.html", "reference.json", "pca.png", "pca.npz", "ranges.json", "README.md"):
         assert (out / name).is_file(), name
+    from PIL import Image
+    from sklearn.decomposition import PCA
+    with Image.open(out / "pca.png") as im:
+        im.verify()
+    splits = build["splits"]
     with np.load(out / "pca.npz") as z:
-        assert z["labels"].shape == (len(build["splits"].x_train),)
-        for m in MODELS:
-            assert z[f"{m}_pc"].shape == (len(build["splits"].x_train), 2)
+        np.testing.assert_array_equal(z["labels"], splits.y_train)
+        for m in MODELS:  # the first seed's training codes, encoded by JAX here, projected by scikit-learn
+            tm = build["trained"][m]
+            enc, _ = jax_apply(seed_slice(tm.state.params, 0), seed_slice(tm.state.batch_stats, 0), LATENT,
+                               tm.gaussian)
+            want = PCA(2).fit_transform(np.asarray(enc(splits.x_train), np.float64))
+            got = z[f"{m}_pc"]
+            assert got.shape == want.shape == (len(splits.x_train), 2)
+            for k in range(2):  # a principal component's sign is arbitrary
+                sign = np.sign(got[:, k] @ want[:, k])
+                np.testing.assert_allclose(sign * got[:, k], want[:, k], atol=1e-4 * np.abs(want).max(),
+                                           err_msg=f"{m} component {k}")
     ranges = json.loads((out / "ranges.json").read_text())
     assert ranges["models"]["vanilla"]["original_shown_range"] == [-22.59, 74.46]
     readme = (out / "README.md").read_text()
@@ -228,7 +242,10 @@ def test_trained_states_retrains_when_checkpoints_are_gone(tmp_path, digits):
     log: list[str] = []
     second = trained_states(**kw, log=log.append)
     assert any("no final checkpoint" in line for line in log)
-    assert second["vanilla"].state is not None and second["vanilla"].seeds == [0]
+    assert any("epoch " in line for line in log)  # trained again, not restored
+    assert (second["vanilla"].run_dir / "checkpoints").is_dir() and second["vanilla"].seeds == [0]
+    a, b = jax.tree.leaves(second["vanilla"].state.params), jax.tree.leaves(first["vanilla"].state.params)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))  # same seed: the same model again
 
 
 @pytest.mark.parametrize("args,fragments", [

@@ -135,10 +135,14 @@ def test_model_switch_greys_one_model_and_colours_the_other(page):
     assert after["model"] == MODELS[1]
     assert drawn("active") == {MODELS[1]} and drawn("other") == {MODELS[0]}
     assert after["decoded"] != before["decoded"]
-    line = next(l for l in after["lines"] if l["active"])
-    code = page.execute_script("return window.explorer.encode(arguments[0], 0, arguments[1])", MODELS[1],
-                               [0.0] * 1024)
-    assert len(code) == LATENT and line["model"] == MODELS[1]
+    redo = page.execute_script("return window.explorer.decode(arguments[0], arguments[1], arguments[2])",
+                               after["model"], after["seed"], after["black"])
+    np.testing.assert_allclose(after["decoded"], redo, atol=1e-12)  # drawn by the newly chosen decoder
+    was = {(l["input"], l["model"]): l["values"] for l in before["lines"]}
+    assert len(after["lines"]) == len(was) > 0
+    for line in after["lines"]:  # the same codes, now with the other model in colour
+        assert line["active"] == (line["model"] == MODELS[1]) and len(line["values"]) == LATENT
+        assert line["values"] == was[(line["input"], line["model"])], line
 
 
 def test_seed_switch_changes_the_networks(page):

@@ -222,11 +222,14 @@ def test_final_checkpoint_is_recognised_only_after_the_last_epoch(tiny, tmp_path
     hps = [spec_hparams(spec)] * 2
     short = dataclasses.replace(CFG, epochs=2)
     assert not has_final_checkpoint(short, tmp_path / "absent")
-    train_runs(spec, short, list(SEEDS), hps, *tiny, ckpt_dir=tmp_path / "ck", ckpt_every=1, log=lambda m: None)
+    out = train_runs(spec, short, list(SEEDS), hps, *tiny, ckpt_dir=tmp_path / "ck", ckpt_every=1,
+                     log=lambda m: None)
     assert has_final_checkpoint(short, tmp_path / "ck")
     assert not has_final_checkpoint(dataclasses.replace(CFG, epochs=3), tmp_path / "ck")  # stopped short of 3
     assert load_final_state(spec, dataclasses.replace(CFG, epochs=3), 2, tmp_path / "ck") is None
-    assert load_final_state(spec, short, 2, tmp_path / "ck") is not None
+    final = load_final_state(spec, short, 2, tmp_path / "ck")
+    for part in ("params", "batch_stats", "opt_state"):  # the state the last epoch ended with, not the first's
+        assert_trees_close(getattr(final, part), getattr(out.state, part), rtol=0, atol=0, what=part)
 
 
 def test_evaluation_compiles_once_per_model_and_shape(train, digits):
