@@ -243,6 +243,8 @@ def test_mnist_splits_follow_the_protocol():
     labelled = data.make_splits(raw, "mnist", "labelled")
     assert len(labelled.x_train) == 550
     np.testing.assert_array_equal(labelled.y_train, full.y_train[:550])
-    # the permutation is the fixed SPLIT_SEED one: the validation set is the pool's last 5 000
-    perm = np.random.default_rng(data.SPLIT_SEED).permutation(60_000)
+    # the permutation is the protocol's, split seed 42 (docs/protocol.md): the validation set is the pool's
+    # last 5 000, the training set its first 55 000 in that order
+    perm = np.random.default_rng(42).permutation(60_000)
     np.testing.assert_array_equal(full.y_val, raw.train_labels[perm[55_000:]])
+    np.testing.assert_array_equal(full.y_train, raw.train_labels[perm[:55_000]])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from ae_jax.models import NUM_CLASSES, Autoencoder, MODELS
 from ae_jax.tasks import TASKS, EvalContext, run_task, task_path
 from ae_jax.tasks import samples as samples_task
 from ae_jax.tasks.anomaly import anomaly_labels, roc_auc
-from ae_jax.tasks.interpolation import N_FRAMES, interpolation_frames
+from ae_jax.tasks.interpolation import N_FRAMES, interpolate_h, interpolation_frames
 from ae_jax.tasks.latent_structure import embed_2d, structure_scores
 from ae_jax.tasks.probe import PROBE_EPOCHS, PROBE_PATIENCE, _early_stopping_scan, linear_probe
 from ae_jax.trainer import ExperimentConfig
@@ -104,6 +105,24 @@ def test_auc_of_non_finite_scores_is_nan(bad):
     auc, fpr, tpr = roc_auc(s, y)
     assert np.isnan(auc)
     assert np.isfinite(fpr).all() and np.isfinite(tpr).all()  # still a drawable (diagonal) curve
+
+
+def test_the_anomaly_task_scores_by_bce_with_class_1_positive(tmp_path):
+    """The task on hand-made errors: seed 0 gives every 1 the larger BCE (AUC 1), seed 1 the smaller (AUC 0);
+    the signed score, the original's, is reported beside it, and roc.npz keeps the scores it ranked."""
+    y = np.array([0, 1, 2, 1, 3, 4, 1, 5])
+    ones = y == 1
+    bce = np.stack([np.where(ones, 90.0, 50.0), np.where(ones, 10.0, 50.0) + np.arange(8)])
+    signed = -bce
+    ctx = types.SimpleNamespace(seeds=[0, 1], test={"bce": bce, "signed_error": signed},
+                                data=types.SimpleNamespace(y_test=y), valid=np.array([True, True]),
+                                run_dir=tmp_path, cfg=types.SimpleNamespace(model="stub"), log=lambda s: None)
+    out = TASKS["anomaly"].run(ctx)
+    np.testing.assert_array_equal(out.metrics["anomaly_auc"], [1.0, 0.0])
+    np.testing.assert_array_equal(out.metrics["anomaly_auc_signed_bug"], [0.0, 1.0])
+    with np.load(tmp_path / "roc.npz") as z:
+        np.testing.assert_array_equal(z["scores"], bce)
+        np.testing.assert_array_equal(z["positive"], ones.astype(np.int32))
 
 
 def test_the_anomaly_positives_are_the_test_images_of_the_class_left_out_of_training():
@@ -309,6 +328,17 @@ def test_interpolation_frames_of_a_deterministic_model_run_from_one_reconstructi
         np.testing.assert_allclose(frames[k], ref, atol=1e-5, err_msg=f"frame {k}")
 
 
+def test_interpolate_h_starts_at_one_code_ends_at_the_other_in_equal_steps():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    got = np.asarray(interpolate_h(a.astype(np.float32), b.astype(np.float32)))
+    assert got.shape == (3, N_FRAMES, 6)
+    np.testing.assert_array_equal(got[:, 0], a.astype(np.float32))
+    np.testing.assert_allclose(got[:, -1], b, rtol=0, atol=1e-6)
+    w = np.arange(N_FRAMES)[None, :, None] / (N_FRAMES - 1)
+    np.testing.assert_allclose(got, (1 - w) * a[:, None] + w * b[:, None], rtol=0, atol=1e-6)
+
+
 def vae_reference(st, x, eps):
     """sigmoid(decode(mu + sigma * eps)) for each image, with the given noise [1, n]."""
     model = Autoencoder(latent_dim=LATENT, encoder_out=2 * LATENT)
@@ -416,6 +446,35 @@ def test_structure_scores_on_random_labels_are_near_chance():
     assert s["silhouette"] < 0.1
 
 
+def knn_reference(emb, labels, k=5, folds=5):
+    """k-NN accuracy by majority vote over Euclidean neighbours, in plain numpy, averaged over scikit-learn's
+    stratified (unshuffled) 5 folds; two classes and odd k, so no ties."""
+    from sklearn.model_selection import StratifiedKFold
+    fold = np.empty(len(labels), int)
+    for f, (_, te) in enumerate(StratifiedKFold(folds).split(emb, labels)):
+        fold[te] = f
+    accs = []
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        d = ((emb[te][:, None] - emb[tr][None]) ** 2).sum(-1)
+        votes = labels[tr][np.argsort(d, axis=1, kind="stable")[:, :k]]
+        pred = (votes.mean(1) > 0.5).astype(labels.dtype)
+        accs.append((pred == labels[te]).mean())
+    return float(np.mean(accs))
+
+
+def test_knn_accuracy_is_5_fold_5_nn_as_a_numpy_reference_counts_it():
+    """Two overlapping blobs with 20 % of the labels flipped: 5 neighbours vote the noise down, one would not."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 100)
+    emb = (rng.normal(size=(200, 2)) + 2.5 * labels[:, None]).astype(np.float32)
+    flip = rng.random(200) < 0.2
+    labels = np.where(flip, 1 - labels, labels)
+    got = structure_scores(emb, labels)["knn_accuracy"]
+    assert got == pytest.approx(knn_reference(emb, labels), abs=1e-9)
+    assert abs(knn_reference(emb, labels, k=1) - got) > 0.02  # the neighbour count is visible here
+
+
 def test_structure_scores_of_a_non_finite_embedding_are_nan():
     emb, y = clusters()
     emb[3, 1] = np.nan
@@ -481,6 +540,22 @@ def test_linear_probe_solves_a_linearly_separable_problem():
     assert np.all((out["best_epoch"] >= 1) & (out["best_epoch"] <= PROBE_EPOCHS))
     shuffled = linear_probe(spec, h["train"].shape[-1], {}, seeds, hps, h, dict(y, train=rng.permutation(y["train"])))
     assert np.all(shuffled["test_accuracy"] < 0.35), shuffled
+    # early stopping reads the validation split, never the test split: test labels shuffled, validation intact
+    blind = linear_probe(spec, h["train"].shape[-1], {}, seeds, hps, h, dict(y, test=rng.permutation(y["test"])))
+    assert np.all(blind["val_accuracy"] >= 0.98) and np.all(blind["test_accuracy"] < 0.35), blind
+
+
+def test_linear_probe_learns_from_fewer_labels_than_one_batch():
+    """20 labels, fewer than the probe's batch of 32: the one partial batch of each epoch is trained on (the
+    smallest label budgets are this case), so the probe beats chance (0.1) by far."""
+    spec = MODELS["vanilla"]
+    rng = np.random.default_rng(1)
+    h, y = {}, {}
+    for split, n in (("train", 20), ("val", 150), ("test", 297)):
+        codes, y[split] = separable_codes(rng, n)
+        h[split] = codes[None]
+    out = linear_probe(spec, h["train"].shape[-1], {}, [0], [spec_hparams(spec)], h, y)
+    assert out["test_accuracy"][0] >= 0.6, out
 
 
 # ------------------------------------------------------------------ the conditional model's samples

@@ -297,6 +297,48 @@ def test_the_configured_loss_is_the_one_the_trainer_minimises(digits):
     assert got["mse"] == pytest.approx(mse_numpy(logits, x).mean(), rel=1e-4)
 
 
+def test_each_epoch_draws_its_own_order_of_the_training_images(monkeypatch, tiny):
+    """100 images, batches of 32: each epoch trains on 96 and leaves 4 out. With a stand-in loss that is the
+    batch's mean image id, an epoch's train loss tells the sum of the ids it left out; a fresh permutation each
+    epoch leaves out different images, which the docstring of make_epoch relies on to cover the remainder."""
+    def id_loss(spec, cfg, phase):
+        def loss_fn(params, batch_stats, batch, key, hp):
+            zero = 0.0 * sum(jnp.sum(p) for p in jax.tree.leaves(params))  # a gradient of zeros
+            return batch.y.astype(jnp.float32).mean() + zero, (batch_stats, zero)
+        return loss_fn
+
+    monkeypatch.setattr(program, "make_loss", id_loss)
+    spec, n, epochs = MODELS["vanilla"], 100, 6
+    cfg = dataclasses.replace(CFG, batch_size=32, epochs=epochs)
+    train_data = Data(jnp.asarray(tiny[0].x[:n]), jnp.arange(n, dtype=jnp.int32))
+    epoch = jax.jit(make_epoch(spec, cfg, FULL, n))
+    st, hp = init_state(spec, cfg, run_keys(0)["init"]), jax.tree.map(jnp.asarray, spec_hparams(spec))
+    left_out = []
+    for e in range(epochs):
+        st, train_loss, _ = epoch(st, run_keys(0)["train"], e, hp, train_data, tiny[1])
+        left_out.append(n * (n - 1) / 2 - 96 * float(train_loss))  # sum of the 4 ids not trained on
+    assert all(0 + 1 + 2 + 3 - 0.1 <= v <= 96 + 97 + 98 + 99 + 0.1 for v in left_out), left_out
+    assert len({round(v) for v in left_out}) >= epochs - 1, left_out  # (a repeat by chance is allowed once)
+
+
+def test_the_denoising_loss_reconstructs_the_clean_image_from_the_noisy_one(train, digits):
+    """denoising's training loss: the trained network is fed clip(x + 0.5 ε, 0, 1), with ε from the first half
+    of the step's key, and scored against the clean x (numpy reference), not against its noisy input."""
+    spec = MODELS["denoising"]
+    st = one_run(train("denoising"), 0)
+    x = jnp.asarray(digits.x_train[:64])
+    hp = jax.tree.map(jnp.asarray, spec_hparams(spec))
+    key = run_keys(0)["train"]
+    noisy = add_input_noise(jax.random.split(key)[0], x, hp.noise_std)
+    logits, _ = make_model(spec, CFG).apply({"params": st.params, "batch_stats": st.batch_stats}, noisy,
+                                            train=True, mutable=["batch_stats"])
+    _, (_, rec) = jax.jit(make_loss(spec, CFG, FULL))(st.params, st.batch_stats, Data(x, jnp.zeros(64, jnp.int32)),
+                                                      key, hp)
+    clean, against_noisy = bce_numpy(logits, np.asarray(x)).mean(), bce_numpy(logits, np.asarray(noisy)).mean()
+    assert float(rec) == pytest.approx(clean, rel=1e-4)
+    assert abs(against_noisy - clean) > 100 * 1e-4 * clean  # the two targets are told apart
+
+
 def test_evaluation_reports_both_errors_and_the_trained_loss(train, digits):
     """Whatever a model trained with, evaluation gives per-image BCE and MSE; "loss" is the trained one."""
     spec = MODELS["vanilla"]
@@ -368,9 +410,15 @@ def test_an_images_evaluation_does_not_depend_on_the_other_images_of_its_chunk(t
 
     def evaluate(idx):
         out = fn(st, Data(jnp.asarray(x[idx]), jnp.asarray(y[idx])), key, hp)
-        return {k: np.asarray(out[k]) for k in keys}
+        return {k: np.asarray(out[k]) for k in (*keys, "loss")}
 
     ref = evaluate(np.arange(10))  # chunks [0-3] [4-7] [8, 9, pad, pad]
+    if name == "sparse":  # "loss" carries its chunk's penalty, from the chunk's real images alone (numpy)
+        sp, beta = float(hp.sparsity), float(hp.beta)
+        for chunk in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9]):
+            q = np.clip((1 / (1 + np.exp(-ref["h"][chunk].astype(np.float64)))).mean(0), 1e-6, 1 - 1e-6)
+            want = beta * np.sum(sp * np.log(sp / q) + (1 - sp) * np.log((1 - sp) / (1 - q)))
+            np.testing.assert_allclose(ref["loss"][chunk] - ref["bce"][chunk], want, rtol=1e-3, atol=1e-4)
     # reversed; duplicates among other neighbours; 5 images: chunks [2, 9, 9, 0] [7, pad, pad, pad]
     for idx in (np.arange(10)[::-1], np.array([9, 9, 9, 9, 2, 2, 5, 5, 5, 1]), np.array([2, 9, 9, 0, 7])):
         got = evaluate(idx)
