@@ -48,7 +48,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
-    if skipped:
+    if skipped and session.exitstatus == pytest.ExitCode.OK:  # an interrupt or a failure says more
         reporter.write("\n")
         reporter.write_sep("=", f"AE_JAX_TESTS_NO_SKIP=1 and {len(skipped)} skipped: install what the "
                                 "skip reasons name", red=True)
