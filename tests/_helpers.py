@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (paths, subprocesses, tree comparison)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,11 @@ def assert_one_line_error(proc, *fragments: str):
 
 
 # numpy references of the reconstruction errors (float64; logs clamped at -100 as PyTorch's BCELoss does)
+def read_curves(run_dir) -> list[dict]:
+    """A run folder's curves.jsonl: one dict per epoch (epoch, train_loss and val_loss per run, seconds)."""
+    return [json.loads(line) for line in (Path(run_dir) / "curves.jsonl").read_text().splitlines()]
+
+
 def bce_numpy(logits, x):
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
     with np.errstate(divide="ignore"):

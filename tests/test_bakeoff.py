@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 import io
-import json
 import math
 import re
 import shlex
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import REPO, assert_one_line_error, invoke_script, subprocess_env
+from _helpers import REPO, assert_one_line_error, invoke_script, read_curves, subprocess_env
 from ae_jax import figures
 from ae_jax import label_budget as lb
 from ae_jax import reference_classifier as rc
@@ -173,8 +172,7 @@ def test_summary_numbers_say_the_models_learnt(summary, bakeoff):
     for m in RUN_MODELS:
         e = summary[m]
         for variant, folder in bakeoff.dirs[m].items():
-            lines = (bakeoff.root / folder / "curves.jsonl").read_text().splitlines()
-            train = np.array([json.loads(line)["train_loss"] for line in lines])  # (epochs, seeds)
+            train = np.array([c["train_loss"] for c in read_curves(bakeoff.root / folder)])  # (epochs, seeds)
             assert train.shape == (EPOCHS, SEEDS) and (np.diff(train, axis=0) < 0).all(), (m, variant, train)
         assert all(v < 1024 * math.log(2) for v in e["test_bce"]["values"]), m
         assert len(set(e["train_time_s"]["values"])) == 1  # one wall-clock shared by the seeds

@@ -3,7 +3,6 @@ identity of a run folder (what makes two runs different, and what an older confi
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import signal
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 import ae_jax
-from _helpers import REPO, assert_one_line_error, cli_command, load_script, run_cli, subprocess_env
+from _helpers import REPO, assert_one_line_error, cli_command, load_script, read_curves, run_cli, subprocess_env
 from ae_jax.data import IDX_FILES, load_splits
 from ae_jax.cli import guarded, study_parser
 from ae_jax.io import aggregate, read_json, write_json
@@ -159,7 +158,7 @@ def test_cli_run_writes_metrics_config_and_curves(e2e):
     assert config["libraries"]["jax"] == jax.__version__ and config["libraries"]["flax"] == flax.__version__
     assert config["libraries"]["numpy"] == np.__version__ and "optax" in config["libraries"]
 
-    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    curves = read_curves(out)
     assert [c["epoch"] for c in curves] == [1, 2, 3]
     for c in curves:
         assert len(c["train_loss"]) == len(c["val_loss"]) == 2
@@ -248,8 +247,8 @@ def test_cli_resumes_after_kill_9_to_the_uninterrupted_numbers(tmp_path, digits)
     for key in ("final_train_loss", "final_val_loss", "test_bce"):
         np.testing.assert_allclose(killed_metrics["metrics"][key]["values"], clean["metrics"][key]["values"],
                                    rtol=1e-4, atol=1e-4, err_msg=key)
-    ca = [json.loads(x) for x in (killed / "curves.jsonl").read_text().splitlines()]
-    cb = [json.loads(x) for x in (tmp_path / "clean" / "curves.jsonl").read_text().splitlines()]
+    ca = read_curves(killed)
+    cb = read_curves(tmp_path / "clean")
     assert len(ca) == len(cb) == 12
     np.testing.assert_allclose([c["train_loss"] for c in ca], [c["train_loss"] for c in cb], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose([c["val_loss"] for c in ca], [c["val_loss"] for c in cb], rtol=1e-4, atol=1e-4)

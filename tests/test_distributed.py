@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _helpers import assert_one_line_error, assert_runs_equal, cli_command, forced_devices_env, subprocess_env
+from _helpers import (assert_one_line_error, assert_runs_equal, cli_command, forced_devices_env, read_curves,
+                      subprocess_env)
 from ae_jax.cli import ArgParser, add_distributed_args, join_processes
 from ae_jax.models import MODELS
 from ae_jax.trainer import ExperimentConfig, load_final_state
@@ -82,7 +83,7 @@ def _ok(results: dict) -> None:
 
 def _output(run_dir: Path) -> types.SimpleNamespace:
     """A run folder as the trainer's output: curves [E, R] from curves.jsonl, the state of the last checkpoint."""
-    curves = [json.loads(line) for line in (run_dir / "curves.jsonl").read_text().splitlines()]
+    curves = read_curves(run_dir)
     state = load_final_state(MODELS[CFG.model], CFG.train_config(), CFG.seeds, run_dir / "checkpoints")
     assert state is not None, f"no final checkpoint in {run_dir}"
     return types.SimpleNamespace(train_curve=np.array([c["train_loss"] for c in curves]),

@@ -5,7 +5,6 @@ the documentation cannot drift from what works.
 """
 from __future__ import annotations
 
-import json
 import re
 import types
 import zipfile
@@ -15,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from _helpers import REPO
+from _helpers import REPO, read_curves
 
 
 def _readme_example() -> tuple[str, str]:
@@ -51,7 +50,7 @@ def test_readme_model_trains_and_runs_the_tasks(bounded_model, tmp_path, digits)
     code = bounded_model.bottleneck(h, None, _hp(0.1))  # the README's bottleneck is the one registered
     np.testing.assert_allclose(np.asarray(code.z), np.tanh(h), rtol=1e-5)
     np.testing.assert_allclose(float(code.extra), 0.1 * np.mean(np.sum(np.tanh(h) ** 2, -1)), rtol=1e-5)
-    curves = [json.loads(line) for line in (tmp_path / cfg.name() / "curves.jsonl").read_text().splitlines()]
+    curves = read_curves(tmp_path / cfg.name())
     assert len(curves) == 2 and all(b < a for a, b in zip(curves[0]["train_loss"], curves[1]["train_loss"]))
     e = r.entry()
     assert e["test_bce"]["mean"] < 1024 * np.log(2)  # below a grey image's: it learnt something
