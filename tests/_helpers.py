@@ -124,6 +124,12 @@ def bce_numpy(logits, x):
     return per.reshape(len(x), -1).sum(-1)
 
 
+def bernoulli_kl_numpy(p, q):
+    """KL(Bern(p) || Bern(q)) elementwise, in float64 (no clipping)."""
+    q = np.asarray(q, np.float64)
+    return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+
+
 def mse_numpy(logits, x):
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
     return ((p - x) ** 2).reshape(len(x), -1).sum(-1)

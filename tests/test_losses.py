@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import bernoulli_kl_numpy
 from ae_jax import losses
 from ae_jax.losses import Hparams
 from ae_jax.models import Gaussian, Identity, Sparse, VQ
@@ -58,11 +59,6 @@ def gaussian_kl_numpy(mu, log_sigma):
     """KL(N(mu, s^2) || N(0, 1)) = log(1/s) + (s^2 + mu^2)/2 - 1/2, per dim, summed."""
     s = np.exp(log_sigma.astype(np.float64))
     return np.sum(-np.log(s) + (s**2 + mu.astype(np.float64) ** 2) / 2 - 0.5, axis=-1)
-
-
-def bernoulli_kl_numpy(p, q):
-    q = q.astype(np.float64)
-    return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
 
 
 # ------------------------------------------------------------------ BCE
