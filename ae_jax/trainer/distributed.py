@@ -124,7 +124,9 @@ def _broadcast_object(obj: Any, source: int = 0) -> Any:
     size = 1 << max(n - 1, 1).bit_length()  # a few buffer sizes, so a few compiled broadcasts
     buf = np.zeros(size, np.uint8)
     buf[: data.size] = data
-    return pickle.loads(np.asarray(multihost_utils.broadcast_one_to_all(buf, is_source=mine))[:n].tobytes())
+    # JAX 0.5 and 0.6 return small integers widened to uint32: back to one byte each before unpickling
+    got = np.asarray(multihost_utils.broadcast_one_to_all(buf, is_source=mine)).astype(np.uint8)
+    return pickle.loads(got[:n].tobytes())
 
 
 def _picklable(e: Exception) -> Exception:
