@@ -60,9 +60,9 @@ def run_cli(args, cwd, timeout=300) -> subprocess.CompletedProcess:
 
 
 def leaves_with_paths(tree) -> dict[str, np.ndarray]:
-    """{"enc/dense0/kernel": array, ...}"""
+    """{"enc/dense0/kernel": array, ...}: copies, so a later donation of the tree cannot change them."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): np.asarray(v)
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): np.array(v)
             for path, v in flat}
 
 
