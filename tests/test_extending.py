@@ -1,7 +1,9 @@
 """The README's promise: a new model is one bottleneck module plus one registry line.
 
 The worked example is taken from the README itself (its two code blocks), so
-the documentation cannot drift from what works.
+the documentation cannot drift from what works. And the package as others
+install it: the wheel holds every module, and the oldest versions CI tests are
+the floors pyproject.toml declares.
 """
 from __future__ import annotations
 
@@ -78,3 +80,20 @@ def test_wheel_holds_every_module(tmp_path):
     source = {str(p.relative_to(REPO)) for p in (REPO / "ae_jax").rglob("*")
               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     assert source - names == set(), f"missing from the wheel: {sorted(source - names)}"
+
+
+def test_the_oldest_versions_ci_tests_are_pyprojects_floors():
+    """.ci/oldest-versions.txt pins exactly the floor (>=) of every dependency and test dependency, and jaxlib
+    at jax's: a floor raised or lowered in one file and not the other would be a floor nobody tested."""
+    from packaging.version import Version
+    text = (REPO / "pyproject.toml").read_text()
+    deps = re.search(r"^dependencies = \[(.*?)^\]", text, flags=re.S | re.M).group(1)
+    test = re.search(r"^test = \[(.*?)\]", text, flags=re.M).group(1)
+    floors = dict(re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)"', deps + test))
+    assert {"jax", "flax", "optax", "orbax-checkpoint", "numpy", "pytest"} <= floors.keys()
+    assert len(floors) == len(re.findall(r'"[^"]+"', deps + test)), "every dependency has a >= floor"
+    pins = dict(line.split("==") for line in (REPO / ".ci" / "oldest-versions.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    expected = {**floors, "jaxlib": floors["jax"]}
+    assert pins.keys() == expected.keys()
+    assert {k: Version(v) for k, v in pins.items()} == {k: Version(v) for k, v in expected.items()}  # 0.6 == 0.6.0
