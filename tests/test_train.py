@@ -111,14 +111,22 @@ def same_program_as_vae(name: str) -> bool:
 def test_vmapped_seeds_match_separate_runs_in_their_losses(train, name):
     """Every other model: the numbers a user reads (per-seed train and validation losses) agree.
 
-    Parameters with a zero true gradient drift by Adam-sized steps of rounding noise (see above),
-    which moves the losses by a few 1e-4 relative at most; a seed mix-up would move them by far more.
+    Parameters with a zero true gradient drift by Adam-sized steps of rounding noise (see above). That
+    moves the training losses by a few 1e-4 relative at most; the validation losses, through
+    BatchNorm's running statistics, by up to 3e-3 (vanilla, with JAX 0.12's XLA; a few 1e-4 with
+    JAX 0.10). So each curve is also held to its purpose: a seed's separate run must be several
+    times closer to its own batched run than to the other seed's (at most a tenth seen), which a
+    seed mix-up cannot be.
     """
     both = train(name, SEEDS)
     for i, seed in enumerate(SEEDS):
         alone = train(name, (seed,))
         np.testing.assert_allclose(both.train_curve[:, i], alone.train_curve[:, 0], rtol=1e-3)
-        np.testing.assert_allclose(both.val_curve[:, i], alone.val_curve[:, 0], rtol=2e-3)
+        np.testing.assert_allclose(both.val_curve[:, i], alone.val_curve[:, 0], rtol=1e-2)
+        for curve in ("train_curve", "val_curve"):
+            b, a = getattr(both, curve), getattr(alone, curve)[:, 0]
+            own, other = np.abs(b[:, i] - a).sum(), np.abs(b[:, 1 - i] - a).sum()
+            assert own < other / 4, f"seed {seed}'s {curve}: {own:.3g} from its own batched run, {other:.3g} from the other's"
     assert np.abs(both.train_curve[:, 0] - both.train_curve[:, 1]).max() > 1e-2  # the seeds differ
 
 
