@@ -111,14 +111,19 @@ def assert_one_line_error(proc, *fragments: str):
         assert f in lines[0], lines[0]
 
 
-# numpy references of the reconstruction errors (float64; logs clamped at -100 as PyTorch's BCELoss does)
 def read_curves(run_dir) -> list[dict]:
     """A run folder's curves.jsonl: one dict per epoch (epoch, train_loss and val_loss per run, seconds)."""
     return [json.loads(line) for line in (Path(run_dir) / "curves.jsonl").read_text().splitlines()]
 
 
+# numpy references (float64) of the reconstruction errors, summed per image, and of the sparsity KL
+def sigmoid_numpy(logits):
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
 def bce_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    """PyTorch's BCELoss(reduction='none') on sigmoid(logits): logs clamped at -100."""
+    p = sigmoid_numpy(logits)
     with np.errstate(divide="ignore"):
         per = -(x * np.maximum(np.log(p), -100.0) + (1 - x) * np.maximum(np.log(1 - p), -100.0))
     return per.reshape(len(x), -1).sum(-1)
@@ -131,8 +136,7 @@ def bernoulli_kl_numpy(p, q):
 
 
 def mse_numpy(logits, x):
-    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-    return ((p - x) ** 2).reshape(len(x), -1).sum(-1)
+    return ((sigmoid_numpy(logits) - x) ** 2).reshape(len(x), -1).sum(-1)
 
 
 def load_script(path):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import bernoulli_kl_numpy
+from _helpers import bce_numpy, bernoulli_kl_numpy, mse_numpy, sigmoid_numpy
 from ae_jax import losses
 from ae_jax.losses import Hparams
 from ae_jax.models import Gaussian, Identity, Sparse, VQ
@@ -39,22 +39,6 @@ def rng(seed=0):
 
 
 # ------------------------------------------------------------------ references
-def torch_bce_numpy(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """PyTorch's BCELoss(reduction='none') on sigmoid(logits), summed per image, in float64."""
-    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    with np.errstate(divide="ignore"):
-        log_p = np.maximum(np.log(p), -100.0)
-        log_1mp = np.maximum(np.log(1.0 - p), -100.0)
-    per_pixel = -(x * log_p + (1 - x) * log_1mp)
-    return per_pixel.reshape(len(x), -1).sum(-1)
-
-
-def mse_numpy(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Squared error of sigmoid(logits) against x, summed per image, in float64."""
-    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    return ((p - x.astype(np.float64)) ** 2).reshape(len(x), -1).sum(-1)
-
-
 def gaussian_kl_numpy(mu, log_sigma):
     """KL(N(mu, s^2) || N(0, 1)) = log(1/s) + (s^2 + mu^2)/2 - 1/2, per dim, summed."""
     s = np.exp(log_sigma.astype(np.float64))
@@ -70,7 +54,7 @@ def test_bce_matches_pytorch_style_reference_on_moderate_logits():
     x[:, -4:] = 1.0
     got = jax.jit(losses.bce_from_logits)(logits, x)
     assert got.shape == (5,)  # one value per image, summed over all 1024 pixels
-    np.testing.assert_allclose(np.asarray(got), torch_bce_numpy(logits, x), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got), bce_numpy(logits, x), rtol=1e-5)
 
 
 def test_bce_is_summed_over_pixels_not_averaged():
@@ -86,7 +70,7 @@ def test_bce_log_clamp_at_minus_100_like_pytorch():
     x = np.array([[0.0, 1.0, 1.0, 0.0]], np.float32)
     got = jax.jit(losses.bce_from_logits)(logits, x)
     np.testing.assert_allclose(np.asarray(got), [200.0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(got), torch_bce_numpy(logits, x), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), bce_numpy(logits, x), rtol=1e-6)
 
 
 def test_bce_gradient_is_finite_where_sigmoid_saturates():
@@ -122,7 +106,7 @@ def test_mse_gradient_is_that_of_the_squared_sigmoid_error():
     logits = r.uniform(-4, 4, size=(3, 6)).astype(np.float32)
     x = r.uniform(0, 1, size=(3, 6)).astype(np.float32)
     g = jax.jit(jax.grad(lambda l: losses.mse_from_logits(l, x).sum()))(logits)
-    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    p = sigmoid_numpy(logits)
     np.testing.assert_allclose(np.asarray(g), 2 * (p - x) * p * (1 - p), rtol=1e-4, atol=1e-7)
 
 
@@ -177,7 +161,7 @@ def test_sparse_codes_in_unit_interval_and_penalty_value():
     b = jax.jit(sparse_bottleneck)(h, jax.random.key(0), hp(beta=2.0, sparsity=0.25))
     z = np.asarray(b.z)
     assert z.min() >= 0.0 and z.max() <= 1.0
-    np.testing.assert_allclose(z, 1 / (1 + np.exp(-h.astype(np.float64))), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(z, sigmoid_numpy(h), rtol=1e-5, atol=1e-7)
     rho = np.clip(z.astype(np.float64).mean(0), 1e-10, 1 - 1e-10)
     np.testing.assert_allclose(float(b.extra), 2.0 * bernoulli_kl_numpy(0.25, rho).sum(), rtol=1e-4)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from _helpers import (REPO, assert_runs_equal, assert_trees_close, bce_numpy, bernoulli_kl_numpy, forced_devices_env,
-                      leaves_with_paths, mse_numpy)
+                      leaves_with_paths, mse_numpy, sigmoid_numpy)
 from ae_jax.data import Data
 from ae_jax.losses import add_input_noise
 from ae_jax.models import MODELS
@@ -424,7 +424,7 @@ def test_an_images_evaluation_does_not_depend_on_the_other_images_of_its_chunk(t
     if name == "sparse":  # "loss" carries its chunk's penalty, from the chunk's real images alone (numpy)
         sp, beta = float(hp.sparsity), float(hp.beta)
         for chunk in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9]):
-            q = np.clip((1 / (1 + np.exp(-ref["h"][chunk].astype(np.float64)))).mean(0), 1e-6, 1 - 1e-6)
+            q = np.clip(sigmoid_numpy(ref["h"][chunk]).mean(0), 1e-6, 1 - 1e-6)
             want = beta * bernoulli_kl_numpy(sp, q).sum()
             np.testing.assert_allclose(ref["loss"][chunk] - ref["bce"][chunk], want, rtol=1e-3, atol=1e-4)
     # reversed; duplicates among other neighbours; 5 images: chunks [2, 9, 9, 0] [7, pad, pad, pad]
