@@ -256,6 +256,14 @@ def check_study_args(args, min_seeds: int = 1, seeds_why: str = "", min_epochs: 
         fail(f"--epochs must be at least {min_epochs}{epochs_why}, got {args.epochs}")
 
 
+def go_on_hint(force: bool, go_on: str = "resume") -> str:
+    """What to type after an interrupt: the same command, less --force (which would start over)."""
+    if not force:
+        return f"rerun the same command to {go_on}"
+    return (f"rerun it without --force to {go_on} (with --force it starts over); the results --force replaces "
+            "wait in each run's replaced/ folder until its new run is complete")
+
+
 def run_study_script(name: str, opts, kept: str = "finished runs and checkpoints are kept") -> int:
     """Run study `name` with opts: bad input and Ctrl-C answered as every script answers them (``guarded``)."""
     from .studies import STUDIES, run_study
@@ -264,4 +272,4 @@ def run_study_script(name: str, opts, kept: str = "finished runs and checkpoints
         run_study(STUDIES[name], opts)
         return 0
 
-    return guarded(body, f"{kept}; rerun the same command to go on")
+    return guarded(body, f"{kept}; {go_on_hint(opts.force, 'go on')}")

@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ae_jax.cli import (  # noqa: E402
-    ArgParser, add_data_dir_arg, check_dataset, fail, guarded, name_list, out_dir, recorded_command, run_script)
+    ArgParser, add_data_dir_arg, check_dataset, fail, go_on_hint, guarded, name_list, out_dir, recorded_command,
+    run_script)
 
 
 def parse(argv=None):
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         print(f"\nopen {result['page'].resolve()} in a browser")
         return 0
 
-    return guarded(body, "finished epochs are kept in the runs' checkpoints; rerun the same command to resume")
+    return guarded(body, "finished epochs are kept in the runs' checkpoints; " + go_on_hint(args.force))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ae_jax.cli import (  # noqa: E402
-    ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, guarded, join_processes,
+    ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, go_on_hint, guarded, join_processes,
     out_dir, recorded_command, run_script)
 
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         print(f"\nwritten to {run_dir}")
         return 0
 
-    return guarded(body, "completed epochs are kept in the last checkpoint; rerun the same command to resume")
+    return guarded(body, "completed epochs are kept in the last checkpoint; " + go_on_hint(args.force))
 
 
 if __name__ == "__main__":

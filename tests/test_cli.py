@@ -287,10 +287,12 @@ def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(e2e, tmp_path):
 @pytest.mark.parametrize("when", ["before_the_first_checkpoint", "after_a_checkpoint"])
 def test_sigterm_is_answered_like_ctrl_c(tmp_path, when):
     """SIGTERM (a scheduler's stop): exit 143 and one line saying what was kept. Stopped before its first
-    checkpoint, the run leaves no folder that would refuse the next command; after one, the folder keeps it."""
+    checkpoint, the run leaves no folder that would refuse the next command; after one, the folder keeps it.
+    The second run has --force, so the line says to rerun without it (with it, the run would start over)."""
     run = tmp_path / "run"
-    wait_for = run / ("config.json" if when == "before_the_first_checkpoint" else "checkpoints/5")
-    args = ["--model=vanilla", "--dataset=digits", "--epochs=400", "--seeds=2", f"--out={run}"]
+    forced = when == "after_a_checkpoint"
+    wait_for = run / ("checkpoints/5" if forced else "config.json")
+    args = ["--model=vanilla", "--dataset=digits", "--epochs=400", "--seeds=2", f"--out={run}"] + ["--force"] * forced
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
         proc = subprocess.Popen(cli_command(args), cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
@@ -310,12 +312,72 @@ def test_sigterm_is_answered_like_ctrl_c(tmp_path, when):
     assert proc.returncode == 143, stderr.read_text()[-2000:]
     lines = stderr.read_text().strip().splitlines()
     assert "Traceback" not in stderr.read_text() and lines[-1].startswith("terminated: ")
+    assert ("rerun it without --force to resume" if forced else "rerun the same command to resume") in lines[-1]
     assert not (run / "metrics.json").exists()
     if when == "before_the_first_checkpoint":
         assert not (run / "config.json").exists() and not (run / "checkpoints").exists()
     else:
         assert (run / "config.json").exists() and (run / "checkpoints" / "5").is_dir()
     assert not (run / LOCK_NAME).exists()
+
+
+def folder_bytes(folder) -> dict:
+    """Every file under folder (the lock aside) by its relative path, with its content."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != LOCK_NAME}
+
+
+def test_force_keeps_the_results_it_replaces_until_its_run_is_complete(tmp_path, digits, monkeypatch):
+    """--force on a finished run, stopped (1) after its checkpoints, (2) again with --force before any
+    checkpoint, (3) once more after its checkpoints and then resumed without --force. The old results sit in
+    replaced/ all along; (2) puts them back exactly; the finished retraining alone removes them."""
+    import ae_jax.trainer.run as run_module
+    run, quiet = tmp_path / "run", (lambda m: None)
+    old_cfg = ExperimentConfig(model="vanilla", dataset="digits", epochs=2, seeds=1)
+    new_cfg = ExperimentConfig(model="vanilla", dataset="digits", epochs=3, seeds=1)
+    run_experiment(old_cfg, out=run, splits=digits, command="old", log=quiet)
+    write_json(run / "tasks" / "probe.json", {"seeds": [0], "metrics": {}})  # a study's task file
+    old = folder_bytes(run)
+    assert any(k.startswith("checkpoints/") for k in old)
+    real_train_runs = run_module.train_runs
+
+    def stopped(after_checkpoints: bool):
+        def train_runs(*args, **kwargs):
+            assert not (run / "metrics.json").exists() and not (run / "tasks").exists()
+            if after_checkpoints:
+                real_train_runs(*args, **kwargs)
+            raise KeyboardInterrupt
+        return train_runs
+
+    def set_aside() -> dict:
+        return {k.removeprefix("replaced/"): v for k, v in folder_bytes(run).items() if k.startswith("replaced/")}
+
+    monkeypatch.setattr(run_module, "train_runs", stopped(after_checkpoints=True))
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(new_cfg, out=run, splits=digits, force=True, command="new", log=logs.append)
+    assert any("replaced" in m for m in logs)
+    assert set_aside() == old  # every file of the finished run, unchanged
+    assert read_json(run / "config.json")["epochs"] == 3 and (run / "checkpoints" / "3").is_dir()
+    assert not (run / "metrics.json").exists()
+
+    monkeypatch.setattr(run_module, "train_runs", stopped(after_checkpoints=False))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(new_cfg, out=run, splits=digits, force=True, command="new", log=quiet)
+    assert folder_bytes(run) == old  # the unfinished retraining is gone, the finished run back in place
+    assert not (run / run_module.REPLACED_DIR).exists()
+
+    monkeypatch.setattr(run_module, "train_runs", stopped(after_checkpoints=True))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(new_cfg, out=run, splits=digits, force=True, command="new", log=quiet)
+    monkeypatch.setattr(run_module, "train_runs", real_train_runs)
+    logs = []
+    metrics, _ = run_experiment(new_cfg, out=run, splits=digits, command="new", log=logs.append)
+    assert any("resuming from the checkpoint after epoch 3" in m for m in logs)
+    assert not (run / run_module.REPLACED_DIR).exists() and not (run / "tasks").exists()
+    written = read_json(run / "metrics.json")["metrics"]["test_bce"]["values"]
+    assert written == metrics["metrics"]["test_bce"]["values"] and len(read_curves(run)) == 3
+    assert read_json(run / "config.json")["command"] == "new"
 
 
 # ------------------------------------------------------------------ metrics.json (no training)

@@ -9,6 +9,8 @@ Layout of a run directory (default ``results/<dataset>/<name>``)::
                      images after every epoch; "labels" [K], "epochs" [E], "seeds" and "betas" [R] of the runs
     tasks/<task>.json  each task's per-seed numbers (written by the studies, one file per task)
     checkpoints/     orbax checkpoints of the batched train state (not committed)
+    replaced/        only while a ``force`` run is unfinished: the results it replaces (restored if it stops
+                     before its first checkpoint, removed once its metrics.json is written)
 
 Everything that changes a number is part of a run's identity (``IDENTITY``):
 the folder name says where it differs from the protocol, and a folder made
@@ -231,6 +233,10 @@ def folder_lock(folder: Path):
 
 
 SNAPSHOTS_FILE = "snapshots.npz"
+# What a run writes and ``force`` replaces ("tasks.json": the single task file of older code). The figures
+# the tasks draw beside them are overwritten when the tasks run again.
+RESULTS = ("metrics.json", "curves.jsonl", "config.json", "tasks.json", SNAPSHOTS_FILE, "checkpoints", "tasks")
+REPLACED_DIR = "replaced"
 
 
 def snapshot_data(splits: Splits, k: int) -> Data:
@@ -239,12 +245,18 @@ def snapshot_data(splits: Splits, k: int) -> Data:
 
 
 def _forget_unstarted(run_dir: Path) -> None:
-    """Remove config.json (and an empty checkpoints folder) when no epoch was saved and no result exists."""
+    """Remove config.json (and an empty checkpoints folder) when no epoch was saved and no result exists;
+    results a ``force`` run set aside go back where they were."""
     ckpt = run_dir / "checkpoints"
     if (run_dir / "metrics.json").exists() or (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
         return
     shutil.rmtree(ckpt, ignore_errors=True)
     (run_dir / "config.json").unlink(missing_ok=True)
+    aside = run_dir / REPLACED_DIR
+    if aside.is_dir():
+        for p in aside.iterdir():
+            p.rename(run_dir / p.name)
+        aside.rmdir()
 
 
 def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
@@ -446,7 +458,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
     if splits.x_train.shape[0] < cfg.batch_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
     with distributed.writer_context(lambda: folder_lock(run_dir)):
-        distributed.on_writer(lambda: _start(run_dir, record, force))
+        distributed.on_writer(lambda: _start(run_dir, record, force, log))
 
         runs = cfg.runs()
         hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
@@ -463,7 +475,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
             result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
                                 ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
         except BaseException:  # out of memory, Ctrl-C before the first checkpoint, ...: a folder with nothing to
-            _forget_unstarted(run_dir)  # resume must not refuse the next command (fewer runs, other settings)
+            if distributed.is_writer():  # resume must not refuse the next command (fewer runs, other settings)
+                _forget_unstarted(run_dir)
             raise
         test = evaluate_runs(spec, tcfg, result.state, seeds, hps, test_data(splits))
         metrics = result_metrics(cfg, result, test, splits.y_test)
@@ -485,15 +498,36 @@ def _finished(run_dir: Path, cfg: ExperimentConfig, force: bool, reuse_complete:
     return None
 
 
-def _start(run_dir: Path, record: dict, force: bool) -> None:
-    """Clear what ``force`` replaces and write config.json (under the folder lock)."""
+def _start(run_dir: Path, record: dict, force: bool, log: Callable[[str], None]) -> None:
+    """Set aside what ``force`` replaces and write config.json (under the folder lock)."""
     if force and run_dir.exists():
-        # tasks.json: the single task file of older code
-        for p in ("metrics.json", "curves.jsonl", "config.json", "tasks.json", SNAPSHOTS_FILE):
-            (run_dir / p).unlink(missing_ok=True)
-        for d in ("checkpoints", "tasks"):
-            shutil.rmtree(run_dir / d, ignore_errors=True)
+        _set_aside(run_dir, log)
     write_json(run_dir / "config.json", record)
+
+
+def _set_aside(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Move the folder's results into replaced/, where they wait until the new run is complete.
+
+    Deleting them first would lose a finished run to a retraining that is
+    interrupted. A replaced/ left by an earlier ``force`` run that did not
+    finish holds the last complete results: it stays, and what that run left
+    beside it is what this one replaces.
+    """
+    aside = run_dir / REPLACED_DIR
+    present = [run_dir / name for name in RESULTS if (run_dir / name).exists()]
+    if aside.is_dir() and not (run_dir / "metrics.json").exists():
+        for p in present:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        return
+    shutil.rmtree(aside, ignore_errors=True)  # older than the complete run beside it
+    if present:
+        aside.mkdir()
+        for p in present:
+            p.rename(aside / p.name)
+        log(f"the results this run replaces wait in {aside} until it is complete")
 
 
 def _write_results(run_dir: Path, cfg: ExperimentConfig, metrics: dict, result: TrainOutput, snap: Data | None,
@@ -507,4 +541,5 @@ def _write_results(run_dir: Path, cfg: ExperimentConfig, metrics: dict, result: 
         write_npz(run_dir / SNAPSHOTS_FILE, h=result.snapshots, labels=snap.y, epochs=np.arange(1, cfg.epochs + 1),
                   seeds=np.asarray(seeds), betas=np.asarray([np.nan if b is None else b for _, b in runs]))
     write_json(run_dir / "metrics.json", metrics)
+    shutil.rmtree(run_dir / REPLACED_DIR, ignore_errors=True)  # what a ``force`` run set aside: now replaced
     return metrics
