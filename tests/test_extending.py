@@ -87,7 +87,8 @@ def test_wheel_holds_every_module(tmp_path):
 
 def test_the_oldest_versions_ci_tests_are_pyprojects_floors():
     """.ci/oldest-versions.txt pins exactly the floor (>=) of every dependency and test dependency, and jaxlib
-    at jax's: a floor raised or lowered in one file and not the other would be a floor nobody tested."""
+    at jax's, and .ci/oldest-tfds.txt the tfds extra's: a floor raised or lowered in one file and not the
+    other would be a floor nobody tested."""
     from packaging.version import Version
     text = (REPO / "pyproject.toml").read_text()
     deps = re.search(r"^dependencies = \[(.*?)^\]", text, flags=re.S | re.M).group(1)
@@ -100,3 +101,13 @@ def test_the_oldest_versions_ci_tests_are_pyprojects_floors():
     expected = {**floors, "jaxlib": floors["jax"]}
     assert pins.keys() == expected.keys()
     assert {k: Version(v) for k, v in pins.items()} == {k: Version(v) for k, v in expected.items()}  # 0.6 == 0.6.0
+    # the tfds extra: its floors (tensorflow-cpu's and tensorflow's the same) are pinned in oldest-tfds.txt
+    extra = re.search(r"^tfds = \[(.*?)^\]", text, flags=re.S | re.M).group(1)
+    tfds_floors = re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)', extra)
+    tf = {Version(v) for k, v in tfds_floors if k in ("tensorflow", "tensorflow-cpu")}
+    assert len(tfds_floors) == 3 and len(tf) == 1
+    tfds_pins = dict(line.split("==") for line in (REPO / ".ci" / "oldest-tfds.txt").read_text().splitlines()
+                     if line.strip() and not line.startswith("#"))
+    for name, floor in tfds_floors:
+        if name != "tensorflow":  # the build for other platforms than Linux x86_64, where CI runs
+            assert Version(tfds_pins[name]) == Version(floor), name
