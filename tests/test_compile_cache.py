@@ -15,8 +15,8 @@ from ae_jax.trainer import compile_cache
 
 def test_a_second_run_loads_its_programs_from_the_cache_and_gives_the_same_numbers(tmp_path):
     cache = tmp_path / "xla"
-    # JAX stores only programs that took a second to compile; these small ones may take less
-    env = subprocess_env(cache=False, AE_JAX_COMPILATION_CACHE=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0)
+    # the scripts' own settings: JAX alone would store only programs that took a second to compile
+    env = subprocess_env(cache=False, AE_JAX_COMPILATION_CACHE=cache)
     args = ["--model=vae", "--dataset=digits", "--epochs=1", "--seeds=2"]
     procs = [subprocess.run(cli_command([*args, f"--out={tmp_path / name}"]), cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300) for name in ("first", "second")]
@@ -53,16 +53,35 @@ def test_jax_s_own_setting_is_kept(monkeypatch, tmp_path):
 
 def test_enable_sets_the_folder_and_the_cap_that_locks_it(monkeypatch, tmp_path):
     """The cap bounds the folder and makes JAX lock it around each read and write (studies side by side)."""
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+    names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
+             "jax_persistent_cache_min_compile_time_secs")
+    before = tuple(getattr(jax.config, n) for n in names)
     monkeypatch.setattr(compile_cache, "in_use", lambda: None)  # as if JAX had no folder set
     monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "xla"))
+    monkeypatch.delenv(compile_cache.MIN_COMPILE_ENV, raising=False)
     try:  # nothing compiles before the settings are put back
+        jax.config.update(names[2], 1.0)  # JAX's default threshold
         assert compile_cache.enable() == str(tmp_path / "xla")
-        now = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+        now = tuple(getattr(jax.config, n) for n in names)
+    finally:
+        for n, v in zip(names, before):
+            jax.config.update(n, v)
+    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES, compile_cache.MIN_COMPILE_S) and (tmp_path / "xla").is_dir()
+
+
+def test_a_threshold_set_with_jax_s_own_variable_is_kept(monkeypatch, tmp_path):
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+    monkeypatch.setattr(compile_cache, "in_use", lambda: None)
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "xla"))
+    monkeypatch.setenv(compile_cache.MIN_COMPILE_ENV, "2")
+    try:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)  # as JAX reads the variable
+        compile_cache.enable()
+        now = jax.config.jax_persistent_cache_min_compile_time_secs
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
-        jax.config.update("jax_compilation_cache_max_size", before[1])
-    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES) and (tmp_path / "xla").is_dir()
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    assert now == 2.0
 
 
 @pytest.mark.parametrize("setting", ["off", "unmakeable"])
