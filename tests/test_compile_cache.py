@@ -51,37 +51,35 @@ def test_jax_s_own_setting_is_kept(monkeypatch, tmp_path):
     assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "other").exists()
 
 
-def test_enable_sets_the_folder_and_the_cap_that_locks_it(monkeypatch, tmp_path):
-    """The cap bounds the folder and makes JAX lock it around each read and write (studies side by side)."""
-    names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
+_SETTINGS = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
              "jax_persistent_cache_min_compile_time_secs")
-    before = tuple(getattr(jax.config, n) for n in names)
-    monkeypatch.setattr(compile_cache, "in_use", lambda: None)  # as if JAX had no folder set
-    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "xla"))
-    monkeypatch.delenv(compile_cache.MIN_COMPILE_ENV, raising=False)
+
+
+def _enable_fresh(monkeypatch, folder, threshold: float) -> tuple:
+    """enable() as if JAX had no folder set and held `threshold`; the settings it leaves, then the suite's back."""
+    before = tuple(getattr(jax.config, n) for n in _SETTINGS)
+    monkeypatch.setattr(compile_cache, "in_use", lambda: None)
+    monkeypatch.setenv(compile_cache.ENV, str(folder))
     try:  # nothing compiles before the settings are put back
-        jax.config.update(names[2], 1.0)  # JAX's default threshold
-        assert compile_cache.enable() == str(tmp_path / "xla")
-        now = tuple(getattr(jax.config, n) for n in names)
+        jax.config.update(_SETTINGS[2], threshold)
+        assert compile_cache.enable() == str(folder)
+        return tuple(getattr(jax.config, n) for n in _SETTINGS)
     finally:
-        for n, v in zip(names, before):
+        for n, v in zip(_SETTINGS, before):
             jax.config.update(n, v)
-    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES, compile_cache.MIN_COMPILE_S) and (tmp_path / "xla").is_dir()
+
+
+def test_enable_sets_the_folder_the_cap_that_locks_it_and_the_threshold(monkeypatch, tmp_path):
+    """The cap bounds the folder and makes JAX lock it around each read and write (studies side by side)."""
+    monkeypatch.delenv(compile_cache.MIN_COMPILE_ENV, raising=False)
+    now = _enable_fresh(monkeypatch, tmp_path / "xla", threshold=1.0)  # JAX's default threshold
+    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES, compile_cache.MIN_COMPILE_S)
+    assert (tmp_path / "xla").is_dir()
 
 
 def test_a_threshold_set_with_jax_s_own_variable_is_kept(monkeypatch, tmp_path):
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-    monkeypatch.setattr(compile_cache, "in_use", lambda: None)
-    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "xla"))
     monkeypatch.setenv(compile_cache.MIN_COMPILE_ENV, "2")
-    try:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)  # as JAX reads the variable
-        compile_cache.enable()
-        now = jax.config.jax_persistent_cache_min_compile_time_secs
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before[0])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-    assert now == 2.0
+    assert _enable_fresh(monkeypatch, tmp_path / "xla", threshold=2.0)[2] == 2.0  # as JAX read the variable
 
 
 @pytest.mark.parametrize("setting", ["off", "unmakeable"])

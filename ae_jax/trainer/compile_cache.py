@@ -47,7 +47,7 @@ import jax
 
 ENV = "AE_JAX_COMPILATION_CACHE"
 OFF = ("off", "0", "no", "none", "false")
-MAX_BYTES = 2 << 30  # 2 GiB; the digits bake-off of benchmarks/README.md stored under 13 MB
+MAX_BYTES = 2 << 30  # 2 GiB; the digits bake-off of benchmarks/README.md stored 9.1 MB
 MIN_COMPILE_S = 0.1  # seconds; JAX's default stores only the programs that took a second or more
 MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # JAX's own setting, kept when given
 
