@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_PY = REPO / "experiments" / "run.py"
 MNIST_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 
-CACHE_DIR = tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
+# One folder for the whole session: the first process to import this (pytest itself, or the controller of
+# pytest-xdist's workers) makes it and puts it in the environment, which the workers and subprocesses inherit.
+CACHE_DIR_ENV = "AE_JAX_TEST_XLA_CACHE"
+CACHE_DIR = os.environ.get(CACHE_DIR_ENV) or tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
+os.environ[CACHE_DIR_ENV] = CACHE_DIR
 # The suite's cache settings, as jax.config options (conftest sets them in this process) and, upper-cased, as the
 # environment variables of the CLI subprocesses. Every program is stored, however quick its compile. A size cap
 # turns on JAX's file lock around every read and write of the folder: without one an entry is written in place,

@@ -8,6 +8,14 @@ compile once; the CLI subprocesses share it through the environment
 (_helpers.subprocess_env). The scripts' own cache
 (``AE_JAX_COMPILATION_CACHE``) points at the same folder, never the user's.
 
+Parallel: pytest-xdist runs the test files in worker processes (``-n auto
+--dist loadfile`` in pyproject.toml), a whole file in one worker, so module
+fixtures are built once. The workers share the one compilation cache folder
+(its file lock keeps concurrent writers apart). ``auto`` is the CPU count, at
+most MAX_WORKERS, to bound memory: every worker is a JAX process of its own,
+and some tests start several more. More would help little: the longest file
+alone is about a seventh of the serial time (test_train, 171 of 1 172 s).
+
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
 so an accidental broadcast in the package fails loudly.
 
@@ -22,6 +30,7 @@ user's cache; tests/test_download.py serves its own mirrors on 127.0.0.1.
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 
@@ -43,7 +52,24 @@ os.environ["AE_JAX_MIRRORS"] = ""
 os.environ["AE_JAX_COMPILATION_CACHE"] = CACHE_DIR  # a script started with this environment: not the user's cache
 
 
+MAX_WORKERS = 4
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        # An xdist worker reports that it has finished before pytest's own last clean-up, which runs gc.collect()
+        # five times; over a worker's heap (JAX's programs, TensorFlow's modules) that can outlast the 5 s the
+        # controller then waits before it interrupts the worker (a KeyboardInterrupt printed after the last
+        # test). One collection now, while the controller still waits, and freezing what survives leave them
+        # next to nothing to traverse.
+        gc.collect()
+        gc.freeze()
+        return
     if os.environ.get("AE_JAX_TESTS_NO_SKIP") != "1":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -56,7 +82,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(CACHE_DIR, ignore_errors=True)
+    if not hasattr(config, "workerinput"):  # the process that made the folder, never one of xdist's workers
+        shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
