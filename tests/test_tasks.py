@@ -23,14 +23,16 @@ from PIL import Image
 from ae_jax import figures
 from ae_jax.data import load_splits
 from ae_jax.io import read_json, write_json
-from ae_jax.models import NUM_CLASSES, Autoencoder, MODELS
+from ae_jax.models import NUM_CLASSES, Autoencoder, MODELS, ModelSpec
+from ae_jax.models.bottleneck import Bottleneck, Code
 from ae_jax.tasks import TASKS, EvalContext, run_task, task_path
 from ae_jax.tasks import samples as samples_task
 from ae_jax.tasks.anomaly import anomaly_labels, roc_auc
 from ae_jax.tasks.interpolation import N_FRAMES, interpolate_h, interpolation_frames
 from ae_jax.tasks.latent_structure import embed_2d, structure_scores
+from ae_jax.tasks import probe
 from ae_jax.tasks.probe import PROBE_EPOCHS, PROBE_PATIENCE, _early_stopping_scan, linear_probe
-from ae_jax.trainer import ExperimentConfig
+from ae_jax.trainer import ExperimentConfig, map_runs, stack_hparams
 from ae_jax.trainer.program import TrainConfig, init_state, run_keys, spec_hparams
 from _helpers import bce_numpy, mse_numpy
 from ae_jax.trainer.run import per_class
@@ -562,6 +564,85 @@ def test_linear_probe_learns_from_fewer_labels_than_one_batch():
         h[split] = codes[None]
     out = linear_probe(spec, h["train"].shape[-1], {}, [0], [spec_hparams(spec)], h, y)
     assert out["test_accuracy"][0] >= 0.6, out
+
+
+PROBE_KINDS = ("vanilla", "sparse", "vae", "vq")  # one model per built-in bottleneck
+
+
+def probe_inputs(spec, seeds, rng, sizes=(1350, 150, 297), per_class=2):
+    """Encoder outputs h[split] [R, N, e] that separate the classes (+4 on the class's own coordinates, -4
+    elsewhere, a different noise per seed; the Gaussian's log σ around -1 beside them), labels y[split], and
+    the bottleneck's own parameters (a vq codebook spread over [-2, 2], so quantising keeps the classes apart):
+    (n, bparams, h, y)."""
+    n = NUM_CLASSES * per_class
+    h, y = {}, {}
+    for split, size in zip(("train", "val", "test"), sizes):
+        codes, y[split] = separable_codes(rng, size, per_class)
+        runs = np.stack([8 * codes - 4 + 0.3 * rng.normal(size=codes.shape) for _ in seeds])
+        if spec.bottleneck.encoder_factor == 2:
+            runs = np.concatenate([runs, -1 + 0.3 * rng.normal(size=runs.shape)], -1)
+        h[split] = runs.astype(np.float32)
+    bparams = {name: jax.random.uniform(jax.random.key(i), (len(seeds), *shape), minval=-2, maxval=2)
+               for i, (name, shape, _) in enumerate(spec.bottleneck.extra_params(n))}
+    return n, bparams, h, y
+
+
+@pytest.mark.parametrize("model", PROBE_KINDS)
+def test_the_probe_shared_by_every_model_gives_the_numbers_of_the_models_own_bottleneck(model):
+    """The probe on precomputed code moments (one program for every model) against the probe that draws each
+    batch's codes through the model's own bottleneck (one program per model): the same codes bit for bit, for
+    the same key, and so the same accuracies and best epochs for every seed."""
+    spec, seeds = MODELS[model], [0, 1]
+    n, bparams, h, y = probe_inputs(spec, seeds, np.random.default_rng(2))
+    hps = [spec_hparams(spec)] * len(seeds)
+    assert probe.has_moments(spec, n)
+    key = jax.random.key(5)
+    own_codes = jax.jit(jax.vmap(lambda hh, bp: spec.bottleneck(hh, key, hps[0], bp).z))(h["train"], bparams)
+    moments = map_runs(probe._moments_program(spec), (bparams, h["train"]))
+    codes = jax.jit(jax.vmap(lambda m: probe.code_of_moments(m, key, spec.bottleneck.stochastic)))(moments)
+    np.testing.assert_array_equal(np.asarray(codes), np.asarray(own_codes))
+    assert np.any(moments[1] > 0) == spec.bottleneck.stochastic  # the VAE's codes are drawn, the others' not
+
+    shared = linear_probe(spec, n, bparams, seeds, hps, h, y)
+    own = map_runs(probe._probe_program(spec), (probe.probe_keys(seeds), stack_hparams(hps), bparams,
+                                                 h["train"], h["val"], h["test"]), (y["train"], y["val"], y["test"]))
+    assert shared.keys() == own.keys()
+    for k in own:
+        np.testing.assert_array_equal(shared[k], own[k], err_msg=k)
+    assert np.all(shared["test_accuracy"] > 0.5), shared  # the codes carry the classes, through every bottleneck
+
+
+class _UniformNoise(Bottleneck):
+    """z = h + U(-0.1, 0.1): random, but not as mean + scale · ε."""
+    name = "uniform_noise"
+    stochastic = True
+
+    def __call__(self, h, key, hp, params=None, mask=None):
+        return Code(h + jax.random.uniform(key, h.shape, minval=-0.1, maxval=0.1), jnp.zeros(()))
+
+    def mean_code(self, h, params=None):
+        return h
+
+
+def test_models_with_the_same_code_size_share_one_probe_program_and_other_codes_get_their_own():
+    """Every built-in model's probe at one code size and split sizes is one compiled program; a bottleneck
+    whose random code is not mean + scale · ε (code_moments None) is probed through itself, still learning."""
+    seeds, sizes = [0, 1], (1001, 103, 107)  # split sizes no other test uses, so the program is new here
+    before = probe._MOMENTS_PROBE._cache_size()
+    for model in PROBE_KINDS:
+        spec = MODELS[model]
+        n, bparams, h, y = probe_inputs(spec, seeds, np.random.default_rng(3), sizes)
+        linear_probe(spec, n, bparams, seeds, [spec_hparams(spec)] * len(seeds), h, y)
+    assert probe._MOMENTS_PROBE._cache_size() == before + 1
+
+    spec = ModelSpec("uniform_noise", _UniformNoise())
+    n, bparams, h, y = probe_inputs(spec, seeds, np.random.default_rng(4), sizes)
+    assert not probe.has_moments(spec, n)
+    programs = probe._probe_program.cache_info().misses
+    out = linear_probe(spec, n, bparams, seeds, [spec_hparams(spec)] * len(seeds), h, y)
+    assert probe._probe_program.cache_info().misses == programs + 1  # its own program
+    assert probe._MOMENTS_PROBE._cache_size() == before + 1
+    assert np.all(out["test_accuracy"] > 0.5), out
 
 
 # ------------------------------------------------------------------ the conditional model's samples

@@ -26,6 +26,11 @@ class Code(NamedTuple):
     extra: jax.Array  # [] bottleneck loss term, reduced over the batch, beta applied
 
 
+def gaussian_code(mean: jax.Array, scale: jax.Array, key: jax.Array) -> jax.Array:
+    """z = mean + scale · ε, ε ~ N(0, I) of mean's shape drawn from key: every Gaussian code's one draw."""
+    return mean + scale * jax.random.normal(key, mean.shape, mean.dtype)
+
+
 class Bottleneck:
     """The plain autoencoder's bottleneck: z = h, no extra loss, no prior."""
     name = "identity"
@@ -53,6 +58,20 @@ class Bottleneck:
             raise NotImplementedError(f"the {self.name} bottleneck must define mean_code")
         hp = Hparams(*(jnp.ones((), h.dtype),) * len(Hparams._fields))
         return self(h, jax.random.key(0), hp, params).z
+
+    def code_moments(self, h: jax.Array, params: dict[str, Any] | None = None) -> tuple[jax.Array, Any] | None:
+        """The code as z = mean + scale · ε, ε drawn by ``gaussian_code``: (mean, scale), [B, n] each.
+
+        A deterministic code is its mean, with scale None. A stochastic
+        bottleneck whose code has this form overrides it (the Gaussian); one
+        whose code is random in another way keeps None. Tasks that draw codes
+        of precomputed encoder outputs many times over (the linear probe) use
+        it to share one compiled program among models whose bottlenecks differ;
+        a bottleneck that answers None gets a program of its own.
+        """
+        if self.stochastic:
+            return None
+        return self.mean_code(h, params), None
 
     def sample_prior(self, key: jax.Array, n: int, latent_dim: int, params: dict[str, Any]) -> jax.Array:
         """[n, latent_dim] codes drawn from the model's prior."""

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ..losses import gaussian_kl, masked_mean
-from .bottleneck import Bottleneck, Code
+from .bottleneck import Bottleneck, Code, gaussian_code
 
 
 def moments(h: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -28,13 +28,16 @@ class Gaussian(Bottleneck):
 
     def __call__(self, h, key, hp, params=None, mask=None) -> Code:
         mu, log_sigma = jnp.split(h, 2, axis=-1)
-        eps = jax.random.normal(key, mu.shape, mu.dtype)
-        z = mu + jnp.exp(log_sigma) * eps
+        z = gaussian_code(mu, jnp.exp(log_sigma), key)
         return Code(z, hp.beta * masked_mean(gaussian_kl(mu, log_sigma), mask))
 
     def mean_code(self, h, params=None):
         """μ, the first half of h: [B, 2n] -> [B, n]."""
         return moments(h)[0]
+
+    def code_moments(self, h, params=None):
+        """(μ, σ): z = μ + σ ε, as __call__ draws it."""
+        return moments(h)
 
     def sample_prior(self, key, n, latent_dim, params):
         return jax.random.normal(key, (n, latent_dim))

@@ -1,8 +1,12 @@
 """Classification with few labels: a linear probe on a trained encoder's frozen codes.
 
 The probe trains every seed in one compiled program (vmapped, sharded over the
-devices like training). The helpers here (shuffled masked batches, early
-stopping inside a scan) also serve the from-scratch baseline.
+devices like training). That program holds no model: it reads each image's
+code as a mean and a scale (``Bottleneck.code_moments``, computed once per
+split), so every model with the same code size shares it, and a study
+compiles it once per label count instead of once per model and label count.
+The helpers here (shuffled masked batches, early stopping inside a scan) also
+serve the from-scratch baseline.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import optax
 from ..data import Data
 from ..losses import Hparams
 from ..models import ModelSpec
+from ..models.bottleneck import gaussian_code
 from ..trainer import map_runs, run_keys, stack_hparams
 from .base import EvalContext, Task, TaskResult
 
@@ -64,45 +69,66 @@ def _accuracy(logits, y):
     return (logits.argmax(-1) == y).mean()
 
 
-def linear_probe_one(spec: ModelSpec, key, hp: Hparams, bparams, h_tr, h_val, h_te, y_tr, y_val, y_te):
-    """Linear layer n -> 10 on frozen bottleneck codes of precomputed encoder outputs h.
+def _probe_one(codes, n_feat: int, key, tr, val, te, y_tr, y_val, y_te):
+    """Linear layer n -> 10 on frozen codes: codes(rows, key) -> [B, n] turns per-image arrays into codes.
 
-    The bottleneck is applied per batch with fresh keys (the VAE family samples
-    z for training, validation and test alike). Adam lr 1e-3, batch 32 (the
-    last partial batch is kept, masked), <= 20 epochs, early stopping on
-    validation accuracy with patience 3; reports the test accuracy of the best
-    validation epoch.
+    tr, val, te: pytrees of per-image arrays [N, ...] (encoder outputs, or a
+    code's mean and scale). Codes are drawn per batch with fresh keys (the VAE
+    family samples z for training, validation and test alike). Adam lr 1e-3,
+    batch 32 (the last partial batch is kept, masked), <= 20 epochs, early
+    stopping on validation accuracy with patience 3; reports the test accuracy
+    of the best validation epoch.
     """
-    n_feat = spec.bottleneck(h_tr[:1], key, hp, bparams).z.shape[-1]
     k_init, k_run = jax.random.split(key)
     lim = 1.0 / np.sqrt(n_feat)  # PyTorch's nn.Linear initialisation
     kw, kb = jax.random.split(k_init)
     params = {"w": jax.random.uniform(kw, (n_feat, 10), minval=-lim, maxval=lim),
               "b": jax.random.uniform(kb, (10,), minval=-lim, maxval=lim)}
     opt = optax.adam(PROBE_LR)
-
-    def feats(h, k):
-        return spec.bottleneck(h, k, hp, bparams).z
+    n_train = jax.tree.leaves(tr)[0].shape[0]
 
     def epoch_fn(carry, e):
         params, opt_state = carry
         ke = jax.random.fold_in(k_run, e)
         k_perm, k_steps, k_val, k_te = jax.random.split(ke, 4)
-        idx, mask = _batches(k_perm, h_tr.shape[0], PROBE_BATCH, drop_last=False)
+        idx, mask = _batches(k_perm, n_train, PROBE_BATCH, drop_last=False)
 
         def step(c, inp):
             p, o = c
             bi, m, k = inp
-            loss_fn = lambda p: _xent(feats(h_tr[bi], k) @ p["w"] + p["b"][None], y_tr[bi], m)
+            rows = jax.tree.map(lambda a: a[bi], tr)
+            loss_fn = lambda p: _xent(codes(rows, k) @ p["w"] + p["b"][None], y_tr[bi], m)
             g = jax.grad(loss_fn)(p)
             u, o = opt.update(g, o)
             return (optax.apply_updates(p, u), o), None
         (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), (idx, mask, jax.random.split(k_steps, len(idx))))
-        va = _accuracy(feats(h_val, k_val) @ params["w"] + params["b"][None], y_val)
-        te = _accuracy(feats(h_te, k_te) @ params["w"] + params["b"][None], y_te)
-        return (params, opt_state), (va, te)
+        va = _accuracy(codes(val, k_val) @ params["w"] + params["b"][None], y_val)
+        te_ = _accuracy(codes(te, k_te) @ params["w"] + params["b"][None], y_te)
+        return (params, opt_state), (va, te_)
 
     return _early_stopping_scan(epoch_fn, (params, opt.init(params)), PROBE_EPOCHS, PROBE_PATIENCE)
+
+
+def linear_probe_one(spec: ModelSpec, key, hp: Hparams, bparams, h_tr, h_val, h_te, y_tr, y_val, y_te):
+    """The probe on encoder outputs h [N, e], through the model's own bottleneck: one program per model
+    (any bottleneck; ``linear_probe`` takes it for those whose ``code_moments`` is None)."""
+    n_feat = spec.bottleneck(h_tr[:1], key, hp, bparams).z.shape[-1]
+    codes = lambda h, k: spec.bottleneck(h, k, hp, bparams).z  # noqa: E731
+    return _probe_one(codes, n_feat, key, h_tr, h_val, h_te, y_tr, y_val, y_te)
+
+
+def code_of_moments(moments, key, noisy):
+    """The code of (mean, scale) [B, n] each: mean + scale · ε where noisy (ε as the Gaussian bottleneck draws
+    it from key), else the mean itself, exactly."""
+    mean, scale = moments
+    return jnp.where(noisy, gaussian_code(mean, scale, key), mean)
+
+
+def probe_on_moments_one(key, tr, val, te, noisy, y_tr, y_val, y_te):
+    """The probe on codes given as (mean, scale) [N, n] each (``code_of_moments``). No model in it, so every
+    model with the same code size and split sizes shares its program."""
+    codes = lambda c, k: code_of_moments(c, k, noisy)  # noqa: E731
+    return _probe_one(codes, tr[0].shape[-1], key, tr, val, te, y_tr, y_val, y_te)
 
 
 def bottleneck_params(spec: ModelSpec, params: dict, latent_dim: int) -> dict:
@@ -116,13 +142,48 @@ def _probe_program(spec: ModelSpec):
     return jax.jit(jax.vmap(fn, in_axes=(0,) * 6 + (None,) * 3))
 
 
+_MOMENTS_PROBE = jax.jit(jax.vmap(probe_on_moments_one, in_axes=(0, 0, 0, 0) + (None,) * 4))
+
+
+@functools.lru_cache(maxsize=16)
+def _moments_program(spec: ModelSpec):
+    """Per run: encoder outputs h [N, e] -> (mean, scale) [N, n] each, scale 0 for a deterministic code."""
+    def one(bparams, h):
+        mean, scale = spec.bottleneck.code_moments(h, bparams)
+        return mean, jnp.zeros_like(mean) if scale is None else scale
+    return jax.jit(jax.vmap(one))
+
+
+def has_moments(spec: ModelSpec, latent_dim: int) -> bool:
+    """Whether the model's code is mean + scale · ε (or deterministic), so the probe can share a program."""
+    h = jax.ShapeDtypeStruct((1, spec.bottleneck.encoder_factor * latent_dim), jnp.float32)
+    bparams = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape, _ in spec.bottleneck.extra_params(latent_dim)}
+    return jax.eval_shape(spec.bottleneck.code_moments, h, bparams) is not None
+
+
+def probe_keys(seeds) -> jax.Array:
+    """[R] keys: each seed's probe stream (fold_in index 1 of its task key; scratch uses 2, random_encoder 3)."""
+    return jnp.stack([jax.random.fold_in(run_keys(s)["task"], 1) for s in seeds])
+
+
 def linear_probe(spec: ModelSpec, latent_dim: int, params: dict, seeds, hparams, h: dict[str, np.ndarray],
                  y: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All seeds in one program. params: the batched parameter tree; h[split]: [R, N, e]; y[split]: [N]."""
-    keys = jnp.stack([jax.random.fold_in(run_keys(s)["task"], 1) for s in seeds])
-    per_run = (keys, stack_hparams(hparams), bottleneck_params(spec, params, latent_dim),
-               h["train"], h["val"], h["test"])
-    return map_runs(_probe_program(spec), per_run, (y["train"], y["val"], y["test"]))
+    """All seeds in one program. params: the batched parameter tree; h[split]: [R, N, e]; y[split]: [N].
+
+    Where the bottleneck gives its code's moments (every built-in model), they are computed once per split
+    and the probe itself is one program for every such model: the same codes, keys and numbers as the
+    bottleneck drawing them batch by batch, compiled once per code size and split sizes instead of once
+    per model.
+    """
+    keys = probe_keys(seeds)
+    bparams = bottleneck_params(spec, params, latent_dim)
+    ys = (y["train"], y["val"], y["test"])
+    if not has_moments(spec, latent_dim):
+        per_run = (keys, stack_hparams(hparams), bparams, h["train"], h["val"], h["test"])
+        return map_runs(_probe_program(spec), per_run, ys)
+    moments = {split: map_runs(_moments_program(spec), (bparams, h[split])) for split in ("train", "val", "test")}
+    per_run = (keys, moments["train"], moments["val"], moments["test"])
+    return map_runs(_MOMENTS_PROBE, per_run, (np.bool_(spec.bottleneck.stochastic), *ys))
 
 
 class LinearProbe(Task):
