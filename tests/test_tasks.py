@@ -599,7 +599,7 @@ def test_the_probe_shared_by_every_model_gives_the_numbers_of_the_models_own_bot
     key = jax.random.key(5)
     own_codes = jax.jit(jax.vmap(lambda hh, bp: spec.bottleneck(hh, key, hps[0], bp).z))(h["train"], bparams)
     moments = map_runs(probe._moments_program(spec), (bparams, h["train"]))
-    codes = jax.jit(jax.vmap(lambda m: probe.code_of_moments(m, key, spec.bottleneck.stochastic)))(moments)
+    codes = jax.jit(jax.vmap(lambda m: probe.code_of_moments(m, key, probe.code_form(spec, n))))(moments)
     np.testing.assert_array_equal(np.asarray(codes), np.asarray(own_codes))
     assert np.any(moments[1] > 0) == spec.bottleneck.stochastic  # the VAE's codes are drawn, the others' not
 

@@ -120,8 +120,8 @@ def linear_probe_one(spec: ModelSpec, key, hp: Hparams, bparams, h_tr, h_val, h_
 def code_of_moments(moments, key, noisy):
     """The code of (mean, scale) [B, n] each: mean + scale · ε where noisy (ε as the Gaussian bottleneck draws
     it from key), else the mean itself, exactly."""
-    mean, scale = moments
-    return jnp.where(noisy, gaussian_code(mean, scale, key), mean)
+    mean, scale = moments  # a cond, not a where: a deterministic code draws no ε in the probe's inner loop
+    return jax.lax.cond(noisy, lambda: gaussian_code(mean, scale, key), lambda: mean)
 
 
 def probe_on_moments_one(key, tr, val, te, noisy, y_tr, y_val, y_te):
@@ -154,11 +154,18 @@ def _moments_program(spec: ModelSpec):
     return jax.jit(jax.vmap(one))
 
 
-def has_moments(spec: ModelSpec, latent_dim: int) -> bool:
-    """Whether the model's code is mean + scale · ε (or deterministic), so the probe can share a program."""
+def code_form(spec: ModelSpec, latent_dim: int) -> bool | None:
+    """What the bottleneck's ``code_moments`` answers, read without computing it: None where the code is not
+    mean + scale · ε, else whether it has a scale (the code is drawn)."""
     h = jax.ShapeDtypeStruct((1, spec.bottleneck.encoder_factor * latent_dim), jnp.float32)
     bparams = {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape, _ in spec.bottleneck.extra_params(latent_dim)}
-    return jax.eval_shape(spec.bottleneck.code_moments, h, bparams) is not None
+    moments = jax.eval_shape(spec.bottleneck.code_moments, h, bparams)
+    return None if moments is None else moments[1] is not None
+
+
+def has_moments(spec: ModelSpec, latent_dim: int) -> bool:
+    """Whether the model's code is mean + scale · ε (or deterministic), so the probe can share a program."""
+    return code_form(spec, latent_dim) is not None
 
 
 def probe_keys(seeds) -> jax.Array:
@@ -178,12 +185,13 @@ def linear_probe(spec: ModelSpec, latent_dim: int, params: dict, seeds, hparams,
     keys = probe_keys(seeds)
     bparams = bottleneck_params(spec, params, latent_dim)
     ys = (y["train"], y["val"], y["test"])
-    if not has_moments(spec, latent_dim):
+    noisy = code_form(spec, latent_dim)
+    if noisy is None:
         per_run = (keys, stack_hparams(hparams), bparams, h["train"], h["val"], h["test"])
         return map_runs(_probe_program(spec), per_run, ys)
     moments = {split: map_runs(_moments_program(spec), (bparams, h[split])) for split in ("train", "val", "test")}
     per_run = (keys, moments["train"], moments["val"], moments["test"])
-    return map_runs(_MOMENTS_PROBE, per_run, (np.bool_(spec.bottleneck.stochastic), *ys))
+    return map_runs(_MOMENTS_PROBE, per_run, (np.bool_(noisy), *ys))
 
 
 class LinearProbe(Task):
