@@ -595,7 +595,7 @@ def test_the_probe_shared_by_every_model_gives_the_numbers_of_the_models_own_bot
     spec, seeds = MODELS[model], [0, 1]
     n, bparams, h, y = probe_inputs(spec, seeds, np.random.default_rng(2))
     hps = [spec_hparams(spec)] * len(seeds)
-    assert probe.has_moments(spec, n)
+    assert probe.code_form(spec, n) is not None  # mean + scale · ε, or deterministic: the shared program
     key = jax.random.key(5)
     own_codes = jax.jit(jax.vmap(lambda hh, bp: spec.bottleneck(hh, key, hps[0], bp).z))(h["train"], bparams)
     moments = map_runs(probe._moments_program(spec), (bparams, h["train"]))
@@ -637,7 +637,7 @@ def test_models_with_the_same_code_size_share_one_probe_program_and_other_codes_
 
     spec = ModelSpec("uniform_noise", _UniformNoise())
     n, bparams, h, y = probe_inputs(spec, seeds, np.random.default_rng(4), sizes)
-    assert not probe.has_moments(spec, n)
+    assert probe.code_form(spec, n) is None  # not mean + scale · ε: a program of its own
     programs = probe._probe_program.cache_info().misses
     out = linear_probe(spec, n, bparams, seeds, [spec_hparams(spec)] * len(seeds), h, y)
     assert probe._probe_program.cache_info().misses == programs + 1  # its own program

@@ -163,11 +163,6 @@ def code_form(spec: ModelSpec, latent_dim: int) -> bool | None:
     return None if moments is None else moments[1] is not None
 
 
-def has_moments(spec: ModelSpec, latent_dim: int) -> bool:
-    """Whether the model's code is mean + scale · ε (or deterministic), so the probe can share a program."""
-    return code_form(spec, latent_dim) is not None
-
-
 def probe_keys(seeds) -> jax.Array:
     """[R] keys: each seed's probe stream (fold_in index 1 of its task key; scratch uses 2, random_encoder 3)."""
     return jnp.stack([jax.random.fold_in(run_keys(s)["task"], 1) for s in seeds])
