@@ -42,7 +42,7 @@ from ae_jax.studies import bakeoff as bakeoff_mod
 from ae_jax.studies import report
 from ae_jax.studies.bakeoff import (ANOMALY_NOTE, ANOMALY_TASKS, BASELINE_TASKS, FULL_TASKS, QUALITY_TABLES,
                                     RANDOM_ENCODER, SCRATCH, TABLES)
-from ae_jax.studies.driver import LEGACY_TASKS
+from ae_jax.studies.driver import LEGACY_TASKS, TimeLedger
 from ae_jax.tasks import TASKS, EvalContext, interp_quality, task_path
 from ae_jax.tasks.reference import REFERENCE_DIR
 from ae_jax.tasks import sample_quality as sample_quality_task
@@ -466,6 +466,68 @@ def test_a_second_invocation_reuses_every_model(bakeoff, summary):
         for variant in ("full", "anomaly"):
             assert f"[{bakeoff.dirs[m][variant]}] training" in bakeoff.log1
             assert f"[{bakeoff.dirs[m][variant]}] task reconstruction" in bakeoff.log1
+
+
+TIME_LINE = re.compile(r"^time: ([\d.]+) s in this invocation: (.*)$", re.M)
+
+
+def time_parts(log: str) -> tuple[float, dict[str, tuple[float, int]]]:
+    """The closing time line of a study's log: (total s, {part: (s, times)})."""
+    (total, rest), = TIME_LINE.findall(log)
+    parts = {}
+    for item in rest.split(", "):
+        m = re.fullmatch(r"(.+) ([\d.]+) s(?: \(×(\d+)\))?", item)
+        assert m, item
+        parts[m[1]] = (float(m[2]), int(m[3] or 1))
+    return float(total), parts
+
+
+def test_each_invocation_ends_with_where_its_time_went(bakeoff):
+    total, parts = time_parts(bakeoff.log1)
+    assert list(parts)[-1] == "other"
+    assert parts["training"][1] == 2 * len(RUN_MODELS)  # each model, full and anomaly
+    assert sum(s for s, _ in parts.values()) == pytest.approx(total, abs=0.05 * len(parts) + 0.5)  # rounding only
+    # each task's part is the seconds its files record, summed over runs and baselines
+    recorded: dict[str, float] = {}
+    runs: dict[str, int] = {}
+    for f in bakeoff.root.glob("*/tasks/*.json"):
+        t = read_json(f)
+        recorded[t["task"]] = recorded.get(t["task"], 0.0) + t["seconds"]
+        runs[t["task"]] = runs.get(t["task"], 0) + 1
+    assert {"reconstruction", "latent_structure", "probe", SCRATCH, RANDOM_ENCODER} <= set(recorded)
+    for task, seconds in recorded.items():
+        if f"task {task}" not in parts:  # left out under 0.05 s
+            assert seconds < 0.2, task
+            continue
+        assert parts[f"task {task}"][1] == runs[task], task
+        assert parts[f"task {task}"][0] == pytest.approx(seconds, rel=0.05, abs=1.0), task
+    # the second invocation reuses everything: no training and no task, only reading and the report
+    total2, parts2 = time_parts(bakeoff.log2)
+    assert not [p for p in parts2 if p == "training" or p.startswith("task ")], parts2
+    assert total2 < total
+
+
+def test_time_ledger_counts_a_block_inside_another_once():
+    now = [0.0]
+    ledger = TimeLedger(clock=lambda: now[0])
+    with ledger.timed("training"):
+        now[0] += 3.0
+        with ledger.timed("loading data"):
+            now[0] += 2.0
+        now[0] += 1.0
+    with ledger.timed("task probe"):
+        now[0] += 20.0
+    with ledger.timed("task probe"):
+        now[0] += 5.0
+    with ledger.timed("starting UMAP workers"):
+        now[0] += 0.01
+    now[0] += 4.0
+    parts = ledger.parts(ledger.total())  # largest first, "other" last; a nested block counts only for itself
+    assert list(parts) == ["task probe", "training", "loading data", "starting UMAP workers", "other"]
+    assert parts == pytest.approx({"task probe": 25.0, "training": 4.0, "loading data": 2.0,
+                                   "starting UMAP workers": 0.01, "other": 4.0})
+    assert ledger.describe() == ("time: 35 s in this invocation: task probe 25 s (×2), training 4.0 s, "
+                                 "loading data 2.0 s, other 4.0 s")
 
 
 def test_a_second_invocation_with_other_seeds_does_not_silently_reuse_the_old_ones(bakeoff, tmp_path):

@@ -20,6 +20,8 @@ the same way for every study:
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -35,6 +37,58 @@ from ..trainer import (ConfigError, ExperimentConfig, check_same_config, compile
 from ..trainer.run import provenance
 
 TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
+
+
+class TimeLedger:
+    """Where one invocation of a study spends its wall-clock time, printed as one line when it ends.
+
+    ``timed(what)`` adds the seconds of its block to ``what``; a block timed inside
+    another counts only for itself (its parent gets the rest), so the parts and
+    "other" add up to the whole. Compiling happens inside training and tasks and
+    has its own closing line (``compile_cache.describe``).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.start = clock()
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._inner = [0.0]  # per open block: seconds of the blocks timed inside it
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        t0 = self.clock()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            spent = self.clock() - t0
+            self.seconds[what] += spent - self._inner.pop()
+            self.counts[what] += 1
+            self._inner[-1] += spent
+
+    def parts(self, total: float) -> dict[str, float]:
+        """{what: seconds}, largest first, with "other" (untimed) last; they sum to ``total``."""
+        out = dict(self.seconds.most_common())
+        out["other"] = max(0.0, total - sum(self.seconds.values()))
+        return out
+
+    def total(self) -> float:
+        return self.clock() - self.start
+
+    def describe(self) -> str:
+        """'time: T s in this invocation: training A s (×2), task probe B s (×2), ..., other C s'.
+
+        Parts under 0.05 s are left out (on a CPU, starting no UMAP workers takes none).
+        """
+        total = self.total()
+        parts = [f"{what} {_secs(s)}" + (f" (×{self.counts[what]})" if self.counts[what] > 1 else "")
+                 for what, s in self.parts(total).items() if s >= 0.05 or what == "other"]
+        return f"time: {_secs(total)} in this invocation: " + ", ".join(parts)
+
+
+def _secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
 
 
 @dataclasses.dataclass
@@ -114,12 +168,14 @@ class Study:
 class SplitCache:
     """Each variant of the dataset loaded once per study."""
 
-    def __init__(self, dataset: str, data_dir: str | None):
+    def __init__(self, dataset: str, data_dir: str | None, ledger: TimeLedger | None = None):
         self.dataset, self.data_dir, self._c = dataset, data_dir, {}
+        self.ledger = ledger or TimeLedger()
 
     def __call__(self, variant: str) -> Splits:
         if variant not in self._c:
-            self._c[variant] = load_splits(self.dataset, variant, self.data_dir)
+            with self.ledger.timed("loading data"):
+                self._c[variant] = load_splits(self.dataset, variant, self.data_dir)
         return self._c[variant]
 
 
@@ -155,6 +211,7 @@ def applicable_tasks(p: PlannedRun) -> list[str]:
 def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> RunResult:
     """Train the run if needed, run its missing tasks, and return its numbers."""
     cfg, spec = p.cfg, get_model(p.cfg.model)
+    timed = splits.ledger.timed
     run_dir = opts.root / cfg.name()
     tag = f"[{cfg.name()}]"
     tasks = applicable_tasks(p)
@@ -170,24 +227,28 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         return legacy
     if opts.force or not has_metrics:
         log(f"{tag} training")
-        run_experiment(cfg, out=run_dir, force=opts.force, command=opts.command, log=log,
-                       splits=splits(cfg.variant))
+        with timed("training"):
+            run_experiment(cfg, out=run_dir, force=opts.force, command=opts.command, log=log,
+                           splits=splits(cfg.variant))
     elif not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
         # e.g. a fresh clone: checkpoints are not committed. Train again (resuming any partial
         # checkpoint); the committed metrics.json is replaced only once the new one is written.
         log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")
-        run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant),
-                       reuse_complete=False)
+        with timed("training"):
+            run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant),
+                           reuse_complete=False)
     if not missing:  # a run planned for its metrics (and files) alone: no trained state needed
         return _collect(p, run_dir, tasks)
-    state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
+    with timed("restoring checkpoints"):
+        state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
     if state is None:
         raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")
     ctx = EvalContext(spec, cfg, state, run_dir, splits, log, opts.command)
     with folder_lock(run_dir):
         for t in missing:
             log(f"{tag} task {t}")
-            run_task(get_task(t), ctx)
+            with timed(f"task {t}"):
+                run_task(get_task(t), ctx)
         (run_dir / "tasks.json").unlink(missing_ok=True)  # the single file older code wrote: now stale
     return _collect(p, run_dir, tasks)
 
@@ -208,7 +269,7 @@ def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Call
     files, ran = {}, []
     for t in tasks or (name,):
         if opts.force or not task_done(folder, t, cfg.seed_list):
-            with folder_lock(folder):
+            with folder_lock(folder), splits.ledger.timed(f"task {t}"):
                 run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log, opts.command))
                 (folder / "tasks.json").unlink(missing_ok=True)
             ran.append(t)
@@ -267,7 +328,8 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         p.cfg.validate()
         for t in p.tasks:
             get_task(t)
-    splits = SplitCache(opts.dataset, opts.data_dir)
+    ledger = TimeLedger()
+    splits = SplitCache(opts.dataset, opts.data_dir, ledger)
     splits("full")  # missing data fails before anything is written
     t_start, compiled = time.perf_counter(), compile_cache.tally()
     if not opts.force:  # refuse mismatches before hours of training, not after
@@ -277,15 +339,18 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
             _check_baseline_seeds(b, opts, study.baseline_tasks(b))
     out_dir = opts.root / study.folder
     with folder_lock(out_dir):  # one run of a study per results folder at a time
-        warm_umap(plan, opts, splits, log)
+        with ledger.timed("starting UMAP workers"):
+            warm_umap(plan, opts, splits, log)
         results = [ensure_run(p, opts, splits, log) for p in plan]
         baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b)) for b in study.baselines}
-        summary = study.summarize(results, baselines)
-        write_json(out_dir / "summary.json", summary)
-        study.report(out_dir, summary, results, opts, session_s=time.perf_counter() - t_start)
+        with ledger.timed("summary and report"):
+            summary = study.summarize(results, baselines)
+            write_json(out_dir / "summary.json", summary)
+            study.report(out_dir, summary, results, opts, session_s=time.perf_counter() - t_start)
     head = study.headline(summary)
     if head:
         log("\n" + head)
     log(f"\n{study.name} summary: {out_dir / 'summary.json'}; report: {out_dir / 'README.md'}")
     log(compile_cache.describe(since=compiled))
+    log(ledger.describe())
     return summary
