@@ -468,25 +468,33 @@ def test_a_second_invocation_reuses_every_model(bakeoff, summary):
             assert f"[{bakeoff.dirs[m][variant]}] task reconstruction" in bakeoff.log1
 
 
-TIME_LINE = re.compile(r"^time: ([\d.]+) s in this invocation: (.*)$", re.M)
+TIME_LINE = re.compile(r"^time: ([\d.]+) s in this invocation \(compiling ([\d.]+) s\): (.*)$", re.M)
+COMPILE_LINE = re.compile(r"^compilation: (\d+) XLA programs, (\d+) s", re.M)
 
 
-def time_parts(log: str) -> tuple[float, dict[str, tuple[float, int]]]:
-    """The closing time line of a study's log: (total s, {part: (s, times)})."""
-    (total, rest), = TIME_LINE.findall(log)
+def time_parts(log: str) -> tuple[float, float, dict[str, dict]]:
+    """The closing time line of a study's log: total s, compiling s, {part: {"s", "times", "compiling"}}."""
+    (total, compiling, rest), = TIME_LINE.findall(log)
     parts = {}
     for item in rest.split(", "):
-        m = re.fullmatch(r"(.+) ([\d.]+) s(?: \(×(\d+)\))?", item)
+        m = re.fullmatch(r"(.+?) ([\d.]+) s(?: \((?:×(\d+))?(?:; )?(?:compiling ([\d.]+) s)?\))?", item)
         assert m, item
-        parts[m[1]] = (float(m[2]), int(m[3] or 1))
-    return float(total), parts
+        parts[m[1]] = {"s": float(m[2]), "times": int(m[3] or 1), "compiling": float(m[4] or 0)}
+    return float(total), float(compiling), parts
 
 
 def test_each_invocation_ends_with_where_its_time_went(bakeoff):
-    total, parts = time_parts(bakeoff.log1)
+    total, compiling, parts = time_parts(bakeoff.log1)
     assert list(parts)[-1] == "other"
-    assert parts["training"][1] == 2 * len(RUN_MODELS)  # each model, full and anomaly
-    assert sum(s for s, _ in parts.values()) == pytest.approx(total, abs=0.05 * len(parts) + 0.5)  # rounding only
+    assert parts["training"]["times"] == 2 * len(RUN_MODELS)  # each model, full and anomaly
+    rounding = 0.05 * len(parts) + 0.5
+    assert sum(p["s"] for p in parts.values()) == pytest.approx(total, abs=rounding)
+    # compiling: the compile line's seconds, split over the parts, each inside its part's seconds
+    (_, compile_s), = COMPILE_LINE.findall(bakeoff.log1)
+    assert compiling == pytest.approx(float(compile_s), abs=1.0) and compiling > 1
+    assert sum(p["compiling"] for p in parts.values()) == pytest.approx(compiling, abs=rounding)
+    assert parts["training"]["compiling"] > 0 and parts["task probe"]["compiling"] > 0
+    assert all(p["compiling"] <= p["s"] + 0.1 for p in parts.values()), parts
     # each task's part is the seconds its files record, summed over runs and baselines
     recorded: dict[str, float] = {}
     runs: dict[str, int] = {}
@@ -499,35 +507,44 @@ def test_each_invocation_ends_with_where_its_time_went(bakeoff):
         if f"task {task}" not in parts:  # left out under 0.05 s
             assert seconds < 0.2, task
             continue
-        assert parts[f"task {task}"][1] == runs[task], task
-        assert parts[f"task {task}"][0] == pytest.approx(seconds, rel=0.05, abs=1.0), task
+        assert parts[f"task {task}"]["times"] == runs[task], task
+        assert parts[f"task {task}"]["s"] == pytest.approx(seconds, rel=0.05, abs=1.0), task
     # the second invocation reuses everything: no training and no task, only reading and the report
-    total2, parts2 = time_parts(bakeoff.log2)
+    total2, _, parts2 = time_parts(bakeoff.log2)
     assert not [p for p in parts2 if p == "training" or p.startswith("task ")], parts2
     assert total2 < total
 
 
 def test_time_ledger_counts_a_block_inside_another_once():
-    now = [0.0]
-    ledger = TimeLedger(clock=lambda: now[0])
+    now, compiled = [0.0], [100.0]  # the compile meter starts wherever the process stands
+
+    def spend(seconds, compiling=0.0):
+        now[0] += seconds
+        compiled[0] += compiling
+
+    ledger = TimeLedger(clock=lambda: now[0], compiled=lambda: compiled[0])
     with ledger.timed("training"):
-        now[0] += 3.0
+        spend(3.0, 1.0)
         with ledger.timed("loading data"):
-            now[0] += 2.0
-        now[0] += 1.0
+            spend(2.0, 0.5)
+        spend(1.0)
     with ledger.timed("task probe"):
-        now[0] += 20.0
+        spend(20.0, 6.0)
     with ledger.timed("task probe"):
-        now[0] += 5.0
+        spend(5.0)
     with ledger.timed("starting UMAP workers"):
-        now[0] += 0.01
-    now[0] += 4.0
-    parts = ledger.parts(ledger.total())  # largest first, "other" last; a nested block counts only for itself
+        spend(0.01)
+    spend(4.0, 0.25)
+    (total, compiling), parts = ledger.parts()  # largest first, "other" last; a nested block counts for itself
+    assert (total, compiling) == pytest.approx((35.01, 7.75))
     assert list(parts) == ["task probe", "training", "loading data", "starting UMAP workers", "other"]
-    assert parts == pytest.approx({"task probe": 25.0, "training": 4.0, "loading data": 2.0,
-                                   "starting UMAP workers": 0.01, "other": 4.0})
-    assert ledger.describe() == ("time: 35 s in this invocation: task probe 25 s (×2), training 4.0 s, "
-                                 "loading data 2.0 s, other 4.0 s")
+    want = {"task probe": (25.0, 6.0), "training": (4.0, 1.0), "loading data": (2.0, 0.5),
+            "starting UMAP workers": (0.01, 0.0), "other": (4.0, 0.25)}
+    for i in (0, 1):  # seconds, compiling
+        assert {k: v[i] for k, v in parts.items()} == pytest.approx({k: v[i] for k, v in want.items()})
+    assert ledger.describe() == ("time: 35 s in this invocation (compiling 7.8 s): task probe 25 s (×2; compiling "
+                                 "6.0 s), training 4.0 s (compiling 1.0 s), loading data 2.0 s (compiling 0.5 s), "
+                                 "other 4.0 s (compiling 0.2 s)")
 
 
 def test_a_second_invocation_with_other_seeds_does_not_silently_reuse_the_old_ones(bakeoff, tmp_path):

@@ -42,49 +42,65 @@ TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
 class TimeLedger:
     """Where one invocation of a study spends its wall-clock time, printed as one line when it ends.
 
-    ``timed(what)`` adds the seconds of its block to ``what``; a block timed inside
+    ``timed(what)`` adds the seconds of its block to ``what``, and the seconds
+    of XLA compiling done in it (``compile_cache``); a block timed inside
     another counts only for itself (its parent gets the rest), so the parts and
-    "other" add up to the whole. Compiling happens inside training and tasks and
-    has its own closing line (``compile_cache.describe``).
+    "other" add up to the whole. The compiling of a part is inside its seconds.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter):
-        self.clock = clock
-        self.start = clock()
+    def __init__(self, clock: Callable[[], float] = time.perf_counter,
+                 compiled: Callable[[], float] = lambda: compile_cache.tally()["seconds"]):
+        self._meters = (clock, compiled)
+        self._start = self._read()
         self.seconds: collections.Counter[str] = collections.Counter()
+        self.compiling: collections.Counter[str] = collections.Counter()
         self.counts: collections.Counter[str] = collections.Counter()
-        self._inner = [0.0]  # per open block: seconds of the blocks timed inside it
+        self._inner = [(0.0, 0.0)]  # per open block: (seconds, compiling) of the blocks timed inside it
+
+    def _read(self) -> tuple[float, float]:
+        return self._meters[0](), self._meters[1]()
+
+    def _since(self, then: tuple[float, float]) -> tuple[float, float]:
+        now = self._read()
+        return now[0] - then[0], now[1] - then[1]
 
     @contextlib.contextmanager
     def timed(self, what: str):
-        t0 = self.clock()
-        self._inner.append(0.0)
+        t0 = self._read()
+        self._inner.append((0.0, 0.0))
         try:
             yield
         finally:
-            spent = self.clock() - t0
-            self.seconds[what] += spent - self._inner.pop()
+            (spent, comp), (inner, inner_comp) = self._since(t0), self._inner.pop()
+            self.seconds[what] += spent - inner
+            self.compiling[what] += comp - inner_comp
             self.counts[what] += 1
-            self._inner[-1] += spent
+            outer = self._inner[-1]
+            self._inner[-1] = (outer[0] + spent, outer[1] + comp)
 
-    def parts(self, total: float) -> dict[str, float]:
-        """{what: seconds}, largest first, with "other" (untimed) last; they sum to ``total``."""
-        out = dict(self.seconds.most_common())
-        out["other"] = max(0.0, total - sum(self.seconds.values()))
-        return out
-
-    def total(self) -> float:
-        return self.clock() - self.start
+    def parts(self) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+        """(total seconds, total compiling) and {what: (seconds, compiling)}, largest first, "other" (untimed)
+        last; the parts sum to the totals."""
+        total = self._since(self._start)
+        out = {what: (s, self.compiling[what]) for what, s in self.seconds.most_common()}
+        out["other"] = (max(0.0, total[0] - sum(self.seconds.values())),
+                        max(0.0, total[1] - sum(self.compiling.values())))
+        return total, out
 
     def describe(self) -> str:
-        """'time: T s in this invocation: training A s (×2), task probe B s (×2), ..., other C s'.
+        """'time: T s in this invocation (compiling C s): training A s (×2; compiling B s), ..., other D s'.
 
         Parts under 0.05 s are left out (on a CPU, starting no UMAP workers takes none).
         """
-        total = self.total()
-        parts = [f"{what} {_secs(s)}" + (f" (×{self.counts[what]})" if self.counts[what] > 1 else "")
-                 for what, s in self.parts(total).items() if s >= 0.05 or what == "other"]
-        return f"time: {_secs(total)} in this invocation: " + ", ".join(parts)
+        (total, compiling), parts = self.parts()
+
+        def part(what: str, s: float, comp: float) -> str:
+            notes = ([f"×{self.counts[what]}"] if self.counts[what] > 1 else []) + \
+                    ([f"compiling {_secs(comp)}"] if comp >= 0.05 else [])
+            return f"{what} {_secs(s)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+        return (f"time: {_secs(total)} in this invocation (compiling {_secs(compiling)}): "
+                + ", ".join(part(w, s, c) for w, (s, c) in parts.items() if s >= 0.05 or w == "other"))
 
 
 def _secs(s: float) -> str:
