@@ -56,6 +56,7 @@ class TimeLedger:
         self.compiling: collections.Counter[str] = collections.Counter()
         self.counts: collections.Counter[str] = collections.Counter()
         self._inner = [(0.0, 0.0)]  # per open block: (seconds, compiling) of the blocks timed inside it
+        self._open: list[str] = []  # the names of the open blocks
 
     def _read(self) -> tuple[float, float]:
         return self._meters[0](), self._meters[1]()
@@ -68,13 +69,15 @@ class TimeLedger:
     def timed(self, what: str):
         t0 = self._read()
         self._inner.append((0.0, 0.0))
+        self._open.append(what)
         try:
             yield
         finally:
             (spent, comp), (inner, inner_comp) = self._since(t0), self._inner.pop()
+            self._open.pop()
             self.seconds[what] += spent - inner
             self.compiling[what] += comp - inner_comp
-            self.counts[what] += 1
+            self.counts[what] += what not in self._open  # a block inside one of its own name is the same time
             outer = self._inner[-1]
             self._inner[-1] = (outer[0] + spent, outer[1] + comp)
 
@@ -344,10 +347,10 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         p.cfg.validate()
         for t in p.tasks:
             get_task(t)
-    ledger = TimeLedger()
+    compiled, ledger = compile_cache.tally(), TimeLedger()  # the closing lines count from the same point
     splits = SplitCache(opts.dataset, opts.data_dir, ledger)
     splits("full")  # missing data fails before anything is written
-    t_start, compiled = time.perf_counter(), compile_cache.tally()
+    t_start = time.perf_counter()
     if not opts.force:  # refuse mismatches before hours of training, not after
         for p in plan:
             check_same_config(opts.root / p.cfg.name(), p.cfg, splits(p.cfg.variant))
