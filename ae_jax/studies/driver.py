@@ -55,8 +55,8 @@ class TimeLedger:
         self.seconds: collections.Counter[str] = collections.Counter()
         self.compiling: collections.Counter[str] = collections.Counter()
         self.counts: collections.Counter[str] = collections.Counter()
-        self._inner = [(0.0, 0.0)]  # per open block: (seconds, compiling) of the blocks timed inside it
-        self._open: list[str] = []  # the names of the open blocks
+        # per open block (the first: none): its name and the (seconds, compiling) of the blocks timed inside it
+        self._open: list[tuple[str | None, list[float]]] = [(None, [0.0, 0.0])]
 
     def _read(self) -> tuple[float, float]:
         return self._meters[0](), self._meters[1]()
@@ -68,18 +68,22 @@ class TimeLedger:
     @contextlib.contextmanager
     def timed(self, what: str):
         t0 = self._read()
-        self._inner.append((0.0, 0.0))
-        self._open.append(what)
+        self._open.append((what, [0.0, 0.0]))
         try:
             yield
         finally:
-            (spent, comp), (inner, inner_comp) = self._since(t0), self._inner.pop()
-            self._open.pop()
+            (spent, comp), (_, (inner, inner_comp)) = self._since(t0), self._open.pop()
             self.seconds[what] += spent - inner
             self.compiling[what] += comp - inner_comp
-            self.counts[what] += what not in self._open  # a block inside one of its own name is the same time
-            outer = self._inner[-1]
-            self._inner[-1] = (outer[0] + spent, outer[1] + comp)
+            # a block inside one of its own name is the same time, counted once
+            self.counts[what] += all(name != what for name, _ in self._open)
+            outer = self._open[-1][1]
+            outer[0] += spent
+            outer[1] += comp
+
+    def total(self) -> float:
+        """Wall-clock seconds since the ledger was made."""
+        return self._since(self._start)[0]
 
     def parts(self) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
         """(total seconds, total compiling) and {what: (seconds, compiling)}, largest first, "other" (untimed)
@@ -350,7 +354,6 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
     compiled, ledger = compile_cache.tally(), TimeLedger()  # the closing lines count from the same point
     splits = SplitCache(opts.dataset, opts.data_dir, ledger)
     splits("full")  # missing data fails before anything is written
-    t_start = time.perf_counter()
     if not opts.force:  # refuse mismatches before hours of training, not after
         for p in plan:
             check_same_config(opts.root / p.cfg.name(), p.cfg, splits(p.cfg.variant))
@@ -365,7 +368,7 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         with ledger.timed("summary and report"):
             summary = study.summarize(results, baselines)
             write_json(out_dir / "summary.json", summary)
-            study.report(out_dir, summary, results, opts, session_s=time.perf_counter() - t_start)
+            study.report(out_dir, summary, results, opts, session_s=ledger.total())
     head = study.headline(summary)
     if head:
         log("\n" + head)
