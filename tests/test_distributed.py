@@ -17,6 +17,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import types
 from pathlib import Path
@@ -141,6 +142,40 @@ def test_two_processes_resume_from_the_checkpoint_process_0_holds(pair, tmp_path
     after = _per_run(json.loads((q0 / RUN / "metrics.json").read_text()))
     for k in before:  # the same trained state, evaluated again
         np.testing.assert_allclose(after[k], before[k], rtol=1e-5, err_msg=k)
+
+
+# Each process: 3 runs padded over 4 devices, then many exchanges in a row, each checked. The padding dropped
+# leaf by leaf put one exchange per leaf in flight at once; under JAX 0.6 the two processes then sent their
+# gloo messages in different orders and one aborted ("op.preamble.length <= op.nbytes"), within 30 rounds.
+EXCHANGES = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from ae_jax.trainer import distributed
+from ae_jax.trainer.loop import RunAxis
+pid = int(sys.argv[2])
+distributed.initialize(sys.argv[1], 2, pid)
+axis = RunAxis(3)
+state = axis.put({f"w{i}": jnp.stack([jnp.full((5 + i % 3, 7), float(r)) for r in range(3)]) for i in range(40)})
+for step in range(30):
+    real = axis.unpad(state)
+    assert distributed.on_writer(lambda: ("step", step)) == ("step", step)
+    assert distributed.everywhere(lambda: step * 10 + pid) == step * 10 + pid
+    got = distributed.to_host(real)
+    assert got["w3"].shape == (3, 5, 7) and list(got["w3"][:, 0, 0]) == [step, step + 1, step + 2]
+    state = axis.put(jax.tree.map(lambda a: a + 1, got))
+print("exchanged", step + 1, "times")
+"""
+
+
+def test_many_exchanges_in_a_row_keep_the_same_order_in_both_processes(tmp_path):
+    port = _free_port()
+    procs = {f"process {i}": subprocess.Popen([sys.executable, "-c", EXCHANGES, f"127.0.0.1:{port}", str(i)],
+                                              cwd=tmp_path, env=forced_devices_env(2), stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True) for i in range(2)}
+    results = _finish(procs, deadline_s=150)
+    _ok(results)
+    for r in results.values():
+        assert "exchanged 30 times" in r.stdout
 
 
 def test_a_run_refused_on_process_0_stops_both_processes_with_its_one_line_error(pair, tmp_path):

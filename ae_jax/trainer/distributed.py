@@ -8,13 +8,17 @@ between processes happens here and nowhere else:
 
     initialize()     join the processes (explicit coordinator, or what a TPU pod / SLURM provides)
     put(tree, s)     host arrays -> arrays sharded over every process's devices (each builds its own shards)
-    to_host(tree)    arrays sharded over every process -> whole numpy arrays in each process (an all-gather)
+    to_host(tree)    arrays sharded over every process -> whole numpy arrays in each process (an all-gather,
+                     one program for the whole tree)
     on_writer(fn)    fn runs on process 0 alone, the one that reads and writes the run folder; its result
                      (or its exception) reaches every process, so all of them take the same path; the
                      others wait for it there (the barrier at which they wait for the results to be written)
     everywhere(fn)   fn runs in every process; if it fails in one, it fails in all
     writer_context   a context manager (the folder lock) held by process 0 alone
     checkpoints      orbax used by process 0 alone, on arrays gathered to it
+
+Every exchange is one compiled program that has finished on every local
+device before the next one starts, so the processes exchange in the same order.
 
 Why checkpoints are gathered rather than written by every process: the run
 folder is a folder on process 0's disk (config.json and metrics.json are
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import pickle
 from pathlib import Path
 from typing import Any, Callable
@@ -86,12 +91,12 @@ def to_host(tree):
     """Every leaf as a whole numpy array, in every process (an all-gather when the runs span processes)."""
     if not multi_process():
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
     leaves, treedef = jax.tree.flatten(tree)
     spread = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array) and not a.is_fully_addressable]
-    gathered = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True) if spread else []
-    whole = dict(zip(spread, gathered))  # the rest (host arrays, this process's own arrays) is fetched as it is
-    return jax.tree.unflatten(treedef, [np.asarray(whole[i] if i in whole else jax.device_get(a))
+    whole = dict(zip(spread, _collective(_identity, tuple(leaves[i] for i in spread),
+                                         tuple(_replicated_over(leaves[i].sharding) for i in spread))))
+    # the rest (host arrays, this process's own arrays) is fetched as it is
+    return jax.tree.unflatten(treedef, [whole[i] if i in whole else np.asarray(jax.device_get(a))
                                         for i, a in enumerate(leaves)])
 
 
@@ -106,8 +111,8 @@ def put(tree, sharding):
         return jax.device_put(tree, sharding)
 
     def one(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
-            return jax.device_put(a, sharding)
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:  # resharding may exchange data: waited for
+            return jax.block_until_ready(jax.device_put(a, sharding))
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys travel as their raw data
             return jax.random.wrap_key_data(one(jax.random.key_data(a)), impl=jax.random.key_impl(a))
         host = np.asarray(a)
@@ -115,18 +120,74 @@ def put(tree, sharding):
     return jax.tree.map(one, tree)
 
 
+# Every exchange between processes below is one compiled program, and it has finished on every local device
+# before the next is dispatched. JAX's own multihost_utils returns once the first local device's shard is
+# ready, and JAX 0.6's CPU client runs programs dispatched one after another at the same time: two exchanges
+# in flight at once sent their gloo messages in different orders in two processes, and gloo aborted the
+# process ("op.preamble.length <= op.nbytes"). Waiting for each one keeps them in the same order everywhere.
+
+def _identity(tree):
+    return tree
+
+
+def _row(tree, row: int):
+    return jax.tree.map(lambda a: a[row], tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _program(fn, out_shardings, n_static: int):
+    return jax.jit(fn, out_shardings=out_shardings, static_argnums=tuple(range(1, 1 + n_static)))
+
+
+def _collective(fn, tree, out_shardings, *static):
+    """fn(tree, *static) compiled, laid out as out_shardings (replicated ones), waited for; numpy leaves back."""
+    if not jax.tree.leaves(tree):
+        return tree
+    out = jax.block_until_ready(_program(fn, out_shardings, len(static))(tree, *static))
+    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), out)
+
+
+def _replicated_over(sharding):
+    """Every device of `sharding` holding the whole array (the trainer lays out its arrays by NamedSharding)."""
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        raise TypeError(f"cannot gather an array laid out by {type(sharding).__name__}: place it with a "
+                        "NamedSharding (loop.RunAxis does)")
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+
+
+def _rows(tree):
+    """Each process's host arrays as its row of [process_count, ...] arrays spread over the processes."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count()),
+                             ("processes", "local"))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("processes"))
+
+    def one(x):
+        mine = np.asarray(x)[None]  # every device of this process holds its row
+        return jax.make_array_from_callback((jax.process_count(), *mine.shape[1:]), rows, lambda index: mine)
+    return jax.tree.map(one, tree), _replicated_over(rows)
+
+
+def _from_every_process(tree):
+    """[process_count, ...] numpy arrays in every process: row p holds process p's `tree` (same shapes)."""
+    rows, whole = _rows(tree)
+    return _collective(_identity, rows, whole)
+
+
+def _from_process(tree, source: int):
+    """Process `source`'s host arrays in every process (the others pass arrays of the same shapes)."""
+    rows, whole = _rows(tree)
+    return _collective(_row, rows, whole, source)
+
+
 def _broadcast_object(obj: Any, source: int = 0) -> Any:
     """Process `source`'s `obj` (anything picklable) in every process; collective: every process calls it."""
-    from jax.experimental import multihost_utils
     mine = jax.process_index() == source
     data = np.frombuffer(pickle.dumps(obj), np.uint8) if mine else np.zeros(0, np.uint8)
-    n = int(multihost_utils.broadcast_one_to_all(np.asarray(data.size, np.int64), is_source=mine))
+    n = int(_from_process(np.asarray(data.size, np.int32), source))
     size = 1 << max(n - 1, 1).bit_length()  # a few buffer sizes, so a few compiled broadcasts
     buf = np.zeros(size, np.uint8)
     buf[: data.size] = data
-    # JAX 0.5 and 0.6 return small integers widened to uint32: back to one byte each before unpickling
-    got = np.asarray(multihost_utils.broadcast_one_to_all(buf, is_source=mine)).astype(np.uint8)
-    return pickle.loads(got[:n].tobytes())
+    return pickle.loads(_from_process(buf, source)[:n].tobytes())
 
 
 def _picklable(e: Exception) -> Exception:
@@ -145,12 +206,11 @@ def everywhere(fn: Callable[[], Any]) -> Any:
     """
     if not multi_process():
         return fn()
-    from jax.experimental import multihost_utils
     try:
         result, error = fn(), None
     except Exception as e:  # noqa: BLE001 - every process must learn of it before any raises
         result, error = None, e
-    failed = np.asarray(multihost_utils.process_allgather(np.asarray(error is not None, np.int32)))
+    failed = _from_every_process(np.asarray(error is not None, np.int32))
     if not failed.any():
         return result
     first = int(np.argmax(failed))
@@ -240,12 +300,11 @@ class WriterCheckpoints:
     def restore(self, step: int, args):
         """The checkpoint as host arrays of the template's shapes and dtypes, in every process."""
         import orbax.checkpoint as ocp
-        from jax.experimental import multihost_utils
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), args.item)
         read = {}
         # process 0 reads (a failure stops every process), then the arrays travel as arrays, not pickled
         on_writer(lambda: read.update(tree=self._manager.restore(step, args=ocp.args.StandardRestore(template))))
-        return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(read.get("tree", template)))
+        return _from_process(read.get("tree", template), 0)
 
     def wait_until_finished(self):
         if self._manager is not None:

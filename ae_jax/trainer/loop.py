@@ -104,7 +104,13 @@ class RunAxis:
         return distributed.put(tree, self._shared) if self._shared is not None else jax.device_put(tree)
 
     def unpad(self, tree):
-        return jax.tree.map(lambda a: a[: self.n_runs], tree) if self.padded != self.n_runs else tree
+        """The real runs only. Runs spread over several processes come back as host arrays, in one exchange
+        waited for (slicing each leaf would put one exchange per leaf in flight at once: see distributed)."""
+        if self.padded == self.n_runs:
+            return tree
+        if distributed.multi_process():
+            return self.host(tree)
+        return jax.tree.map(lambda a: a[: self.n_runs], tree)
 
     def host(self, tree):
         """Per-run leaves on the devices -> numpy arrays of the real runs (waits for them; gathers them from
