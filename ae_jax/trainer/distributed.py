@@ -157,7 +157,8 @@ def _replicated_over(sharding):
 
 def _rows(tree):
     """Each process's host arrays as its row of [process_count, ...] arrays spread over the processes."""
-    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count()),
+    by_process = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))  # row p: process p's devices
+    mesh = jax.sharding.Mesh(np.array(by_process).reshape(jax.process_count(), jax.local_device_count()),
                              ("processes", "local"))
     rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("processes"))
 
