@@ -248,18 +248,18 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         log(f"{tag} done by older code (its tasks.json); reported as it is (--force redoes it)"
             + (f"; not available for it: {', '.join(legacy.unavailable)}" if legacy.unavailable else ""))
         return legacy
+    how = None  # run_experiment's arguments when the run is (re)trained
     if opts.force or not has_metrics:
         log(f"{tag} training")
-        with timed("training"):
-            run_experiment(cfg, out=run_dir, force=opts.force, command=opts.command, log=log,
-                           splits=splits(cfg.variant))
+        how = {"force": opts.force}
     elif not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
         # e.g. a fresh clone: checkpoints are not committed. Train again (resuming any partial
         # checkpoint); the committed metrics.json is replaced only once the new one is written.
         log(f"{tag} its trained parameters are not here (checkpoints are not committed): training again")
+        how = {"reuse_complete": False}
+    if how is not None:
         with timed("training"):
-            run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant),
-                           reuse_complete=False)
+            run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant), **how)
     if not missing:  # a run planned for its metrics (and files) alone: no trained state needed
         return _collect(p, run_dir, tasks)
     with timed("restoring checkpoints"):
