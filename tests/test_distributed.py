@@ -43,11 +43,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args, cwd: Path, devices: int) -> subprocess.Popen:
+def _launch(command: list[str], cwd: Path, devices: int) -> subprocess.Popen:
     env = forced_devices_env(devices)
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(cli_command(args), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(procs: dict[str, subprocess.Popen], deadline_s: float = DEADLINE_S) -> dict[str, types.SimpleNamespace]:
@@ -71,9 +70,9 @@ def _finish(procs: dict[str, subprocess.Popen], deadline_s: float = DEADLINE_S) 
 def _pair(args, cwd0: Path, cwd1: Path, **more: tuple) -> dict[str, types.SimpleNamespace]:
     """Processes 0 and 1 of a two-process run (2 devices each), plus `more` {name: (args, cwd)} on one device."""
     port = _free_port()
-    procs = {f"process {i}": _launch([*args, f"--coordinator=127.0.0.1:{port}", "--num-processes=2",
-                                      f"--process-id={i}"], cwd, 2) for i, cwd in enumerate((cwd0, cwd1))}
-    procs.update({name: _launch(a, cwd, 1) for name, (a, cwd) in more.items()})
+    procs = {f"process {i}": _launch(cli_command([*args, f"--coordinator=127.0.0.1:{port}", "--num-processes=2",
+                                                  f"--process-id={i}"]), cwd, 2) for i, cwd in enumerate((cwd0, cwd1))}
+    procs.update({name: _launch(cli_command(a), cwd, 1) for name, (a, cwd) in more.items()})
     return _finish(procs)
 
 
@@ -169,9 +168,8 @@ print("exchanged", step + 1, "times")
 
 def test_many_exchanges_in_a_row_keep_the_same_order_in_both_processes(tmp_path):
     port = _free_port()
-    procs = {f"process {i}": subprocess.Popen([sys.executable, "-c", EXCHANGES, f"127.0.0.1:{port}", str(i)],
-                                              cwd=tmp_path, env=forced_devices_env(2), stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True) for i in range(2)}
+    procs = {f"process {i}": _launch([sys.executable, "-c", EXCHANGES, f"127.0.0.1:{port}", str(i)], tmp_path, 2)
+             for i in range(2)}
     results = _finish(procs, deadline_s=150)
     _ok(results)
     for r in results.values():
