@@ -36,8 +36,9 @@ def check_dataset(name: str) -> None:
 
 
 def float_list(text: str) -> list[float]:
+    """A number or a comma list of numbers; an empty item (``1,,2``, ``2,``) is refused, not skipped."""
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [float(t) for t in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
 
@@ -141,8 +142,10 @@ def _terminate(signum, frame):
 _abandoned = False  # work was left mid-way in other threads: see run_script
 
 
-def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool = True) -> int:
+def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], compilation_cache: bool = True) -> int:
     """Run a script's body: bad input -> one-line error, exit 2; Ctrl-C -> a note on what was kept, exit 130.
+
+    ``on_interrupt``: that note, or a function that writes it from what the work left behind.
 
     The persistent compilation cache is turned on first (``ae_jax.trainer.compile_cache``) unless
     ``compilation_cache`` is False: a benchmark that times compilation leaves it off. SIGTERM is
@@ -177,11 +180,12 @@ def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool 
         fail(str(e))
     except KeyboardInterrupt as e:
         _abandoned = True
-        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {on_interrupt}", file=sys.stderr)
+        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {_note(on_interrupt)}",
+              file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except MemoryError as e:  # the host's memory (numpy), not the device's
         fail(f"out of host memory ({type(e).__name__}: {e}): fewer or smaller runs, or a smaller dataset or "
-             f"--n-train, need less; {on_interrupt}")
+             f"--n-train, need less; {_note(on_interrupt)}")
     except OSError as e:  # the file system said no: the path and its reason are the whole story
         if e.filename is None:
             raise
@@ -190,10 +194,14 @@ def guarded(body: Callable[[], int], on_interrupt: str, compilation_cache: bool 
         if not is_out_of_memory(e):
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
-             f"--seeds or --beta values, or a smaller --batch-size; {on_interrupt}")
+             f"--seeds or --beta values, or a smaller --batch-size; {_note(on_interrupt)}")
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _note(on_interrupt: str | Callable[[], str]) -> str:
+    return on_interrupt() if callable(on_interrupt) else on_interrupt
 
 
 def run_script(main: Callable[[], int]) -> None:

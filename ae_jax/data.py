@@ -56,6 +56,7 @@ from .io import stderr_silenced
 SPLIT_SEED = 42
 IMAGE_SIDE = 32
 DATASETS = ("mnist", "fashion_mnist", "kmnist", "digits")
+IDX_DATASETS = DATASETS[:3]  # the MNIST-like sets, read from IDX files (digits comes with scikit-learn)
 VARIANTS = ("full", "anomaly", "labelled")
 ENV_DATA_DIR = "AE_JAX_DATA_DIR"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -315,6 +316,9 @@ def load_raw(name: str, data_dir: str | None = None) -> RawData:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "digits":
+        if data_dir is not None:  # would otherwise pass unnoticed: the user meant other data, or another dataset
+            raise DataError(f"--data-dir {data_dir}: digits comes with scikit-learn and reads no folder; leave "
+                            f"--data-dir out, or pick a dataset that reads one ({', '.join(IDX_DATASETS)})")
         return _load_digits()
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir}: no such folder")

@@ -85,12 +85,25 @@ class DamagedFile(ValueError):
     A ValueError, as ``json.JSONDecodeError`` is: code that treats an unparsable file as absent still does."""
 
 
-def read_json(path) -> Any:
+METRICS_KEYS = ("groups", "timing", "device", "diverged")  # what a run's metrics.json always holds
+TASK_KEYS = ("seeds", "metrics")  # ... and a task's tasks/<task>.json
+
+
+def read_json(path, keys: Sequence[str] | None = None) -> Any:
+    """A JSON file's content. ``keys`` (a sequence, even empty): it must be an object holding those keys, as
+    the file ae_jax writes there is; anything else is ``DamagedFile`` (one line) rather than a later traceback."""
+    again = "delete its run folder, or rerun with --force, to make it again"
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedFile(f"{path} is not valid JSON ({e}): a damaged or half-written file; delete its run "
-                          "folder, or rerun with --force, to make it again") from None
+        raise DamagedFile(f"{path} is not valid JSON ({e}): a damaged or half-written file; {again}") from None
+    if keys is not None:
+        missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+        if not isinstance(value, dict) or missing:
+            what = "an object" if not isinstance(value, dict) else f"no {', '.join(map(repr, missing))}"
+            raise DamagedFile(f"{path} is valid JSON but not the file ae_jax writes there ({what}): replaced or "
+                              f"edited by hand; {again}")
+    return value
 
 
 def aggregate(values: Sequence[float]) -> dict:

@@ -54,6 +54,7 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
+    from ae_jax.trainer.run import interrupted_note, run_dir_for
     check_dataset(args.dataset)
     join_processes(args)
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
@@ -73,7 +74,12 @@ def main(argv=None) -> int:
         print(f"\nwritten to {run_dir}")
         return 0
 
-    return guarded(body, "completed epochs are kept in the last checkpoint; " + go_on_hint(args.force))
+    def kept() -> str:
+        if not distributed.is_writer():  # process 0 holds the run folder
+            return "process 0 says what was kept"
+        return interrupted_note(run_dir_for(cfg, args.out), go_on_hint(args.force))
+
+    return guarded(body, kept)
 
 
 if __name__ == "__main__":

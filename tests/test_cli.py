@@ -23,8 +23,8 @@ from ae_jax.io import aggregate, read_json, write_json
 from ae_jax.models import NUM_CLASSES
 from ae_jax.trainer import TrainOutput
 from ae_jax.trainer.run import (IDENTITY, LOCK_NAME, ConfigError, ExperimentConfig, _config_record,
-                                check_same_config, data_fingerprint, device_text, folder_lock, format_table, result_metrics,
-                                run_experiment)
+                                check_same_config, data_fingerprint, device_text, folder_lock, format_table,
+                                interrupted_note, result_metrics, run_experiment)
 
 
 
@@ -48,7 +48,11 @@ ERRORS = {
     "seeds_0": (["--model=vanilla", "--seeds=0"], ["--seeds"]),
     "epochs_0": (["--model=vanilla", "--epochs=0"], ["--epochs"]),
     "beta_negative": (["--model=vae", "--beta=-1"], ["--beta", "-1"]),
-    "beta_on_identity_model": (["--model=vanilla", "--beta=2"], ["--beta"]),
+    "beta_on_identity_model": (["--model=vanilla", "--beta=2"], ["--beta", "beta_vae", "cvae"]),
+    "beta_twice": (["--model=beta_vae", "--dataset=digits", "--beta=1,2,2"], ["--beta", "2 more than once"]),
+    "beta_empty_item": (["--model=beta_vae", "--dataset=digits", "--beta=1,,2"], ["--beta", "'1,,2'"]),
+    "data_dir_for_digits": (["--model=vanilla", "--dataset=digits", "--data-dir={tmp}/empty"],
+                            ["--data-dir", "digits", "mnist"]),
     "lr_0": (["--model=vanilla", "--lr=0"], ["--lr"]),
     "stacked_2_epochs": (["--model=stacked", "--epochs=2"], ["at least 3"]),
     "seeds_not_a_number": (["--model=vanilla", "--seeds=two"], ["--seeds"]),
@@ -271,6 +275,17 @@ def test_a_damaged_config_json_is_a_one_line_error_and_stays_as_it_is(e2e, tmp_p
     assert (run / "config.json").read_text() == '{"model": "vani'
 
 
+@pytest.mark.parametrize("name,content", [("metrics.json", "[1, 2]"), ("metrics.json", '{"model": "vanilla"}'),
+                                          ("config.json", '"vanilla"')])
+def test_a_results_file_of_the_wrong_shape_is_a_one_line_error_and_stays_as_it_is(e2e, tmp_path, name, content):
+    """Valid JSON, but not what the run wrote there (another file copied over it, a hand edit)."""
+    run = damaged_copy(e2e, tmp_path)
+    (run / name).write_text(content)
+    proc = run_cli(E2E_ARGS + [f"--out={run}"], cwd=tmp_path)
+    assert_one_line_error(proc, name, "not the file ae_jax writes there", "--force")
+    assert (run / name).read_text() == content
+
+
 def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(e2e, tmp_path):
     """The run must resume from its checkpoint (no metrics.json) and cannot read it: one line, no tracebacks
     from the reads still in flight."""
@@ -312,7 +327,9 @@ def test_sigterm_is_answered_like_ctrl_c(tmp_path, when):
     assert proc.returncode == 143, stderr.read_text()[-2000:]
     lines = stderr.read_text().strip().splitlines()
     assert "Traceback" not in stderr.read_text() and lines[-1].startswith("terminated: ")
-    assert ("rerun it without --force to resume" if forced else "rerun the same command to resume") in lines[-1]
+    # what the line says matches what was kept: a checkpoint to resume from, or nothing
+    assert ("rerun it without --force to resume" if forced else "nothing was kept; rerun the same command to "
+            "start again") in lines[-1]
     assert not (run / "metrics.json").exists()
     if when == "before_the_first_checkpoint":
         assert not (run / "config.json").exists() and not (run / "checkpoints").exists()
@@ -357,6 +374,7 @@ def test_force_keeps_the_results_it_replaces_until_its_run_is_complete(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         run_experiment(new_cfg, out=run, splits=digits, force=True, command="new", log=logs.append)
     assert any("replaced" in m for m in logs)
+    assert interrupted_note(run, "HINT") == "completed epochs are kept in the last checkpoint; HINT"
     assert set_aside() == old  # every file of the finished run, unchanged
     assert read_json(run / "config.json")["epochs"] == 3 and (run / "checkpoints" / "3").is_dir()
     assert not (run / "metrics.json").exists()
@@ -365,6 +383,8 @@ def test_force_keeps_the_results_it_replaces_until_its_run_is_complete(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         run_experiment(new_cfg, out=run, splits=digits, force=True, command="new", log=quiet)
     assert folder_bytes(run) == old  # the unfinished retraining is gone, the finished run back in place
+    assert interrupted_note(run, "HINT") == f"the complete results in {run} are as they were"
+    assert "nothing was kept" in interrupted_note(tmp_path / "never_made", "HINT")
     assert not (run / run_module.REPLACED_DIR).exists()
 
     monkeypatch.setattr(run_module, "train_runs", stopped(after_checkpoints=True))
@@ -472,6 +492,13 @@ def test_run_experiment_validates_before_writing(tmp_path):
 
 
 # ------------------------------------------------------------------ run identity
+def test_config_json_records_the_beta_a_model_trains_with_when_no_beta_is_given():
+    strict = _config_record(ExperimentConfig(model="beta_vae_strict", dataset="digits"), "cmd")
+    assert strict["betas"] is None and strict["model_hparams"]["beta"] == 2.0
+    denoising = _config_record(ExperimentConfig(model="denoising", dataset="digits"), "cmd")
+    assert denoising["model_hparams"]["noise_std"] == 0.5
+
+
 def test_loss_precision_and_widths_each_get_their_own_run_folder():
     base = ExperimentConfig(model="vanilla", dataset="digits")
     variants = {"bce": base, "mse": ExperimentConfig(model="vanilla", dataset="digits", loss="mse"),
@@ -522,7 +549,8 @@ def test_an_older_config_without_loss_precision_or_version_counts_as_bce_float32
     old = record_without(ExperimentConfig(model="vanilla", dataset="digits"), "loss", "precision", "version",
                          "revision", "widths", "width_latent", "data")
     write_json(run / "config.json", old)
-    write_json(run / "metrics.json", {"model": "vanilla", "marker": 17})
+    write_json(run / "metrics.json", {"model": "vanilla", "marker": 17, "groups": [], "timing": {}, "device": "cpu",
+                                      "diverged": []})
     logs = []
     metrics, where = run_experiment(ExperimentConfig(model="vanilla", dataset="digits"), out=run, splits=digits,
                                     log=logs.append)

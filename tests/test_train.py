@@ -138,6 +138,25 @@ def test_beta_grid_in_one_program_equals_each_beta_alone(train):
         assert_runs_equal(grid, i, train("vae", (3,), [spec_hparams(spec, b)]), 0)
     # and beta really is per run: same seed, different beta, different training
     assert np.all(np.abs(grid.train_curve[:, 0] - grid.train_curve[:, 1]) > 1e-3)
+    # the epoch log gives each beta its own line, never a mean over the two models
+    lines = [m.split() for m in grid.logs if m.lstrip().startswith("beta ")]
+    assert len(lines) == CFG.epochs * len(betas)
+    for k, words in enumerate(lines):
+        e, i = divmod(k, len(betas))
+        assert words[:2] == ["beta", f"{betas[i]:g}"] and words[2] == "train" and words[4] == "val"
+        assert float(words[3]) == pytest.approx(grid.train_curve[e, i], abs=1e-3)
+        assert float(words[5]) == pytest.approx(grid.val_curve[e, i], abs=1e-3)
+
+
+def test_the_epoch_log_groups_runs_by_the_hyperparameters_that_differ():
+    from ae_jax.trainer.loop import _setting_groups
+    spec = MODELS["beta_vae"]
+    grid = [spec_hparams(spec, b) for b in (0.5, 2.0) for _ in range(3)]  # seeds x betas, as ExperimentConfig.runs
+    assert [(n, list(r)) for n, r in _setting_groups(grid)] == [("beta 0.5", [0, 1, 2]), ("beta 2", [3, 4, 5])]
+    one = _setting_groups([spec_hparams(spec)] * 4)
+    assert len(one) == 1 and list(one[0][1]) == [0, 1, 2, 3]
+    mixed = [spec_hparams(spec, 1.0, lr) for lr in (1e-3, 1e-2)]
+    assert [n for n, _ in _setting_groups(mixed)] == ["lr 0.001", "lr 0.01"]
 
 
 # ------------------------------------------------------------------ stacked

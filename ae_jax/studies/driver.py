@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 from .. import umap_pool
 from ..data import Splits, load_splits
-from ..io import read_json, write_json
+from ..io import METRICS_KEYS, TASK_KEYS, read_json, write_json
 from ..models import get_model
 from ..tasks import EvalContext, get_task, run_task, task_done, task_path
 from ..trainer import (ConfigError, ExperimentConfig, check_same_config, compile_cache, folder_lock,
@@ -203,8 +203,8 @@ class SplitCache:
 
 
 def _collect(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult:
-    return RunResult(p, run_dir, read_json(run_dir / "metrics.json"),
-                     {t: read_json(task_path(run_dir, t)) for t in tasks})
+    return RunResult(p, run_dir, read_json(run_dir / "metrics.json", METRICS_KEYS),
+                     {t: read_json(task_path(run_dir, t), TASK_KEYS) for t in tasks})
 
 
 # The tasks the single tasks.json of version 0.1 covered. A run finished by that code (its checkpoints are
@@ -218,10 +218,10 @@ def _legacy(p: PlannedRun, run_dir: Path, tasks: Sequence[str]) -> RunResult | N
     path = run_dir / "tasks.json"
     if not (path.exists() and (run_dir / "metrics.json").exists()) or not set(tasks) & LEGACY_TASKS:
         return None
-    old = read_json(path)
+    old = read_json(path, ("metrics",))
     if old.get("seeds") != p.cfg.seed_list:
         return None
-    return RunResult(p, run_dir, read_json(run_dir / "metrics.json"),
+    return RunResult(p, run_dir, read_json(run_dir / "metrics.json", METRICS_KEYS),
                      {"tasks.json": {"metrics": old["metrics"], "seconds": old.get("task_time_s", 0.0)}},
                      tuple(t for t in tasks if t not in LEGACY_TASKS))
 
@@ -296,7 +296,7 @@ def ensure_baseline(name: str, opts: StudyOptions, splits: SplitCache, log: Call
                 run_task(get_task(t), EvalContext(None, cfg, None, folder, splits, log, opts.command))
                 (folder / "tasks.json").unlink(missing_ok=True)
             ran.append(t)
-        files[t] = read_json(task_path(folder, t))
+        files[t] = read_json(task_path(folder, t), TASK_KEYS)
     if ran:
         write_json(folder / "config.json", baseline_record(name, cfg, list(files), opts.command, splits(cfg.variant)))
     first = next(iter(files.values()))
@@ -318,8 +318,8 @@ def _check_baseline_seeds(name: str, opts: StudyOptions, tasks: Sequence[str] | 
     want = list(range(opts.seeds))
     for t in tasks or (name,):
         path = task_path(baseline_dir(opts, name), t)
-        if path.exists() and read_json(path).get("seeds") != want:
-            raise ConfigError(f"{path} was made with seeds {read_json(path).get('seeds')}, not {want}; "
+        if path.exists() and (made := read_json(path, TASK_KEYS)["seeds"]) != want:
+            raise ConfigError(f"{path} was made with seeds {made}, not {want}; "
                               "pass --force to redo it or --out to write elsewhere")
 
 

@@ -574,7 +574,7 @@ def _shared_runs(results: list[RunResult]) -> list[str]:
     out = []
     for r in results:
         p = r.run_dir / "config.json"
-        cmd = read_json(p).get("command", "") if p.exists() else ""
+        cmd = read_json(p, keys=()).get("command", "") if p.exists() else ""
         if cmd and "latent_sweep.py" not in cmd:
             out.append(f"`{r.run_dir.name}` (`{cmd}`)")
     return out

@@ -69,10 +69,14 @@ def run_pair_key(run) -> tuple:
     so seed s of one run and seed s of another, trained by the same version, are
     a pair (``compare``).
     """
+    return tuple(run.planned.cfg.seed_list), str(recorded_version(run.run_dir))
+
+
+def recorded_version(run_dir) -> str | None:
+    """The package version a run folder's config.json records (None: before versions were recorded)."""
     from ..io import read_json
-    cfg_path = run.run_dir / "config.json"
-    version = read_json(cfg_path).get("version") if cfg_path.exists() else None
-    return tuple(run.planned.cfg.seed_list), str(version)
+    cfg_path = run_dir / "config.json"
+    return read_json(cfg_path, keys=()).get("version") if cfg_path.exists() else None
 
 
 def p_text(test: str, p: float) -> str:
@@ -135,10 +139,9 @@ def task_table(summary: dict, rows: list, models: Sequence[str], pairing: dict |
 
 def older_code_note(results) -> list[str]:
     """Lines naming the runs whose config.json was written by another version of the package (or none)."""
-    from ..io import read_json
     old = []
     for r in results:
-        v = read_json(r.run_dir / "config.json").get("version") if (r.run_dir / "config.json").exists() else None
+        v = recorded_version(r.run_dir)
         if v != __version__:
             old.append(f"{r.run_dir.name} ({'before versions were recorded' if v is None else 'version ' + v})")
     if not old:

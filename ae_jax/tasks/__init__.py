@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ..io import aggregate, read_json, write_json
+from ..io import TASK_KEYS, aggregate, read_json, write_json
 from .base import EvalContext, Task, TaskResult
 from .anomaly import Anomaly
 from .arithmetic import Arithmetic
@@ -63,7 +63,7 @@ def task_done(run_dir, name: str, seeds) -> bool:
     from pathlib import Path
     p = task_path(run_dir, name)
     files = TASKS[name].files if name in TASKS else ()
-    return (p.exists() and read_json(p).get("seeds") == list(seeds)
+    return (p.exists() and read_json(p, TASK_KEYS)["seeds"] == list(seeds)
             and all((Path(run_dir) / f).exists() for f in files))
 
 

@@ -94,7 +94,7 @@ class EvalContext:
             return ok
         m = self.run_dir / "metrics.json"
         if m.exists():
-            for d in read_json(m).get("diverged", []):
+            for d in read_json(m, ("diverged",))["diverged"]:
                 if d["seed"] in self.seeds:
                     ok[self.seeds.index(d["seed"])] = False
         for leaf in jax.tree.leaves(self.state.params):

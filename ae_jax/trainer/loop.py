@@ -215,6 +215,7 @@ def _restore(manager, template: dict, ckpt_dir: Path, step: int | None = None) -
     return {k: (v if k == "state" else np.asarray(v)) for k, v in ckpt.items()}
 
 
+CKPT_EVERY = 5  # epochs between checkpoints (the last epoch is saved too)
 READ_GRACE_S = 0.5  # after a failed read, for the checkpoint reader's other reads to end
 
 
@@ -293,7 +294,7 @@ def _finite_first(curves: np.ndarray, diverged: dict, epoch: int, log, labels: S
     "training", lambda a, r: epoch_memory(a["spec"], a["cfg"], r, a["train"], a["val"], a["snap"]),
     lambda a: len(a["seeds"]), _devices_for)
 def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams: Sequence[Hparams],
-               train: Data, val: Data, ckpt_dir: Path | None = None, ckpt_every: int = 5,
+               train: Data, val: Data, ckpt_dir: Path | None = None, ckpt_every: int = CKPT_EVERY,
                log: Callable[[str], None] = print, run_labels: Sequence[str] | None = None,
                snap: Data | None = None) -> TrainOutput:
     """Train len(seeds) runs (seed i with hparams i) together; resume from ckpt_dir if it holds a checkpoint.
@@ -340,6 +341,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     snapshots = ckpt["snapshots"].copy() if snap_shape is not None else None
     epoch_time, compile_time = ckpt["epoch_time"].copy(), float(ckpt["compile_time"])
     labels = list(run_labels) if run_labels is not None else [f"seed {s}" for s in seeds]
+    groups = _setting_groups(hparams)
     diverged: dict[int, int] = {}
     for e in range(start):  # divergences before a resume keep their epoch
         _finite_first(np.stack([train_curve[e], val_curve[e]]), diverged, e + 1, lambda s: None, labels)
@@ -369,8 +371,15 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         _finite_first(np.stack([tl, vl]), diverged, epoch + 1, log, labels)
         ok = np.isfinite(tl) & np.isfinite(vl)
         sps = R * steps * cfg.batch_size / dt
-        log(f"  epoch {epoch + 1:3d}/{E}  train {_ms(tl[ok])}  val {_ms(vl[ok])}  "
-            f"{sps:,.0f} seed-samples/s  ({dt:.1f} s)")
+        if len(groups) == 1:
+            log(f"  epoch {epoch + 1:3d}/{E}  train {_ms(tl[ok])}  val {_ms(vl[ok])}  "
+                f"{sps:,.0f} seed-samples/s  ({dt:.1f} s)")
+        else:  # a grid: one line per hyperparameter setting, never a mean over different models
+            log(f"  epoch {epoch + 1:3d}/{E}  {sps:,.0f} seed-samples/s  ({dt:.1f} s)")
+            width = max(len(name) for name, _ in groups)
+            for name, runs in groups:
+                g = runs[ok[runs]]
+                log(f"    {name:<{width}}  train {_ms(tl[g])}  val {_ms(vl[g])}")
         done = epoch + 1
         if manager is not None and (done % ckpt_every == 0 or done == E):
             import orbax.checkpoint as ocp
@@ -385,6 +394,17 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
         manager.close()
     return TrainOutput(axis.host(state), train_curve, val_curve, epoch_time, compile_time, diverged,
                        start, steps * cfg.batch_size, axis.describe(), snapshots)
+
+
+def _setting_groups(hparams: Sequence[Hparams]) -> list[tuple[str, np.ndarray]]:
+    """The runs of each hyperparameter setting, in first-seen order, named by the fields that differ
+    ("beta 2"): the epoch line's mean ± std is over seeds, so a grid gets one per setting."""
+    rows = np.asarray([[float(v) for v in h] for h in hparams], np.float64)
+    varying = [i for i in range(rows.shape[1]) if len(np.unique(rows[:, i])) > 1]
+    keys = [tuple(r[varying]) for r in rows]
+    order = list(dict.fromkeys(keys))
+    names = [", ".join(f"{Hparams._fields[i]} {v:g}" for i, v in zip(varying, k)) for k in order]
+    return [(n, np.flatnonzero([key == k for key in keys])) for n, k in zip(names, order)]
 
 
 def _ms(v: np.ndarray) -> str:

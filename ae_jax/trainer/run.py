@@ -39,11 +39,11 @@ import numpy as np
 
 from .. import __version__
 from ..data import Data, Splits, load_splits, test_data, train_data, val_data
-from ..io import aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
+from ..io import METRICS_KEYS, aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
 from ..losses import RECON_LOSSES
-from ..models import NUM_CLASSES, get_model
+from ..models import MODELS, NUM_CLASSES, get_model
 from . import compile_cache, distributed
-from .loop import TrainOutput, evaluate_runs, train_runs
+from .loop import CKPT_EVERY, TrainOutput, evaluate_runs, train_runs
 from .program import PRECISIONS, TrainConfig, spec_hparams
 
 DEFAULT_EPOCHS = 60
@@ -161,11 +161,15 @@ class ExperimentConfig:
             if not self.betas:
                 raise ConfigError("--beta needs at least one value")
             if not spec.bottleneck.has_beta:
+                weighed = [name for name, s in MODELS.items() if s.bottleneck.has_beta]
                 raise ConfigError(f"model {self.model} has no bottleneck term for --beta to weigh; "
-                                  "use it with vae, beta_vae, sparse or vq")
+                                  f"use it with one of {', '.join(weighed)}")
             bad = [b for b in self.betas if not (np.isfinite(b) and b >= 0)]
             if bad:
                 raise ConfigError(f"--beta must be a finite number >= 0, got {bad[0]:g}")
+            twice = [b for i, b in enumerate(self.betas) if b in self.betas[:i]]
+            if twice:  # the same model twice would pass as two groups (or its seeds as n = 2 with std 0)
+                raise ConfigError(f"--beta lists {twice[0]:g} more than once; give each value once")
 
 
 def get_model_or_error(name: str):
@@ -244,11 +248,28 @@ def snapshot_data(splits: Splits, k: int) -> Data:
     return Data(splits.x_test[:k], splits.y_test[:k])
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run folder holds a saved epoch to resume from."""
+    ckpt = Path(run_dir) / "checkpoints"
+    return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def interrupted_note(run_dir: Path, go_on: str) -> str:
+    """What an interrupted run left in its folder (once ``run_experiment`` has tidied it), for the line the
+    script prints; ``go_on`` is how to carry on from a checkpoint."""
+    if (run_dir / "metrics.json").exists():  # never touched, or put back: --force saved no epoch of its own
+        return f"the complete results in {run_dir} are as they were"
+    if has_checkpoint(run_dir):
+        return f"completed epochs are kept in the last checkpoint; {go_on}"
+    return (f"no epoch was saved yet (a checkpoint comes every {CKPT_EVERY} epochs), so nothing was kept; rerun "
+            "the same command to start again")
+
+
 def _forget_unstarted(run_dir: Path) -> None:
     """Remove config.json (and an empty checkpoints folder) when no epoch was saved and no result exists;
     results a ``force`` run set aside go back where they were."""
     ckpt = run_dir / "checkpoints"
-    if (run_dir / "metrics.json").exists() or (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
+    if (run_dir / "metrics.json").exists() or has_checkpoint(run_dir):
         return
     shutil.rmtree(ckpt, ignore_errors=True)
     (run_dir / "config.json").unlink(missing_ok=True)
@@ -311,8 +332,12 @@ def provenance(command: str, splits: Splits | None = None) -> dict:
 def _config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = None) -> dict:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas) if cfg.betas is not None else None
+    spec = get_model(cfg.model)
     d.update(latent_dim=cfg.latent, variant=cfg.variant, seed_list=cfg.seed_list,
-             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent)
+             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent,
+             # the model's own hyperparameters as trained (a --beta list replaces its beta): "betas": null alone
+             # would leave a reader to look the default up in today's registry
+             model_hparams={"beta": spec.beta, "noise_std": spec.noise_std, "sparsity": spec.sparsity})
     return {**d, **provenance(command, splits)}
 
 
@@ -336,7 +361,7 @@ def check_same_config(run_dir: Path, cfg: ExperimentConfig, splits: Splits | Non
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return
-    diff = _differences(read_json(path), _config_record(cfg, "", splits))
+    diff = _differences(read_json(path, keys=()), _config_record(cfg, "", splits))
     if diff:
         raise ConfigError(f"{run_dir} holds a run with a different {', '.join(diff)}; "
                           "pass --force to replace it or --out to write elsewhere")
@@ -464,8 +489,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
         seeds = [s for s, _ in runs]
         tcfg = cfg.train_config()
+        own_beta = f", beta = {spec.beta:g} (the model's own)" if cfg.betas is None and spec.bottleneck.has_beta else ""
         log(f"training {cfg.model} on {cfg.dataset} ({cfg.variant}: {splits.x_train.shape[0]} train / "
-            f"{splits.x_val.shape[0]} val images), n = {cfg.latent}, {len(runs)} run(s) "
+            f"{splits.x_val.shape[0]} val images), n = {cfg.latent}{own_beta}, {len(runs)} run(s) "
             f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
         t0 = time.perf_counter()
         load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -494,7 +520,7 @@ def _finished(run_dir: Path, cfg: ExperimentConfig, force: bool, reuse_complete:
         check_same_config(run_dir, cfg, splits)
         if (run_dir / "metrics.json").exists() and reuse_complete:
             log(f"{run_dir} is already complete (--force retrains)")
-            return read_json(run_dir / "metrics.json")
+            return read_json(run_dir / "metrics.json", METRICS_KEYS)
     return None
 
 
