@@ -23,24 +23,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
-
-import hashlib
-import subprocess
 
 import numpy as np
 
 from .. import __version__
 from ..data import Data, Splits, load_splits, test_data, train_data, val_data
 from ..io import METRICS_KEYS, aggregate, atomic_write_text, clean_json, fmt_mean_std, read_json, write_json, write_npz
-from ..losses import RECON_LOSSES
+from ..losses import RECON_LOSSES, Hparams
 from ..models import MODELS, NUM_CLASSES, get_model
 from . import compile_cache, distributed
 from .loop import CKPT_EVERY, TrainOutput, evaluate_runs, train_runs
@@ -337,7 +336,7 @@ def _config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = 
              runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent,
              # the model's own hyperparameters as trained (a --beta list replaces its beta): "betas": null alone
              # would leave a reader to look the default up in today's registry
-             model_hparams={"beta": spec.beta, "noise_std": spec.noise_std, "sparsity": spec.sparsity})
+             model_hparams={k: getattr(spec, k) for k in Hparams._fields if k != "lr"})  # lr is a run flag
     return {**d, **provenance(command, splits)}
 
 
