@@ -312,3 +312,24 @@ def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(
     assert f"paired t-test p = {p:.2g}" in said and above == (p < 0.05)
     above, said = _cmp(s, "vanilla_n2", "cvae_n2", "m", keys)
     assert f"Welch p = {stats.ttest_ind(a, c, equal_var=False).pvalue:.2g}" in said
+
+
+def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller():
+    """The claim says "a round region": β = 1 must be significantly rounder (paired over seeds), not only nearer."""
+    from ae_jax.studies.ae_vs_vae import claims
+
+    def entry(values):
+        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": list(values)}
+
+    b0, b1 = "vae_beta0_n2", "vae_beta1_n2"
+    s = {b0: {"snap_rms_mu": entry([1.9, 2.1, 1.7, 2.2, 1.8]), "snap_knn_accuracy": entry([0.70] * 4 + [0.71]),
+              "snap_isotropy": entry([0.80, 0.70, 0.85, 0.90, 0.75])},
+         b1: {"snap_rms_mu": entry([1.3, 1.4, 1.35, 1.45, 1.3]), "snap_knn_accuracy": entry([0.69] * 4 + [0.70]),
+              "snap_isotropy": entry([0.95, 0.90, 0.96, 0.97, 0.92])}}
+    pairing = {b0: "k", b1: "k"}
+    [row] = [r for r in claims(s, pairing) if r[0] == "7"]
+    assert row[3] == "**confirmed**" and "paired t-test" in row[2]
+    s[b1]["snap_isotropy"] = entry([0.70, 0.95, 0.60, 1.00, 0.88])  # rounder on average, but not consistently
+    [row] = [r for r in claims(s, pairing) if r[0] == "7"]
+    assert row[3] == ("**partly confirmed** (holds: β = 0 codes further out; clusters with or without β; "
+                      "fails: β = 1 cloud rounder)")

@@ -223,7 +223,8 @@ def test_readme_has_a_table_per_task_with_the_models_as_columns_and_the_best_in_
                 continue
             means = {c: summary[c][metric]["mean"] for c in expect}
             best = (max if higher else min)(means, key=means.get)
-            assert bold == [best], f"{label}: bold {bold}, best by mean {best} ({means})"
+            tied = [c for c in expect if means[c] == means[best]]  # a shared best mean: all of them bold
+            assert bold == tied, f"{label}: bold {bold}, best by mean {tied} ({means})"
             # the printed number is the summary's mean
             assert cells[expect.index(best)].strip("*").split(" ± ")[0] == report._fmt(means[best]), label
 
@@ -258,6 +259,10 @@ def test_readme_tests_best_against_runner_up_paired_between_models_and_welch_aga
             a, b = order[0], order[1]
             va, vb = summary[a][metric]["values"], summary[b][metric]["values"]
             last = by_label[label][-1]
+            tied = [c for c in order if summary[c][metric]["mean"] == summary[a][metric]["mean"]]
+            if len(tied) > 1:  # no best to test
+                assert last == f"{', '.join(tied[:-1])} and {tied[-1]} tie", label
+                continue
             if np.std(finite(va)) == 0 or np.std(finite(vb)) == 0:  # a shared wall-clock, or tied seeds: no test
                 assert last == f"{a} ahead of {b} (no test possible)", label
                 continue
@@ -884,6 +889,48 @@ def test_a_paired_test_is_chosen_exactly_when_the_columns_are_paired():
     assert math.isnan(report.paired([1.0, 1.0, 1.0], [2.0, 2.5, 3.0]))
     with pytest.raises(ValueError, match="one value per seed"):
         report.paired([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_a_tied_best_is_bold_in_every_column_that_shares_it_and_named_a_tie_not_a_winner():
+    s = {"x": {"m": {"mean": 10.0, "std": 0.0, "values": [10.0, 10.0]}},
+         "y": {"m": {"mean": 10.0, "std": 0.0, "values": [10.0, 10.0]}},
+         "z": {"m": {"mean": 9.5, "std": 0.7071, "values": [9.0, 10.0]}}}
+    rows = [("m", "digits found", True)]
+    line = report.task_table(s, rows, ["z", "x", "y"]).splitlines()[-1]
+    assert line == "| digits found | 9.5000 ± 0.7071 | **10.00** | **10.00** | x and y tie |"
+    s["y"]["m"].update(mean=9.9, std=0.1414, values=[9.8, 10.0])  # no longer a tie: one winner, and no test against a constant
+    line = report.task_table(s, rows, ["z", "x", "y"]).splitlines()[-1]
+    assert line.endswith("| **10.00** | 9.9000 ± 0.1414 | x ahead of y (no test possible) |")
+
+
+def test_an_unranked_row_has_no_bold_and_no_test_and_its_own_decimals():
+    s = {"x": {"t": {"mean": 847.27, "std": 0.0, "values": [847.27] * 3}},
+         "y": {"t": {"mean": 1573.2, "std": 0.0, "values": [1573.2] * 3}}}
+    assert report.task_table(s, [("t", "wall-clock s", None, 0)], ["x", "y"]).splitlines()[-1] == \
+        "| wall-clock s | 847 | 1573 |  |"
+    assert report.task_table(s, [("t", "wall-clock s", False)], ["x", "y"]).splitlines()[-1] == \
+        "| wall-clock s | **847.27** | 1573 | x ahead of y (no test possible) |"
+
+
+def test_the_report_names_runs_trained_from_uncommitted_code(tmp_path):
+    from ae_jax import __version__
+    runs = []
+    for name, rev in (("clean", "abc123"), ("dirty", "abc123+dirty"), ("unknown", None)):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", {"version": __version__, "revision": rev})
+        runs.append(types.SimpleNamespace(run_dir=tmp_path / name))
+    text = "\n".join(report.older_code_note(runs))
+    assert "From uncommitted code" in text and "dirty (revision abc123+dirty)" in text
+    assert "clean" not in text and "unknown" not in text and "From older code" not in text
+    assert report.older_code_note(runs[:1]) == []
+
+
+def test_a_partly_confirmed_verdict_names_the_checks_that_hold_and_those_that_fail():
+    assert report.claim_verdict([("a", True), ("b", None)]) == "**confirmed**"
+    assert report.claim_verdict([("a", False), ("b", False)]) == "**refuted**"
+    assert report.claim_verdict([("a", None)]) == "not testable (runs missing)"
+    assert report.claim_verdict([("a", True), ("b", False), ("c", True), ("d", None)]) == \
+        "**partly confirmed** (holds: a; c; fails: b)"
 
 
 def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bakeoff, summary, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from _explorer_build import EPOCHS, LATENT, MODELS, SEEDS, explorer_build
 from _helpers import REPO, assert_one_line_error, subprocess_env
-from ae_jax.explorer.analysis import code_summary, pca_2d, range_table
+from ae_jax.explorer.analysis import claims_markdown, code_summary, pca_2d, range_table
 from ae_jax.explorer.export import (ExportError, explorable_reason, export_seed, export_state, fold_bn, jax_apply,
                                     np_decode, np_encode, seed_slice)
 from ae_jax.explorer.glyphs import glyphs
@@ -184,6 +184,24 @@ def test_code_summary_and_ranges():
     assert m["per_seed"][0]["shown_inputs"] == [codes[0, :5].min(), codes[0, :5].max()]
 
 
+def test_the_range_claims_hold_only_when_the_ae_is_significantly_wider_over_seeds():
+    rng = np.random.default_rng(6)
+    seeds = [0, 1, 2, 3]
+    narrow = np.stack([rng.normal(0, 1, (2000, 4)) for _ in seeds])
+    wide = np.stack([rng.normal(0, 1, (2000, 4)) * (6 + 0.1 * i) for i in seeds])
+    t = range_table({"vanilla": wide, "vae": narrow}, seeds, shown={"vanilla": wide[:, :13], "vae": narrow[:, :13]},
+                    original={"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)})
+    rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
+    assert [r.split("|")[-2].strip() for r in rows] == ["**confirmed**", "**confirmed**", "not tested here"]
+    assert "97.05 vs 11.91 (8.1×)" in rows[0]
+    widths = [e["all"]["p99"] - e["all"]["p1"] for e in t["models"]["vanilla"]["per_seed"]]
+    assert f"{np.mean(widths):.3g}" in rows[1]  # the AE's mean 1-99 % width over seeds
+    t = range_table({"vanilla": narrow, "vae": wide}, seeds, shown={"vanilla": narrow[:, :13], "vae": wide[:, :13]})
+    rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
+    assert [r.split("|")[-2].strip() for r in rows[:2]] == ["**refuted**"] * 2 and "| — |" in rows[0]
+    assert claims_markdown(range_table({"vanilla": wide}, seeds)) == ""  # no VAE: nothing to compare
+
+
 def test_pca_2d():
     rng = np.random.default_rng(5)
     c = rng.normal(size=(500, 4)) * [3, 1, 0.2, 0.1]
@@ -219,6 +237,7 @@ def test_folder_contents(build):
     assert ranges["models"]["vanilla"]["original_shown_range"] == [-22.59, 74.46]
     readme = (out / "README.md").read_text()
     assert "index.html" in readme and "[-22.59, 74.46]" in readme and "[-5.93, 5.98]" in readme
+    assert claims_markdown(ranges) in readme and "## The article's claims, checked" in readme
     assert not (out / "screenshot.png").exists()  # asked for none
 
 

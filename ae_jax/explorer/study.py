@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..io import atomic_write_text, write_json
-from .analysis import code_summary, pca_figure, range_table, ranges_markdown
+from .analysis import claims_markdown, code_summary, pca_figure, range_table, ranges_markdown
 from .export import ExportedModel, explorable_reason, export_state, jax_apply, np_encode, seed_slice
 from .glyphs import glyphs
 from .page import MODEL_LABELS, ORIGINAL_RANGES, PageInput, PageModel, page_data, write_page
@@ -239,6 +239,7 @@ def explorer_readme(command: str, dataset: str, n: int, seeds: Sequence[int], na
         *rows, "",
         ranges_markdown(table, {m: f"{labels[m]} ({m})" for m in names}),
         "`ranges.json` holds every seed's per-dimension min, max and percentiles (1, 5, 25, 50, 75, 95, 99).", "",
+        claims_markdown(table),
         "## PCA of the training codes", "",
         f"![PCA of each model's codes of the training set, seed {seeds[0]}](pca.png)", "",
         "`pca.npz`: the first two principal components of every training image's code (`<model>_pc`), the digit "

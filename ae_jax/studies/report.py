@@ -11,10 +11,10 @@ from .. import __version__
 SIGNIFICANCE = 0.05
 
 
-def _fmt(v: float | None, std: float | None = None) -> str:
+def _fmt(v: float | None, std: float | None = None, decimals: int | None = None) -> str:
     if v is None or not math.isfinite(v):
         return "n/a"
-    d = 4 if abs(v) < 10 else (2 if abs(v) < 1000 else 0)
+    d = decimals if decimals is not None else 4 if abs(v) < 10 else (2 if abs(v) < 1000 else 0)
     s = f"{v:.{d}f}"
     if std is not None and math.isfinite(std):
         s += f" ± {std:.{_std_decimals(std, d)}f}"
@@ -74,9 +74,13 @@ def run_pair_key(run) -> tuple:
 
 def recorded_version(run_dir) -> str | None:
     """The package version a run folder's config.json records (None: before versions were recorded)."""
+    return _recorded(run_dir).get("version")
+
+
+def _recorded(run_dir) -> dict:
     from ..io import read_json
     cfg_path = run_dir / "config.json"
-    return read_json(cfg_path, keys=()).get("version") if cfg_path.exists() else None
+    return read_json(cfg_path, keys=()) if cfg_path.exists() else {}
 
 
 def p_text(test: str, p: float) -> str:
@@ -108,6 +112,9 @@ def best_line(summary: dict, metric: str, higher: bool, pairing: dict | None = N
     order = ranking(summary, metric, higher)
     if len(order) < 2:
         return ""
+    tied = [m for m in order if summary[m][metric]["mean"] == summary[order[0]][metric]["mean"]]
+    if len(tied) > 1:  # e.g. every seed of both finds all 10 digits: no best to test
+        return f"{', '.join(tied[:-1])} and {tied[-1]} tie"
     a, b = order[0], order[1]
     test, p = compare(summary, a, b, metric, pairing)
     if not math.isfinite(p):
@@ -117,37 +124,50 @@ def best_line(summary: dict, metric: str, higher: bool, pairing: dict | None = N
 
 
 def task_table(summary: dict, rows: list, models: Sequence[str], pairing: dict | None = None) -> str:
+    """A markdown table: a row per (metric, label, higher[, decimals]), a column per model, best against runner-up.
+
+    ``higher`` None: the row is shown but not ranked (no bold, no test); ``decimals`` fixes the cells' format.
+    """
     cols = [m for m in models if any(r[0] in summary.get(m, {}) for r in rows)]
     if not cols:
         return ""
     sub = {m: summary[m] for m in cols}  # rank only the table's own columns
     out = ["| metric | " + " | ".join(cols) + " | best vs runner-up |",
            "|---|" + "---|" * (len(cols) + 1)]
-    for metric, label, higher in rows:
+    for metric, label, higher, *decimals in rows:
+        d = decimals[0] if decimals else None
         order = ranking(sub, metric, higher) if higher is not None else []
-        best = order[0] if order else None
+        best = {m for m in order if sub[m][metric]["mean"] == sub[order[0]][metric]["mean"]} if order else set()
         cells = []
         for m in cols:
             e = summary.get(m, {}).get(metric)
             same = e and len(set(e["values"])) == 1  # e.g. a wall-clock shared by all seeds
-            c = (_fmt(e["mean"]) if same else _fmt(e["mean"], e["std"])) if e else ""
-            cells.append(f"**{c}**" if m == best and c else c)
+            c = (_fmt(e["mean"], decimals=d) if same else _fmt(e["mean"], e["std"], d)) if e else ""
+            cells.append(f"**{c}**" if m in best and c else c)
         sig = best_line(sub, metric, higher, pairing) if higher is not None else ""
         out.append(f"| {label} | " + " | ".join(cells) + f" | {sig} |")
     return "\n".join(out)
 
 
 def older_code_note(results) -> list[str]:
-    """Lines naming the runs whose config.json was written by another version of the package (or none)."""
-    old = []
+    """Lines naming the runs trained by another version of the package, or from uncommitted code (or none)."""
+    old, dirty = [], []
     for r in results:
         v = recorded_version(r.run_dir)
         if v != __version__:
             old.append(f"{r.run_dir.name} ({'before versions were recorded' if v is None else 'version ' + v})")
-    if not old:
-        return []
-    return [f"**From older code.** These runs were trained by another version of ae_jax than the one that wrote "
-            f"this report ({__version__}): " + ", ".join(old) + ". Rerun with `--force` to redo them.", ""]
+        rev = _recorded(r.run_dir).get("revision") or ""
+        if rev.endswith("+dirty"):
+            dirty.append(f"{r.run_dir.name} (revision {rev})")
+    lines = []
+    if old:
+        lines += [f"**From older code.** These runs were trained by another version of ae_jax than the one that "
+                  f"wrote this report ({__version__}): " + ", ".join(old) + ". Rerun with `--force` to redo them.", ""]
+    if dirty:
+        lines += ["**From uncommitted code.** These runs were trained while ae_jax's source had changes not yet "
+                  "committed, so no commit reproduces them exactly: " + ", ".join(dirty) + ". Rerun with `--force` "
+                  "to redo them.", ""]
+    return lines
 
 
 def compile_cache_note(results) -> list[str]:
@@ -169,13 +189,19 @@ def diverged_note(results) -> list[str]:
     return [f"- Diverged seeds ({len(bad)}), left out of every mean, std and test: " + ", ".join(bad) + ".", ""]
 
 
-def claim_verdict(parts: list[bool | None]) -> str:
-    """A claim's verdict from the checks its rule makes (None: a check the runs could not make)."""
-    parts = [p for p in parts if p is not None]
-    if not parts:
+def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
+    """A claim's verdict from the (label, outcome) checks its rule makes (None: a check the runs could not make).
+
+    A partly confirmed claim names the checks that hold and those that fail, so
+    a reader need not work out which half of the claim the runs contradict.
+    """
+    made = [(label, ok) for label, ok in parts if ok is not None]
+    if not made:
         return "not testable (runs missing)"
-    if all(parts):
+    if all(ok for _, ok in made):
         return "**confirmed**"
-    if not any(parts):
+    if not any(ok for _, ok in made):
         return "**refuted**"
-    return "**partly confirmed**"
+    holds = "; ".join(label for label, ok in made if ok)
+    fails = "; ".join(label for label, ok in made if not ok)
+    return f"**partly confirmed** (holds: {holds}; fails: {fails})"
