@@ -211,7 +211,7 @@ def claims_markdown(table: dict, ae: str = "vanilla", vae: str = "vae") -> str:
     for kind, claim, what in checks:
         a, b = _widths(models[ae], kind), _widths(models[vae], kind)
         p = paired(a, b)
-        ok = bool(np.mean(a) > np.mean(b) and np.isfinite(p) and p < SIGNIFICANCE)
+        ok = bool(np.mean(a) > np.mean(b) and p < SIGNIFICANCE) if np.isfinite(p) else None  # None: one seed
         article = "—"
         if kind == "shown" and all(orig.values()):
             wa, wb = (orig[m][1] - orig[m][0] for m in (ae, vae))

@@ -376,7 +376,7 @@ def _ms(summary, key, metric) -> str:
 
 
 def _cmp(summary, a, b, metric, pairing: dict | None = None) -> tuple[bool | None, str]:
-    """Is a's mean above b's, significantly? (verdict or None when not computable, text naming the test).
+    """Is a's mean above b's, significantly? (verdict, or None when no test is possible; text naming the test).
 
     Paired over seeds when ``pairing`` gives a and b the same key, else Welch (``report.compare``).
     """
@@ -384,9 +384,10 @@ def _cmp(summary, a, b, metric, pairing: dict | None = None) -> tuple[bool | Non
     if not ea or not eb:
         return None, "not run"
     test, p = compare(summary, a, b, metric, pairing)
-    above = ea["mean"] > eb["mean"]
-    return (above and math.isfinite(p) and p < SIGNIFICANCE), (f"{_ms(summary, a, metric)} vs "
-                                                               f"{_ms(summary, b, metric)} ({p_text(test, p)})")
+    text = f"{_ms(summary, a, metric)} vs {_ms(summary, b, metric)} ({p_text(test, p)})"
+    if not math.isfinite(p):  # e.g. one seed: the check cannot be made, which is not a failure
+        return None, text
+    return ea["mean"] > eb["mean"] and p < SIGNIFICANCE, text
 
 
 def pairing_keys(runs: dict) -> dict[str, tuple]:

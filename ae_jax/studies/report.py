@@ -192,16 +192,22 @@ def diverged_note(results) -> list[str]:
 def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
     """A claim's verdict from the (label, outcome) checks its rule makes (None: a check the runs could not make).
 
-    A partly confirmed claim names the checks that hold and those that fail, so
-    a reader need not work out which half of the claim the runs contradict.
+    A claim not wholly confirmed or refuted names the checks that hold, fail or
+    could not be made, so a reader need not work out which part of the claim
+    the runs contradict, or which part they leave open.
     """
     made = [(label, ok) for label, ok in parts if ok is not None]
     if not made:
-        return "not testable (runs missing)"
-    if all(ok for _, ok in made):
-        return "**confirmed**"
-    if not any(ok for _, ok in made):
-        return "**refuted**"
-    holds = "; ".join(label for label, ok in made if ok)
-    fails = "; ".join(label for label, ok in made if not ok)
-    return f"**partly confirmed** (holds: {holds}; fails: {fails})"
+        return "not testable (runs missing, or too few seeds for a test)"
+    untested = [label for label, ok in parts if ok is None]
+    holds = [label for label, ok in made if ok]
+    fails = [label for label, ok in made if not ok]
+    if not fails:
+        verdict = "**confirmed**" if not untested else "**confirmed where testable**"
+    elif not holds:
+        verdict = "**refuted**"
+    else:
+        verdict = "**partly confirmed**"
+    notes = [f"{k}: {'; '.join(v)}" for k, v in (("holds", holds), ("fails", fails), ("untested", untested))
+             if v and (verdict == "**partly confirmed**" or k == "untested")]
+    return verdict + (f" ({'; '.join(notes)})" if notes else "")
