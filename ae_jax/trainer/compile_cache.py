@@ -88,8 +88,17 @@ def describe(since: dict) -> str:
     d = {k: v - since[k] for k, v in _tally.items()}
     line = f"compilation: {d['programs']} XLA programs, {d['seconds']:.0f} s"
     if in_use():
-        line += f"; {d['loaded']} loaded from the compilation cache (saving {d['saved_s']:.0f} s of compiling)"
+        line += f"; {d['loaded']} loaded from the compilation cache ({_saving(d['saved_s'])})"
     return line
+
+
+def _saving(saved_s: float) -> str:
+    """JAX's saved time is each loaded program's compile time less its load time, so it can be below zero."""
+    if saved_s >= 0.5:
+        return f"saving {saved_s:.0f} s of compiling"
+    if saved_s > -0.5:
+        return "saving under a second of compiling"
+    return f"loading took {-saved_s:.0f} s longer than compiling would have"
 
 
 def folder_setting() -> Path | None:
