@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import io
 import math
+import os
 import re
 import shlex
 import shutil
@@ -214,7 +215,7 @@ def test_readme_has_a_table_per_task_with_the_models_as_columns_and_the_best_in_
         expect = list(RUN_MODELS) + (list(BASELINES) if rows[0][0] == "probe_accuracy" else [])
         assert t[0] == ["metric"] + expect + ["best vs runner-up"], title
         by_label = {r[0]: r[1:] for r in t[1:]}
-        for metric, label, higher in rows:
+        for metric, label, higher, *_ in rows:
             cells = by_label[label]
             assert len(cells) == len(expect) + 1
             bold = [c for c, cell in zip(expect, cells) if cell.startswith("**")]
@@ -251,7 +252,7 @@ def test_readme_tests_best_against_runner_up_paired_between_models_and_welch_aga
         [sec] = [s for t, s in secs.items() if t.startswith(prefix)]
         by_label = {r[0]: r[1:] for r in table(sec)[1:]}
         used = set()
-        for metric, label, higher in rows:
+        for metric, label, higher, *_ in rows:
             if higher is None:
                 continue
             have = [c for c in cols if metric in summary[c]]
@@ -923,6 +924,23 @@ def test_the_report_names_runs_trained_from_uncommitted_code(tmp_path):
     assert "From uncommitted code" in text and "dirty (revision abc123+dirty)" in text
     assert "clean" not in text and "unknown" not in text and "From older code" not in text
     assert report.older_code_note(runs[:1]) == []
+
+
+def test_the_load_note_uses_the_core_count_each_run_recorded_not_the_machine_redrawing_the_report():
+    from ae_jax.studies.bakeoff import load_note
+
+    def run(load, cores=None):
+        timing = {"load_average_at_start": load} if cores is None else {"load_average_at_start": load,
+                                                                        "cpu_count": cores}
+        return types.SimpleNamespace(metrics={"timing": timing})
+
+    assert load_note([run(2.3, 2), run(1.0, 2)]).startswith(" Load average when training started: up to 2.3 on 2 cores")
+    assert load_note([run(2.3, 16), run(0.5, 2)]) == ""  # 2.3 on 16 cores was no contention
+    assert load_note([run(40.0, 16), run(2.5, 2)]).startswith(" Load average when training started: up to 40.0 on 16")
+    assert load_note([run(20.0, 16), run(3.0, 2)]).startswith(" Load average when training started: up to 3.0 on 2")
+    assert load_note([types.SimpleNamespace(metrics={"timing": {}})]) == ""  # before loads were recorded
+    many = os.cpu_count() or 1  # a run recorded before core counts were: this machine's
+    assert load_note([run(many + 0.5)]) != "" and load_note([run(many - 0.5)]) == ""
 
 
 def test_a_partly_confirmed_verdict_names_the_checks_that_hold_and_those_that_fail():

@@ -507,6 +507,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         metrics = result_metrics(cfg, result, test, splits.y_test)
         metrics["timing"]["session_wall_s"] = time.perf_counter() - t0
         metrics["timing"]["load_average_at_start"] = load_at_start  # > core count: timings were contended
+        metrics["timing"]["cpu_count"] = os.cpu_count()  # the cores that load was shared by (reports redraw elsewhere)
         # process 0's record (its timings) is the run's; the others return the same
         metrics = distributed.on_writer(lambda: _write_results(run_dir, cfg, metrics, result, snap, seeds, runs))
         return metrics, run_dir
