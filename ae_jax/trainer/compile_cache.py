@@ -88,7 +88,9 @@ def describe(since: dict) -> str:
     d = {k: v - since[k] for k, v in _tally.items()}
     line = f"compilation: {d['programs']} XLA programs, {d['seconds']:.0f} s"
     if in_use():
-        line += f"; {d['loaded']} loaded from the compilation cache ({_saving(d['saved_s'])})"
+        line += f"; {d['loaded']} loaded from the compilation cache"
+        if d["loaded"]:
+            line += f" ({_saving(d['saved_s'])})"
     return line
 
 
