@@ -410,6 +410,29 @@ def test_every_figure_the_task_files_list_exists_and_is_a_valid_image(bakeoff):
     assert seen == 3 + 3 + 5 + 3  # vanilla, vanilla anomaly, vae (samples, fixed-noise GIF), vae anomaly
 
 
+def test_the_samples_and_interpolation_figures_have_their_arrays_beside_them(bakeoff):
+    """samples.png and each interpolation GIF are drawn from the arrays saved beside them: the GIF's first frame
+    is the first saved frame at 8 bits, enlarged; the samples are images in [0, 1], one per code."""
+    for m in RUN_MODELS:
+        d = bakeoff.root / bakeoff.dirs[m]["full"]
+        gifs = read_json(task_path(d, "interpolation"))["figures"]
+        with np.load(d / "interpolation.npz") as z:
+            assert set(z.files) == {"x", "y", "seed", *gifs}, m
+            np.testing.assert_array_equal(z["y"], splits_of("full").y_test[:2])
+            for key, name in gifs.items():
+                assert z[key].shape == (130, 32, 32), (m, key)
+                with Image.open(d / name) as im:
+                    im.seek(0)
+                    first = np.asarray(im.convert("L"))[::figures.GIF_SCALE, ::figures.GIF_SCALE]
+                np.testing.assert_array_equal(first, (np.clip(z[key][0], 0, 1) * 255).astype(np.uint8))
+        if MODELS[m].can_sample:
+            with np.load(d / "samples.npz") as z:
+                assert z["images"].shape == (16, 32, 32) and z["z"].shape[0] == 16
+                assert 0 <= z["images"].min() and z["images"].max() <= 1 and z["images"].std() > 0
+        else:
+            assert not (d / "samples.npz").exists()
+
+
 def test_bakeoff_gifs_are_258_frames_of_30_ms_enlarged(bakeoff):
     for m in RUN_MODELS:
         d = bakeoff.root / bakeoff.dirs[m]["full"]

@@ -1,4 +1,10 @@
-"""Interpolation: decode the straight line between two test images' encoder outputs, as an animated GIF."""
+"""Interpolation: decode the straight line between two test images' encoder outputs, as an animated GIF.
+
+The GIFs' arrays (``interpolation.npz``, figure seed): "x" [2, 32, 32] and
+"y" [2], the two test images and labels, and per GIF its 130 frames
+[130, 32, 32] under the GIF's name ("interpolation", and
+"interpolation_fixed_noise" for a stochastic code).
+"""
 from __future__ import annotations
 
 import jax
@@ -6,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import figures
+from ..io import write_npz
 from .base import EvalContext, Task, TaskResult
 
 N_FRAMES = 130
@@ -44,11 +51,13 @@ class Interpolation(Task):
 
     def run(self, ctx: EvalContext) -> TaskResult:
         ctx.log("    interpolating")
-        figs = {}
+        figs, arrays = {}, {}
         x, y = ctx.data.x_test[:2], ctx.data.y_test[:2]
         for fixed in ([False, True] if ctx.spec.bottleneck.stochastic else [False]):
             frames = interpolation_frames(ctx, x, y, jax.random.fold_in(ctx.fig_key, 4), fixed)
             name = "interpolation_fixed_noise.gif" if fixed else "interpolation.gif"
             figures.write_gif(frames, ctx.run_dir / name)
             figs[name.removesuffix(".gif")] = name
+            arrays[name.removesuffix(".gif")] = np.asarray(frames, np.float32)
+        write_npz(ctx.run_dir / "interpolation.npz", x=x, y=y, seed=ctx.seeds[ctx.fig], **arrays)
         return TaskResult({}, figs)

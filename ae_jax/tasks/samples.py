@@ -1,10 +1,15 @@
-"""Samples: codes drawn from the model's prior, decoded (class by class for a conditional model)."""
+"""Samples: codes drawn from the model's prior, decoded (class by class for a conditional model).
+
+The figure's arrays (``samples.npz``, figure seed): "z" [k, n], "images"
+[k, 32, 32] and, for a conditional model, "labels" [k].
+"""
 from __future__ import annotations
 
 import jax
 import numpy as np
 
 from .. import figures
+from ..io import write_npz
 from ..models import NUM_CLASSES, ModelSpec
 from .base import EvalContext, Task, TaskResult
 
@@ -25,13 +30,18 @@ class Samples(Task):
 
     def run(self, ctx: EvalContext) -> TaskResult:
         key = jax.random.fold_in(ctx.fig_key, 3)
+        labels = {}
         if ctx.spec.conditional:
             k = 8
             z = prior_samples(ctx, key, NUM_CLASSES * k)
-            labels = np.repeat(np.arange(NUM_CLASSES), k)
-            images, cols, title = ctx.decode(z, labels), k, f"{ctx.cfg.model} samples, one label per row (0-9)"
+            labels = {"labels": np.repeat(np.arange(NUM_CLASSES), k)}
+            images, cols = ctx.decode(z, labels["labels"]), k
+            title = f"{ctx.cfg.model} samples, one label per row (0-9)"
         else:
             z = prior_samples(ctx, key, N_SHOW)
             images, cols, title = ctx.decode(z), 4, f"{ctx.cfg.model} samples"
+        # not in ``files``: runs made before the arrays were saved still count as done
+        write_npz(ctx.run_dir / "samples.npz", z=z, images=np.asarray(images, np.float32), seed=ctx.seeds[ctx.fig],
+                  **labels)
         figures.image_grid(images, ctx.run_dir / "samples.png", cols=cols, title=title)
         return TaskResult({}, {"samples": "samples.png"})
