@@ -205,6 +205,10 @@ def test_readme_names_the_command_that_reproduces_it(bakeoff):
     lines = [ln.strip() for ln in readme.splitlines() if ln.strip().startswith("python experiments/bakeoff.py")]
     assert lines, "no command line in the README"
     assert shlex.split(lines[0])[2:] == bakeoff.argv
+    revs = {read_json(bakeoff.root / bakeoff.dirs[m][v] / "config.json")["revision"] for m in RUN_MODELS
+            for v in ("full", "anomaly")}
+    [line] = [ln for ln in readme.splitlines() if ln.startswith("- Trained by source revision")]
+    assert all(f"`{r[:7]}" in line for r in revs if r) and bakeoff.dirs[RUN_MODELS[0]]["full"] in line
 
 
 def test_readme_has_a_table_per_task_with_the_models_as_columns_and_the_best_in_bold(bakeoff, summary):
@@ -964,6 +968,17 @@ def test_the_load_note_uses_the_core_count_each_run_recorded_not_the_machine_red
     assert load_note([types.SimpleNamespace(metrics={"timing": {}})]) == ""  # before loads were recorded
     many = os.cpu_count() or 1  # a run recorded before core counts were: this machine's
     assert load_note([run(many + 0.5)]) != "" and load_note([run(many - 0.5)]) == ""
+
+
+def test_the_report_names_each_runs_source_revision_grouped(tmp_path):
+    runs = []
+    for name, rev in (("a", "1234567890abcdef"), ("b", "fedcba0987654321+dirty"), ("c", "1234567890abcdef"), ("d", None)):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", {"revision": rev} if rev else {})
+        runs.append(types.SimpleNamespace(run_dir=tmp_path / name))
+    assert report.revisions_note(runs) == ["- Trained by source revision (each run's `config.json`): `1234567` a, c; "
+                                           "`fedcba0+dirty` b; `not recorded` d."]
+    assert report.revisions_note([]) == []
 
 
 def test_a_partly_confirmed_verdict_names_the_checks_that_hold_and_those_that_fail():

@@ -30,7 +30,7 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import SNAPSHOTS_FILE, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
 from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, claim_verdict, compare, diverged_note,
-                     older_code_note, p_text, ranking, run_pair_key, task_table)
+                     older_code_note, p_text, ranking, revisions_note, run_pair_key, task_table)
 
 MODELS = ("vanilla", "vae", "cvae")
 N_BIG, N_PLANE = 20, 2
@@ -625,7 +625,7 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
              "reconstructions (`ae_jax/tasks/pixels.py`).",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
-    lines += diverged_note(results) + older_code_note(results)
+    lines += revisions_note(results) + diverged_note(results) + older_code_note(results)
     t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20, pairing)
     if t:
         lines += ["## n = 20", "", t, ""]

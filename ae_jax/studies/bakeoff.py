@@ -39,7 +39,7 @@ from ..trainer.run import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, SplitCache, Study, StudyOptions
 from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, compile_cache_note, diverged_note, older_code_note,
-                     run_pair_key, task_table)
+                     revisions_note, run_pair_key, task_table)
 
 QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
@@ -409,7 +409,7 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."]
-    lines += diverged_note(results) + older_code_note(results) + compile_cache_note(results)
+    lines += revisions_note(results) + diverged_note(results) + older_code_note(results) + compile_cache_note(results)
     lines += _unavailable_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
     pairing = pairing_keys(results, summary)

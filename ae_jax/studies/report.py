@@ -170,6 +170,19 @@ def older_code_note(results) -> list[str]:
     return lines
 
 
+def revisions_note(results) -> list[str]:
+    """One line naming the source revision each run was trained by (config.json), grouped by revision."""
+    by: dict[str, list[str]] = {}
+    for r in results:
+        rev = _recorded(r.run_dir).get("revision") or "not recorded"
+        by.setdefault(rev, []).append(r.run_dir.name)
+    if not by:
+        return []
+    short = lambda rev: rev if rev == "not recorded" else rev[:7] + ("+dirty" if rev.endswith("+dirty") else "")  # noqa: E731
+    return ["- Trained by source revision (each run's `config.json`): "
+            + "; ".join(f"`{short(rev)}` {', '.join(names)}" for rev, names in by.items()) + "."]
+
+
 def compile_cache_note(results) -> list[str]:
     """Lines naming the runs whose compile time may be a load from the persistent compilation cache (or none)."""
     cached = [r.run_dir.name for r in results if r.metrics["timing"].get("compilation_cache")]
