@@ -10,7 +10,7 @@ headless Chromium is installed), pca.png (+ .npz), ranges.json and README.md.
 The training runs are ordinary run folders, results/<dataset>/<name> (e.g.
 vanilla_n4, vae_n4; with --out, OUT/runs/<name>), reused when the same command
 runs again and shared with any study that needs the same run. On MNIST (60 epochs,
-5 seeds: 18-21 min per model on a 2-core CPU) the committed runs' codes of the
+5 seeds: 18-21 min per model on a 2-core CPU that other jobs shared) the committed runs' codes of the
 shown inputs span about [-1.7, 1.7] for the AE and [-2.0, 2.0] for the VAE
 (means over seeds): the original article's far wider AE range ([-22.59, 74.46]
 against the VAE's [-5.93, 5.98]) does not appear under this protocol, and the

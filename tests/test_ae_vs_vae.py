@@ -247,6 +247,9 @@ def test_study_report_states_every_claim_and_the_command(study):
         assert f"\n| {n} | " in text, f"claim {n} missing"
     assert text.count("not tested here, see latent_sweep") == 2
     assert "## Test MSE per digit" in text and "Welch" in text
+    # wall-clock is shown, not ranked: no bold and no test in its rows
+    clock = [ln for ln in text.splitlines() if ln.startswith("| training wall-clock s")]
+    assert len(clock) == 2 and all("**" not in ln and ln.endswith("|  |") for ln in clock)
     for stem in FIGURES:
         if stem != "dynamics":
             assert f"({stem}.png)" in text, stem
@@ -331,10 +334,10 @@ def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller(
     assert row[3] == "**confirmed**" and "paired t-test" in row[2]
     s[b1]["snap_isotropy"] = entry([0.70, 0.95, 0.60, 1.00, 0.88])  # rounder on average, but not consistently
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3] == ("**partly confirmed** (holds: β = 0 codes further out; clusters with or without β; "
+    assert row[3] == ("**partly confirmed** (holds: β = 0 codes further out, clusters with or without β; "
                       "fails: β = 1 cloud rounder)")
     # one seed a side: the two tests cannot be made, and the verdict says so rather than counting them as failed
     one = {k: {m: {"mean": e["values"][0], "std": None, "values": e["values"][:1]} for m, e in v.items()}
            for k, v in s.items()}
     [row] = [r for r in claims(one, pairing) if r[0] == "7"]
-    assert row[3] == "**confirmed where testable** (untested: β = 0 codes further out; β = 1 cloud rounder)"
+    assert row[3] == "**confirmed where testable** (untested: β = 0 codes further out, β = 1 cloud rounder)"

@@ -986,9 +986,10 @@ def test_a_partly_confirmed_verdict_names_the_checks_that_hold_and_those_that_fa
     assert report.claim_verdict([("a", True), ("b", None)]) == "**confirmed where testable** (untested: b)"
     assert report.claim_verdict([("a", False), ("b", None)]) == "**refuted** (untested: b)"
     assert report.claim_verdict([("a", False), ("b", False)]) == "**refuted**"
-    assert report.claim_verdict([("a", None)]) == "not testable (runs missing, or too few seeds for a test)"
+    assert report.claim_verdict([("a", None)]) == \
+        "not testable (runs missing, or no test possible: one seed, or no spread across seeds)"
     assert report.claim_verdict([("a", True), ("b", False), ("c", True), ("d", None)]) == \
-        "**partly confirmed** (holds: a; c; fails: b; untested: d)"
+        "**partly confirmed** (holds: a, c; fails: b; untested: d)"
 
 
 def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bakeoff, summary, tmp_path):

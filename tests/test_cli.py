@@ -192,6 +192,7 @@ def test_cli_run_writes_metrics_config_and_curves(e2e):
         np.testing.assert_allclose(counts @ per / counts.sum(), group["metrics"][f"test_{k}"]["values"], rtol=1e-6)
     assert f"on {device_text(metrics['device'])}" in proc.stdout  # the table names the devices it recorded
     assert metrics["timing"]["train_time_s"] > 0
+    assert metrics["timing"]["cpu_count"] == os.cpu_count()  # the cores its load average was shared by
     assert "test_bce" in proc.stdout and "mean ± std" in proc.stdout and str(out) in proc.stdout
 
 

@@ -110,6 +110,7 @@ def test_the_tally_counts_programs_and_cache_loads():
     assert done["programs"] == 2 and done["loaded"] == 1 and done["seconds"] > 0
     line = compile_cache.describe(since)
     assert line.startswith("compilation: 2 XLA programs") and "1 loaded from the compilation cache" in line
+    assert "saving" not in compile_cache.describe(compile_cache.tally())  # nothing loaded since: no saving named
     assert [compile_cache._saving(s) for s in (12.4, 0.2, -0.01, -3.0)] == [
         "saving 12 s of compiling", "saving under a second of compiling", "saving under a second of compiling",
         "loading took 3 s longer than compiling would have"]  # JAX's figure is compile time less load time

@@ -200,9 +200,11 @@ def test_the_range_claims_hold_only_when_the_ae_is_significantly_wider_over_seed
     rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
     assert [r.split("|")[-2].strip() for r in rows[:2]] == ["**refuted**"] * 2 and "| — |" in rows[0]
     assert claims_markdown(range_table({"vanilla": wide}, seeds)) == ""  # no VAE: nothing to compare
+    unshown = claims_markdown(range_table({"vanilla": wide, "vae": narrow}, seeds))  # no page inputs: that claim left
+    assert "shown inputs" not in unshown and "training codes" in unshown and "**confirmed**" in unshown
     one = claims_markdown(range_table({"vanilla": wide[:1], "vae": narrow[:1]}, seeds[:1],  # one seed: no test
                                       shown={"vanilla": wide[:1, :13], "vae": narrow[:1, :13]}))
-    assert one.count("no test possible") == 2 and one.count("not testable") == 2 and "refuted" not in one
+    assert one.count("×; no test possible)") == 2 and one.count("not testable") == 2 and "refuted" not in one
 
 
 def test_pca_2d():

@@ -385,7 +385,7 @@ def _cmp(summary, a, b, metric, pairing: dict | None = None) -> tuple[bool | Non
         return None, "not run"
     test, p = compare(summary, a, b, metric, pairing)
     text = f"{_ms(summary, a, metric)} vs {_ms(summary, b, metric)} ({p_text(test, p)})"
-    if not math.isfinite(p):  # e.g. one seed: the check cannot be made, which is not a failure
+    if not math.isfinite(p):  # one seed, or no spread across seeds: the check cannot be made, which is no failure
         return None, text
     return ea["mean"] > eb["mean"] and p < SIGNIFICANCE, text
 

@@ -211,7 +211,7 @@ def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
     """
     made = [(label, ok) for label, ok in parts if ok is not None]
     if not made:
-        return "not testable (runs missing, or too few seeds for a test)"
+        return "not testable (runs missing, or no test possible: one seed, or no spread across seeds)"
     untested = [label for label, ok in parts if ok is None]
     holds = [label for label, ok in made if ok]
     fails = [label for label, ok in made if not ok]
@@ -221,6 +221,6 @@ def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
         verdict = "**refuted**"
     else:
         verdict = "**partly confirmed**"
-    notes = [f"{k}: {'; '.join(v)}" for k, v in (("holds", holds), ("fails", fails), ("untested", untested))
+    notes = [f"{k}: {', '.join(v)}" for k, v in (("holds", holds), ("fails", fails), ("untested", untested))
              if v and (verdict == "**partly confirmed**" or k == "untested")]
     return verdict + (f" ({'; '.join(notes)})" if notes else "")

@@ -1,7 +1,7 @@
 """Interpolation: decode the straight line between two test images' encoder outputs, as an animated GIF.
 
-The GIFs' arrays (``interpolation.npz``, figure seed): "x" [2, 32, 32] and
-"y" [2], the two test images and labels, and per GIF its 130 frames
+The GIFs' arrays (``interpolation.npz``): "seed" (the figure seed), "x"
+[2, 32, 32] and "y" [2], the two test images and labels, and per GIF its 130 frames
 [130, 32, 32] under the GIF's name ("interpolation", and
 "interpolation_fixed_noise" for a stochastic code).
 """

@@ -1,7 +1,7 @@
 """Samples: codes drawn from the model's prior, decoded (class by class for a conditional model).
 
-The figure's arrays (``samples.npz``, figure seed): "z" [k, n], "images"
-[k, 32, 32] and, for a conditional model, "labels" [k].
+The figure's arrays (``samples.npz``): "seed" (the figure seed), "z" [k, n],
+"images" [k, 32, 32] and, for a conditional model, "labels" [k].
 """
 from __future__ import annotations
 
