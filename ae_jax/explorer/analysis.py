@@ -195,7 +195,7 @@ def claims_markdown(table: dict, ae: str = "vanilla", vae: str = "vae") -> str:
     the other share their minibatch order); it holds when the AE's is
     significantly wider. "" when either model is not in the table.
     """
-    from ..studies.report import SIGNIFICANCE, claim_verdict, p_text, paired
+    from ..studies.report import SIGNIFICANCE, claim_verdict, p_text, paired, significantly_above
     models = table["models"]
     if ae not in models or vae not in models:
         return ""
@@ -213,8 +213,7 @@ def claims_markdown(table: dict, ae: str = "vanilla", vae: str = "vae") -> str:
             continue  # a table built without the page's inputs
         a, b = _widths(models[ae], kind), _widths(models[vae], kind)
         p = paired(a, b)
-        # None: no test possible (one seed, or no spread across seeds)
-        ok = bool(np.mean(a) > np.mean(b) and p < SIGNIFICANCE) if np.isfinite(p) else None
+        ok = significantly_above(float(np.mean(a)), float(np.mean(b)), p)
         article = "—"
         if kind == "shown" and all(orig.values()):
             wa, wb = (orig[m][1] - orig[m][0] for m in (ae, vae))

@@ -29,8 +29,8 @@ from ..models.gaussian import moments
 from ..trainer import ExperimentConfig
 from ..trainer.run import SNAPSHOTS_FILE, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, claim_verdict, compare, diverged_note,
-                     older_code_note, p_text, ranking, revisions_note, run_pair_key, task_table)
+from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, claim_verdict, compare, p_text, provenance_notes,
+                     ranking, run_pair_key, significantly_above, task_table)
 
 MODELS = ("vanilla", "vae", "cvae")
 N_BIG, N_PLANE = 20, 2
@@ -384,10 +384,8 @@ def _cmp(summary, a, b, metric, pairing: dict | None = None) -> tuple[bool | Non
     if not ea or not eb:
         return None, "not run"
     test, p = compare(summary, a, b, metric, pairing)
-    text = f"{_ms(summary, a, metric)} vs {_ms(summary, b, metric)} ({p_text(test, p)})"
-    if not math.isfinite(p):  # one seed, or no spread across seeds: the check cannot be made, which is no failure
-        return None, text
-    return ea["mean"] > eb["mean"] and p < SIGNIFICANCE, text
+    return (significantly_above(ea["mean"], eb["mean"], p),
+            f"{_ms(summary, a, metric)} vs {_ms(summary, b, metric)} ({p_text(test, p)})")
 
 
 def pairing_keys(runs: dict) -> dict[str, tuple]:
@@ -625,7 +623,7 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              "training images in pixel space (the first 10 000, or all if fewer), relative to the model's own "
              "reconstructions (`ae_jax/tasks/pixels.py`).",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
-    lines += revisions_note(results) + diverged_note(results) + older_code_note(results)
+    lines += provenance_notes(results, compile_times=False)
     t = task_table({k: summary[k] for k in n20 if k in summary}, N20_ROWS, n20, pairing)
     if t:
         lines += ["## n = 20", "", t, ""]

@@ -38,8 +38,7 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, SplitCache, Study, StudyOptions
-from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, compile_cache_note, diverged_note, older_code_note,
-                     revisions_note, run_pair_key, task_table)
+from .report import PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, provenance_notes, run_pair_key, task_table
 
 QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
@@ -378,9 +377,9 @@ def load_note(results) -> str:
     Each run records its load average and core count when training started; a
     run recorded before core counts were is taken to have trained on this machine.
     """
-    contended = [(t["load_average_at_start"], t.get("cpu_count") or os.cpu_count() or 1)
-                 for t in (r.metrics["timing"] for r in results) if t.get("load_average_at_start") is not None]
-    contended = [(load, cores) for load, cores in contended if load > cores]
+    loads = [(t["load_average_at_start"], t.get("cpu_count") or os.cpu_count() or 1)
+             for t in (r.metrics["timing"] for r in results) if t.get("load_average_at_start") is not None]
+    contended = [(load, cores) for load, cores in loads if load > cores]
     if not contended:
         return ""
     load, cores = max(contended, key=lambda lc: lc[0] / lc[1])  # the most contended run
@@ -409,7 +408,7 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."]
-    lines += revisions_note(results) + diverged_note(results) + older_code_note(results) + compile_cache_note(results)
+    lines += provenance_notes(results)
     lines += _unavailable_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
     pairing = pairing_keys(results, summary)

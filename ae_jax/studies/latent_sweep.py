@@ -54,7 +54,7 @@ from ..models import NUM_CLASSES, get_model
 from ..trainer import ExperimentConfig
 from ..trainer.run import FIXED_WIDTH_LATENT, device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import SIGNIFICANCE, _fmt, compile_cache_note, diverged_note, older_code_note, revisions_note, welch
+from .report import SIGNIFICANCE, _fmt, provenance_notes, welch
 
 MODELS = ("vanilla", "vae")
 LATENT_DIMS = (2, 5, 10, 20, 50, 100)
@@ -612,7 +612,7 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
              "initial weights of those layers, a VAE's noise), so a seed's draws are not the same across sizes and "
              "the seeds are not treated as pairs: the unpaired test is the cautious one here.",
              "- Per-seed values: `summary.json`; each figure's arrays: the `.npz` of the same name."]
-    lines += revisions_note(results) + diverged_note(results) + older_code_note(results) + compile_cache_note(results)
+    lines += provenance_notes(results)
     lines += ["## Hidden widths", "",
               "Units of the dense layers, encoder | decoder (a conditional model's inputs include its 10 label units).",
               "", width_table(models, dims, widths), ""]

@@ -32,7 +32,7 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from .bakeoff import PUBLISHED
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import _fmt, diverged_note, older_code_note, revisions_note
+from .report import _fmt, provenance_notes
 
 MODELS = ("shallow", "beta_vae_strict")
 SEEDS = 20
@@ -241,7 +241,7 @@ def write_report(out: Path, summary: dict, results: list[RunResult], opts: Study
                f"{session_s:.0f} s.",
              "- Runs: `<model>/` here (a folder holds one set of seeds, so the 20-seed runs do not share the "
              "bake-off's 5-seed folders). Per-seed values: `summary.json`; the figure's arrays: `seeds.npz`."]
-    lines += revisions_note(results) + diverged_note(results) + older_code_note(results)
+    lines += provenance_notes(results, compile_times=False)
     lines += ["## Where the published numbers fall", ""]
     rows = []
     for m, a in analysis.items():

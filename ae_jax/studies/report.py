@@ -108,6 +108,12 @@ def ranking(summary: dict, metric: str, higher: bool) -> list[str]:
     return sorted(have, key=lambda m: summary[m][metric]["mean"], reverse=higher)
 
 
+def significantly_above(mean_a: float, mean_b: float, p: float) -> bool | None:
+    """Whether a's mean is above b's and the test says so (p < SIGNIFICANCE); None when no test was possible
+    (one seed, or no spread across seeds): a check that cannot be made is untested, not failed."""
+    return (mean_a > mean_b and p < SIGNIFICANCE) if math.isfinite(p) else None
+
+
 def best_line(summary: dict, metric: str, higher: bool, pairing: dict | None = None) -> str:
     order = ranking(summary, metric, higher)
     if len(order) < 2:
@@ -153,10 +159,11 @@ def older_code_note(results) -> list[str]:
     """Lines naming the runs trained by another version of the package, or from uncommitted code (or none)."""
     old, dirty = [], []
     for r in results:
-        v = recorded_version(r.run_dir)
+        rec = _recorded(r.run_dir)
+        v = rec.get("version")
         if v != __version__:
             old.append(f"{r.run_dir.name} ({'before versions were recorded' if v is None else 'version ' + v})")
-        rev = _recorded(r.run_dir).get("revision") or ""
+        rev = rec.get("revision") or ""
         if rev.endswith("+dirty"):
             dirty.append(f"{r.run_dir.name} (revision {rev})")
     lines = []
@@ -200,6 +207,13 @@ def diverged_note(results) -> list[str]:
     if not bad:
         return ["- Diverged seeds: none.", ""]
     return [f"- Diverged seeds ({len(bad)}), left out of every mean, std and test: " + ", ".join(bad) + ".", ""]
+
+
+def provenance_notes(results, compile_times: bool = True) -> list[str]:
+    """What every study report says of where its runs came from: revisions, diverged seeds, runs from older or
+    uncommitted code, and (for a report that shows compile times) which of them may be cache loads."""
+    return (revisions_note(results) + diverged_note(results) + older_code_note(results)
+            + (compile_cache_note(results) if compile_times else []))
 
 
 def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
