@@ -185,7 +185,9 @@ def revisions_note(results) -> list[str]:
         by.setdefault(rev, []).append(r.run_dir.name)
     if not by:
         return []
-    short = lambda rev: rev if rev == "not recorded" else rev[:7] + ("+dirty" if rev.endswith("+dirty") else "")  # noqa: E731
+    def short(rev: str) -> str:
+        return rev if rev == "not recorded" else rev[:7] + ("+dirty" if rev.endswith("+dirty") else "")
+
     return ["- Trained by source revision (each run's `config.json`): "
             + "; ".join(f"`{short(rev)}` {', '.join(names)}" for rev, names in by.items()) + "."]
 
