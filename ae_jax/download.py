@@ -109,6 +109,18 @@ def _one_line(text: object) -> str:
 
 
 # --------------------------------------------------------------------- places
+# The scripts' on-disk caches of compiled code (XLA's programs: ae_jax.trainer.compile_cache; umap's numba code:
+# ae_jax.umap_pool) share one setting: a folder for XLA's, or one of CACHE_OFF for neither. Here, free of jax,
+# because the UMAP worker processes read it too.
+COMPILATION_CACHE_ENV = "AE_JAX_COMPILATION_CACHE"
+CACHE_OFF = ("off", "0", "no", "none", "false")
+
+
+def compilation_cache_off() -> bool:
+    """Whether ``AE_JAX_COMPILATION_CACHE`` turns the caches of compiled code off."""
+    return os.environ.get(COMPILATION_CACHE_ENV, "").strip().lower() in CACHE_OFF
+
+
 def user_cache_root() -> Path:
     """The platform's per-user cache folder plus ``ae_jax``."""
     home = Path.home()

@@ -2,7 +2,8 @@
 
 A UMAP fit with a fixed ``random_state`` runs on one core (umap-learn turns its
 own parallelism off for reproducibility): about 10 s for 10 000 MNIST codes,
-after the first fit in a process has compiled umap's numba code (about 50 s).
+after the first fit in a process has compiled umap's numba code (about 50 s,
+about 20 s once that code is on disk: below).
 On an accelerator a 5-seed model trains in seconds, so fitting its seeds one
 after another on the host would dominate a study. ``embed`` hands the fits to
 worker processes instead, one per fit up to the number of CPU cores
@@ -15,6 +16,23 @@ over their standard input and output in ``.npy`` records. They live as long
 as the calling process, so each compiles umap's code once per study. A fit is
 the same single-threaded computation wherever it runs, so the embeddings are
 identical to an in-process fit.
+
+Compiled once per machine, not once per process: pynndescent marks most of its
+numba functions ``cache=True``, umap-learn few of its own, so every new process
+(each worker, each study invocation) compiled umap's part again. Measured on
+this project's 2-core VM (numba 0.68.1, umap-learn 0.5.12, pynndescent 0.7.0;
+``benchmarks/README.md``): a new process's compiling for 10 000 codes (the
+NN-descent path umap takes from 4 096 points up) went from 40 to 48 s to about
+17 s once umap's code was stored; for 240 codes the first fit went from 13.9 s
+to 0.3 s. So ``_import_umap`` turns numba's own on-disk cache
+on for every numba function of the two packages, where numba keeps
+``cache=True`` code (beside the package's source, or numba's user-wide cache
+folder where that is read-only; ``NUMBA_CACHE_DIR`` chooses another). A
+stored function is the machine code a fresh compile makes, so the embeddings
+are the same bit for bit. What numba cannot store (pynndescent's
+``nn_descent`` uses dynamic globals) is still compiled in every process.
+``AE_JAX_COMPILATION_CACHE=off``, the setting that turns the XLA program
+cache off, leaves numba's caching as the packages set it.
 """
 from __future__ import annotations
 
@@ -31,8 +49,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .download import compilation_cache_off
+
 ENV_WORKERS = "AE_JAX_UMAP_WORKERS"
-COMPILE_NOTE = "the first fit in a process compiles umap's numba code: ~50 s"
+COMPILE_NOTE = "the first fit in a process compiles umap's numba code: ~50 s, ~20 s once stored on disk"
 WORKER_COMMAND = (sys.executable, "-m", "ae_jax.umap_pool")
 
 
@@ -64,18 +84,44 @@ def worker_count(fits: int) -> int:
     return max(1, min(fits, workers_setting() or cpu_cores()))
 
 
+_STORING = False  # whether this process has turned numba's on-disk cache on for umap's code
+
+
 def _import_umap():
     """umap without tensorflow: umap imports it, when installed, for ParametricUMAP alone, which costs seconds
-    and memory and (tensorflow 2.21) prints start-up lines. tensorflow already imported (by TFDS) is reused."""
+    and memory and (tensorflow 2.21) prints start-up lines. tensorflow already imported (by TFDS) is reused.
+    The first call also has numba keep umap's compiled code on disk (the module docstring says why)."""
+    global _STORING
     if "umap" in sys.modules or "tensorflow" in sys.modules:
         import umap
-        return umap
-    sys.modules["tensorflow"] = None  # import tensorflow -> ImportError, which umap expects when it is missing
-    try:
-        import umap
-    finally:
-        del sys.modules["tensorflow"]
+    else:
+        sys.modules["tensorflow"] = None  # import tensorflow -> ImportError, which umap expects when it is missing
+        try:
+            import umap
+        finally:
+            del sys.modules["tensorflow"]
+    if not _STORING and not compilation_cache_off():
+        _store_compiled_code(("umap", "pynndescent"))
+        _STORING = True
     return umap
+
+
+def _store_compiled_code(packages: Sequence[str]) -> None:
+    """Turn numba's on-disk cache on for every numba function that the `packages`' imported modules define. A
+    function numba finds no place to store it for is left to compile in each process, as before."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # another numba layout: compiled in each process, as before
+        return
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and getattr(obj.py_func, "__module__", None) == name:
+                try:
+                    obj.enable_caching()
+                except (RuntimeError, OSError):  # numba's "no locator available" for this function's file
+                    pass
 
 
 def fit(z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -84,6 +130,8 @@ def fit(z: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": the price of reproducibility
         warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
+        # numba, on storing a function it cannot keep (dynamic globals): compiled in each process, as before
+        warnings.filterwarnings("ignore", message=".*Cannot cache compiled function")
         emb = umap.UMAP(random_state=seed).fit_transform(np.asarray(z, np.float32))
     return np.asarray(emb, np.float32), time.perf_counter() - t0
 
@@ -188,8 +236,8 @@ def warm_up(workers: int, points: int, log: Callable[[str], None] = print) -> No
     """Start `workers` worker processes now, each compiling umap's code on a throwaway fit in the background.
 
     For a study that trains on an accelerator: the CPU is idle while the first
-    run trains, and the ~50 s of compilation is paid there instead of when the
-    first run's seeds are embedded. `points` codes per fit (the test set's
+    run trains, and the compilation (~50 s, ~20 s once stored) is paid there
+    instead of when the first run's seeds are embedded. `points` codes per fit (the test set's
     size: umap takes another code path below 4 096 points). A failed warm-up
     is left to ``embed`` to notice.
     """

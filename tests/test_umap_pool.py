@@ -1,13 +1,15 @@
 """UMAP fits in worker processes (ae_jax.umap_pool): same embeddings as in this process, a count that fits the
-machine, a clear error for a bad setting, and a fallback when a worker dies."""
+machine, a clear error for a bad setting, a fallback when a worker dies, and umap's compiled code kept on disk."""
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from _helpers import REPO, assert_one_line_error, assert_script_refuses, run_script, run_script_json
+from _helpers import (REPO, assert_one_line_error, assert_script_refuses, run_script, run_script_json,
+                      subprocess_env)
 from ae_jax import umap_pool
 from ae_jax.tasks.latent_structure import embed_all
 from ae_jax.trainer import ConfigError
@@ -131,10 +133,52 @@ def test_the_benchmark_refuses_bad_flags_in_one_line(tmp_path, args, fragment):
     assert_one_line_error(run_script(BENCH, args, tmp_path, 120), fragment)
 
 
+# A fresh interpreter fits UMAP once and says whether umap's smooth_knn_dist (one of umap-learn's numba functions
+# without cache=True) kept its code on disk, and whether it was loaded from there (hits) or compiled (misses).
+FIT_IN_NEW_PROCESS = """
+import sys, numpy as np
+from ae_jax import umap_pool
+z = np.random.default_rng(1).normal(size=(60, 4)).astype(np.float32)
+emb, _ = umap_pool.fit(z, 0)
+np.save(sys.argv[1], emb)
+st = sys.modules["umap.umap_"].smooth_knn_dist.stats
+print(st.cache_path is not None, sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+"""
+
+
+def _fit_in_new_process(out, **env) -> tuple[np.ndarray, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", FIT_IN_NEW_PROCESS, str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=subprocess_env(**env))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""  # numba's "Cannot cache compiled function" warnings included: nothing in a study's log
+    return np.load(out), proc.stdout.split()
+
+
+def test_a_later_process_loads_umaps_compiled_code_and_embeds_as_a_fresh_compile_does(tmp_path):
+    """umap's numba code is stored on the first fit and loaded by the next process, which then embeds exactly as
+    code compiled afresh does; AE_JAX_COMPILATION_CACHE=off leaves umap's functions uncached (compiled)."""
+    _fit_in_new_process(tmp_path / "first.npy")  # stores umap's code (or finds it stored by an earlier process)
+    loaded, stats = _fit_in_new_process(tmp_path / "loaded.npy")
+    assert stats[0] == "True" and int(stats[1]) >= 1 and stats[2] == "0", stats  # loaded, nothing compiled
+    fresh, stats = _fit_in_new_process(tmp_path / "fresh.npy", AE_JAX_COMPILATION_CACHE="off")
+    assert stats[0] == "False" and stats[1] == "0" and int(stats[2]) >= 1, stats  # no cache: compiled here
+    np.testing.assert_array_equal(loaded, fresh)  # bit for bit
+
+
+def test_umap_imported_before_ae_jax_asks_for_it_still_keeps_its_code_on_disk():
+    """As where TFDS imported tensorflow and umap came in with it: the first _import_umap turns the cache on."""
+    code = ("import sys; sys.modules['tensorflow'] = None; import umap; del sys.modules['tensorflow']; "
+            "f = sys.modules['umap.umap_'].smooth_knn_dist; before = f.stats.cache_path; "
+            "from ae_jax import umap_pool; umap_pool._import_umap(); print(before is None, f.stats.cache_path is None)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "False"]  # uncached as umap-learn ships it, then cached
+
+
 def test_umap_is_imported_without_tensorflow_and_silently():
     """umap imports tensorflow (when installed) for ParametricUMAP alone: seconds, memory and, with
     tensorflow 2.21, start-up lines on stderr in the middle of a study's log."""
-    import subprocess
     code = ("import sys; from ae_jax import umap_pool; umap_pool._import_umap(); "
             "print('tensorflow' in sys.modules, sys.modules.get('tensorflow', 0) is None)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -16,9 +16,11 @@ loaded instead of compiled. A loaded executable is the one the compiler made
 for that program, so the numbers are the same as after a fresh compile.
 
 The setting is the environment variable ``AE_JAX_COMPILATION_CACHE``: a
-folder, or ``off``. Unset, the folder is ``<user cache>/ae_jax/xla`` (the
-user cache of ``ae_jax.download``). A cache set with JAX's own setting
-(``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is left as it is. The folder
+folder, or ``off`` (which also leaves umap's numba code compiled in every
+process: ``ae_jax.umap_pool``). Unset, the folder is
+``<user cache>/ae_jax/xla`` (the user cache of ``ae_jax.download``). A cache
+set with JAX's own setting (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``)
+is left as it is. The folder
 is capped at ``MAX_BYTES``; the least recently used programs go first. The
 cap also makes JAX lock the folder around each read and write, so studies
 running side by side share it safely (JAX needs ``filelock`` for both;
@@ -45,8 +47,8 @@ from pathlib import Path
 
 import jax
 
-ENV = "AE_JAX_COMPILATION_CACHE"
-OFF = ("off", "0", "no", "none", "false")
+from ..download import COMPILATION_CACHE_ENV as ENV, compilation_cache_off, user_cache_root
+
 MAX_BYTES = 2 << 30  # 2 GiB; the digits bake-off of benchmarks/README.md stored 9.1 MB
 MIN_COMPILE_S = 0.1  # seconds; JAX's default stores only the programs that took a second or more
 MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # JAX's own setting, kept when given
@@ -105,12 +107,11 @@ def _saving(saved_s: float) -> str:
 
 def folder_setting() -> Path | None:
     """The folder ``AE_JAX_COMPILATION_CACHE`` asks for (default: the user cache's), or None for ``off``."""
-    value = os.environ.get(ENV, "").strip()
-    if value.lower() in OFF:
+    if compilation_cache_off():
         return None
+    value = os.environ.get(ENV, "").strip()
     if value:
         return Path(value).expanduser()
-    from ..download import user_cache_root
     return user_cache_root() / "xla"
 
 
