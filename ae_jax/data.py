@@ -44,7 +44,6 @@ import hashlib
 import os
 import re
 import struct
-import sys
 import zlib
 from pathlib import Path
 from typing import NamedTuple
