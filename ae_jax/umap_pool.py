@@ -37,6 +37,7 @@ cache off, leaves numba's caching as the packages set it.
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import os
 import subprocess
@@ -84,14 +85,10 @@ def worker_count(fits: int) -> int:
     return max(1, min(fits, workers_setting() or cpu_cores()))
 
 
-_STORING = False  # whether this process has turned numba's on-disk cache on for umap's code
-
-
 def _import_umap():
     """umap without tensorflow: umap imports it, when installed, for ParametricUMAP alone, which costs seconds
     and memory and (tensorflow 2.21) prints start-up lines. tensorflow already imported (by TFDS) is reused.
-    The first call also has numba keep umap's compiled code on disk (the module docstring says why)."""
-    global _STORING
+    It also has numba keep umap's compiled code on disk (the module docstring says why)."""
     if "umap" in sys.modules or "tensorflow" in sys.modules:
         import umap
     else:
@@ -100,13 +97,13 @@ def _import_umap():
             import umap
         finally:
             del sys.modules["tensorflow"]
-    if not _STORING and not compilation_cache_off():
+    if not compilation_cache_off():
         _store_compiled_code(("umap", "pynndescent"))
-        _STORING = True
     return umap
 
 
-def _store_compiled_code(packages: Sequence[str]) -> None:
+@functools.cache  # once per process
+def _store_compiled_code(packages: tuple[str, ...]) -> None:
     """Turn numba's on-disk cache on for every numba function that the `packages`' imported modules define. A
     function numba finds no place to store it for is left to compile in each process, as before."""
     try:
@@ -237,9 +234,9 @@ def warm_up(workers: int, points: int, log: Callable[[str], None] = print) -> No
 
     For a study that trains on an accelerator: the CPU is idle while the first
     run trains, and the compilation (~50 s, ~20 s once stored) is paid there
-    instead of when the first run's seeds are embedded. `points` codes per fit (the test set's
-    size: umap takes another code path below 4 096 points). A failed warm-up
-    is left to ``embed`` to notice.
+    instead of when the first run's seeds are embedded. `points` codes per fit
+    (the test set's size: umap takes another code path below 4 096 points). A
+    failed warm-up is left to ``embed`` to notice.
     """
     if workers <= 1:
         return

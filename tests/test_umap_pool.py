@@ -146,10 +146,16 @@ print(st.cache_path is not None, sum(st.cache_hits.values()), sum(st.cache_misse
 """
 
 
-def _fit_in_new_process(out, **env) -> tuple[np.ndarray, list[str]]:
-    proc = subprocess.run([sys.executable, "-c", FIT_IN_NEW_PROCESS, str(out)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=subprocess_env(**env))
+def _python(code: str, *args: str, **env) -> subprocess.CompletedProcess:
+    """`code` run by a fresh interpreter in the repository (the suite's environment plus `env`); it must succeed."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=subprocess_env(**env))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def _fit_in_new_process(out, **env) -> tuple[np.ndarray, list[str]]:
+    proc = _python(FIT_IN_NEW_PROCESS, str(out), **env)
     assert proc.stderr == ""  # numba's "Cannot cache compiled function" warnings included: nothing in a study's log
     return np.load(out), proc.stdout.split()
 
@@ -170,10 +176,7 @@ def test_umap_imported_before_ae_jax_asks_for_it_still_keeps_its_code_on_disk():
     code = ("import sys; sys.modules['tensorflow'] = None; import umap; del sys.modules['tensorflow']; "
             "f = sys.modules['umap.umap_'].smooth_knn_dist; before = f.stats.cache_path; "
             "from ae_jax import umap_pool; umap_pool._import_umap(); print(before is None, f.stats.cache_path is None)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=subprocess_env())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["True", "False"]  # uncached as umap-learn ships it, then cached
+    assert _python(code).stdout.split() == ["True", "False"]  # uncached as umap-learn ships it, then cached
 
 
 def test_umap_is_imported_without_tensorflow_and_silently():
@@ -181,8 +184,7 @@ def test_umap_is_imported_without_tensorflow_and_silently():
     tensorflow 2.21, start-up lines on stderr in the middle of a study's log."""
     code = ("import sys; from ae_jax import umap_pool; umap_pool._import_umap(); "
             "print('tensorflow' in sys.modules, sys.modules.get('tensorflow', 0) is None)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _python(code)
     assert proc.stdout.split() == ["False", "False"]  # not imported, and not left blocked for TFDS after it
     assert proc.stderr == ""
 
