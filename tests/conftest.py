@@ -7,9 +7,12 @@ temporary folder, fresh for every session, makes each identical program
 compile once; the CLI subprocesses share it through the environment
 (_helpers.subprocess_env). The scripts' own cache
 (``AE_JAX_COMPILATION_CACHE``) points at the same folder, never the user's.
+And LLVM compiles at optimisation level 1 (_helpers.SUITE_XLA_FLAGS), which
+computes the same in about 40 % less time.
 
 Parallel: pytest-xdist runs the test files in worker processes (``-n auto
---dist loadfile`` in pyproject.toml), a whole file in one worker, so module
+--dist loadgroup`` in pyproject.toml, a group per file: see
+pytest_collection_modifyitems), a whole file in one worker, so module
 fixtures are built once. The workers share the one compilation cache folder
 (its file lock keeps concurrent writers apart). ``auto`` is the CPU count, at
 most MAX_WORKERS, to bound memory: every worker is a JAX process of its own,
@@ -37,7 +40,12 @@ import shutil
 import jax
 import pytest
 
-from _helpers import CACHE_CONFIG, CACHE_DIR
+from _helpers import CACHE_CONFIG, CACHE_DIR, SUITE_XLA_FLAGS
+
+# before any test starts a backend (which reads XLA_FLAGS once), beside any flags of the caller's; the workers
+# inherit it
+if SUITE_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAGS}".strip()
 
 for _opt, _val in CACHE_CONFIG.items():
     try:
@@ -53,6 +61,22 @@ os.environ["AE_JAX_COMPILATION_CACHE"] = CACHE_DIR  # a script started with this
 
 
 MAX_WORKERS = 4
+
+
+# Files that build the same things, which share a worker and run one after the other there, rather than
+# build them twice at once on two workers: test_latent_sweep trains four runs of test_ae_vs_vae's study
+# (the same models, code sizes, loss, seeds and epochs on digits), whose programs it then finds in the
+# compilation cache; test_explorer_browser reads the explorer folder test_explorer built in that process.
+# pytest-xdist shows each test with its group ("tests/test_cli.py::test_x@test_cli"): to rerun one, leave out
+# the "@..." part.
+SAME_WORKER_AS = {"test_latent_sweep": "test_ae_vs_vae", "test_explorer_browser": "test_explorer"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER_AS.get(stem, stem)))
 
 
 @pytest.hookimpl(optionalhook=True)
