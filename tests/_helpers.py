@@ -55,8 +55,8 @@ def subprocess_env(cache: bool = True, **extra) -> dict:
 # LLVM's optimisation level off: XLA compiles in half the time. The generated code is not the same, though:
 # the summed float32 BCE at p = 0.5, for one, is off by 1e-5 relative (5e-7 when optimised), and training drifts
 # apart accordingly. So only the tests that compare device layouts use it, for every layout they compare, which
-# keeps the comparison exact; the rest of the suite runs what users run (the whole suite at level 0 was only 15 %
-# faster, 1127 s instead of 1290 s on 2 workers, 2026-12-02, and failed two tolerances)
+# keeps the comparison exact; the rest of the suite trains as users' programs do, at level 1 (SUITE_XLA_FLAGS;
+# the whole suite at level 0 was 1127 s instead of 1290 s on 2 workers, 2026-12-02, and failed two tolerances)
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
