@@ -17,7 +17,7 @@ import pytest
 
 import ae_jax
 from _helpers import (REPO, RUN_PY, assert_one_line_error, cli_command, load_script, read_curves, run_cli,
-                      subprocess_env)
+                      run_here, subprocess_env)
 from ae_jax.data import IDX_FILES, load_splits
 from ae_jax.cli import guarded, study_parser
 from ae_jax.io import aggregate, read_json, write_json
@@ -89,24 +89,12 @@ ERRORS = {
 FRESH_PROCESS = ("unknown_model", "corrupt_data", "seeds_beyond_memory")
 
 
-def run_main_here(args, cwd, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """run.py's main(args) in this process, in `cwd`: its exit status and what it printed, as run_cli returns."""
-    monkeypatch.chdir(cwd)
-    capsys.readouterr()
-    try:
-        rc = load_script(RUN_PY).main(args)
-    except SystemExit as e:
-        rc = e.code
-    printed = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, printed.out, printed.err)
-
-
 def test_the_fresh_process_cases_are_cases():
     assert set(FRESH_PROCESS) <= set(ERRORS)
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, monkeypatch, capsys):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, capsys):
     args, fragments = ERRORS[case]
     data = tmp_path / "data"
     (data / "empty").mkdir(parents=True)
@@ -121,7 +109,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, monk
     work.mkdir()
     out = tmp_path / "run"
     args = [f"--out={out}"] + [a.format(tmp=data) for a in args]  # a case's own --out comes last and wins
-    proc = run_cli(args, cwd=work) if case in FRESH_PROCESS else run_main_here(args, work, monkeypatch, capsys)
+    proc = run_cli(args, cwd=work) if case in FRESH_PROCESS else run_here(RUN_PY, args, capsys, cwd=work)
     assert_one_line_error(proc, *fragments)
     assert not out.exists()
     assert (data / "a_file").read_text() == "not a folder"
