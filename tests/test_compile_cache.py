@@ -1,6 +1,7 @@
 """The scripts' persistent compilation cache (ae_jax.trainer.compile_cache)."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import jax
@@ -128,3 +129,38 @@ def test_reports_name_the_runs_whose_compile_time_may_be_a_load(tmp_path):
     lines = compile_cache_note([run("old", None), run("vae", True), run("off", False), run("vq", True)])
     assert lines[0].startswith("**Compile times may be loads.**") and "vae, vq." in lines[0]
     assert "old" not in lines[0] and "off," not in lines[0]
+
+
+@pytest.mark.parametrize("flags, cuda, expected", [
+    (None, True, compile_cache.TRITON_GEMM_OFF),                       # a CUDA machine: the GEMMs go to cuBLAS
+    ("--xla_dump_to=/tmp/d", True, f"--xla_dump_to=/tmp/d {compile_cache.TRITON_GEMM_OFF}"),  # kept beside
+    ("--xla_gpu_enable_triton_gemm=true", True, "--xla_gpu_enable_triton_gemm=true"),  # the user's choice
+    (None, False, None),                                                # no CUDA plugin: XLA_FLAGS untouched
+])
+def test_triton_gemms_are_turned_off_only_where_cuda_is_and_the_user_said_nothing(flags, cuda, expected):
+    environ = {} if flags is None else {"XLA_FLAGS": flags}
+    added = compile_cache.quick_gpu_gemms(environ, cuda=lambda: cuda)
+    assert environ.get("XLA_FLAGS") == expected
+    assert added == (expected is not None and expected != flags)
+
+
+def test_the_cuda_plugin_is_found_where_jax_looks_for_plugins(monkeypatch, tmp_path):
+    assert not compile_cache._cuda_plugin_installed()  # this machine's jax is CPU-only
+    (tmp_path / "jax_plugins" / "xla_cuda13").mkdir(parents=True)
+    (tmp_path / "jax_plugins" / "xla_cuda13" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert compile_cache._cuda_plugin_installed()
+
+
+def test_the_scripts_turn_triton_gemms_off_before_the_backend_starts(monkeypatch):
+    from ae_jax.cli import guarded
+    monkeypatch.setenv("XLA_FLAGS", "")  # (restored afterwards, whatever guarded sets)
+    monkeypatch.setattr(compile_cache, "_cuda_plugin_installed", lambda: True)
+    seen = []
+
+    def body() -> int:
+        seen.append(os.environ.get("XLA_FLAGS"))
+        return 0
+
+    assert guarded(body, "", compilation_cache=False) == 0
+    assert seen == [compile_cache.TRITON_GEMM_OFF]
