@@ -70,6 +70,7 @@ def environment(command: str, started: datetime.datetime) -> dict:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "jax_version": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 

@@ -10,8 +10,10 @@ One run does all of this and writes JSON (default benchmarks/throughput.json):
    --peak-sizes (default 1024,2048,4096) and the model's own largest layer
    shape (256 x 1024 @ 1024 x 341). The peak is the best of all of them, so a
    shape that happens to run faster than the squares never flatters the
-   trainer's "% of peak". PyTorch's square-matmul rates are recorded beside
-   them for information.
+   trainer's "% of peak". The matmuls run at the trainer's precision, full
+   float32 (JAX's default is TF32 on recent NVIDIA GPUs and bfloat16 passes
+   on TPUs, faster than anything the trainer does by default). PyTorch's
+   square-matmul rates are recorded beside them for information.
 2. ae_jax: the `vanilla` model (n = 20: 1024-341-113-20 / 20-113-341-1024 with
    BatchNorm, batch 256, Adam 1e-3, validation loss each epoch) trained by
    ae_jax.trainer.train_runs on MNIST-shaped random data (uniform [0, 1],
@@ -433,8 +435,10 @@ def measure(args, argv) -> int:
     command = command_text(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
 
+    import jax
     import numpy as np
 
+    from ae_jax.trainer.program import PRECISIONS
     torch = None
     torch_skip_reason = None
     if args.skip_torch:
@@ -464,9 +468,12 @@ def measure(args, argv) -> int:
           f"{'-'.join(str(o) for _, o in layer_dims()[2:])}), batch {BATCH}, {args.epochs} epoch(s), "
           f"{args.n_train} train + {args.n_val} val random 32x32 images", flush=True)
 
-    # 1. matmul peak
+    # 1. matmul peak, at the precision the trainer runs with (full float32 unless --precision=fast): JAX's
+    # default is lower on a GPU (TF32) or a TPU, which would set the peak several times above what the
+    # trainer's matmuls can reach there (one H200: 265 TFLOP/s at 4096 x 4096 by default)
     print("\nmeasuring the float32 matmul peak ...", flush=True)
-    peak = jax_matmul_peak(args.peak_sizes, args.repeats)
+    with jax.default_matmul_precision(PRECISIONS["float32"]):
+        peak = jax_matmul_peak(args.peak_sizes, args.repeats)
     for n, r in peak["gflops_by_size"].items():
         print(f"  jax  {n:>5} x {n:<5} {r:8.1f} GFLOP/s")
     print(f"  jax  {peak['layer_shape']:>13} {peak['layer_shape_gflops']:8.1f} GFLOP/s  (the model's largest layer)")
@@ -498,7 +505,8 @@ def measure(args, argv) -> int:
         r = bench_jax(s, args.epochs, x_train, x_val, args.verbose)
         r["gflops"] = r["seed_samples_per_s"] * fps / 1e9
         r["pct_of_peak"] = 100.0 * r["gflops"] / peak_gf
-        fl = step_floor(s, args.repeats)
+        with jax.default_matmul_precision(PRECISIONS["float32"]):
+            fl = step_floor(s, args.repeats)
         fl["bound_pct_of_peak"] = 100.0 * fl["bound_seed_samples_per_s"] * fps / 1e9 / peak_gf
         r["floor"] = fl
         r["pct_of_bound"] = 100.0 * r["seed_samples_per_s"] / fl["bound_seed_samples_per_s"]
@@ -572,6 +580,7 @@ def measure(args, argv) -> int:
         "settings": {"model": MODEL, "latent_dim": LATENT, "batch_size": BATCH, "lr": LR, "epochs": args.epochs,
                      "n_train": args.n_train, "n_val": args.n_val, "seeds_list": args.seeds_list,
                      "data": "uniform [0,1) float32, numpy default_rng(0)",
+                     "matmul_precision": PRECISIONS["float32"],
                      "torch_extrapolated": bool(args.torch_extrapolate) if torch is not None else None},
         "flops": flops,
         "matmul_peak": {"jax": peak, "torch": tpeak},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from _helpers import REPO, assert_one_line_error, load_script, run_script, run_script_json
+from _helpers import REPO, assert_one_line_error, load_script, run_script, run_script_json, subprocess_env
 
 SCRIPT = REPO / "benchmarks" / "throughput.py"
 TOY = ["--n-train=512", "--n-val=64", "--epochs=1", "--seeds-list=1,2", "--skip-torch", "--peak-sizes=64",
@@ -24,6 +24,9 @@ def test_every_seed_count_is_measured_with_its_floor(toy):
     proc, res = toy
     fps = res["flops"]["train_per_sample"]
     peak = res["matmul_peak"]["jax"]["peak_gflops"]
+    # the peak is taken at the trainer's precision, and the XLA flags in force are on record
+    assert res["settings"]["matmul_precision"] == "float32"
+    assert res["environment"]["xla_flags"] == subprocess_env()["XLA_FLAGS"]
     assert [r["seeds"] for r in res["ae_jax"]] == [1, 2]
     for r in res["ae_jax"]:
         assert r["seed_samples_per_s"] > 0 and r["compile_time_s"] > 0 and r["diverged_runs"] == 0
