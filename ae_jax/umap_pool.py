@@ -9,6 +9,15 @@ after another on the host would dominate a study. ``embed`` hands the fits to
 worker processes instead, one per fit up to the number of CPU cores
 (``AE_JAX_UMAP_WORKERS`` overrides the count; 1 fits in the calling process).
 
+On an accelerator a study does not wait for them at all: ``submit`` hands a
+run's fits to the workers and returns, the study goes on to its next task and
+run, and the task is finished (``Pending.result``) after the last run
+(``ae_jax.studies.driver``). Measured on one H200 host, a fit took 17 to 32 s
+on one core, on the study's path 35 to 98 s per run while the GPU waited
+(``benchmarks/README.md``). The pool then has a worker per fit of the whole
+study up to all cores but one (``background_workers``), and the fits of
+successive runs spread over all of them.
+
 The workers are plain ``python -m ae_jax.umap_pool`` processes that import
 numpy and umap only (never jax or tensorflow, so they hold no accelerator
 memory and start in seconds) and talk
@@ -45,7 +54,6 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -221,9 +229,10 @@ _POOL = _Pool()
 _COMPILED_HERE = False  # whether a fit in this process has compiled umap's code yet
 
 
-def close_workers() -> None:
-    """Stop the worker processes (the next fits start new ones); also done when the process exits."""
-    _POOL.close()
+def close_workers(kill: bool = False) -> None:
+    """Stop the worker processes (the next fits start new ones); also done when the process exits. `kill`:
+    at once, fits under way or not (otherwise each worker is given 5 s to finish its fit)."""
+    _POOL.close(kill)
 
 
 atexit.register(close_workers)
@@ -271,47 +280,101 @@ def _fit_here(z: np.ndarray, seed: int, log: Callable[[str], None]) -> np.ndarra
     return emb
 
 
+class Pending:
+    """UMAP fits under way in the worker processes; ``result()`` waits for them.
+
+    Each fit runs in a thread of its own that hands it to one worker (fit i of
+    a submission to the pool's worker (offset + i) mod workers, the offset
+    moving on with each submission, so fits submitted while others run spread
+    over every worker); a worker does its fits one at a time.
+    """
+
+    def __init__(self, codes: Sequence[np.ndarray], seeds: Sequence[int], workers: Sequence[_Worker],
+                 offset: int = 0):
+        self.codes, self.seeds = list(codes), list(seeds)
+        self._out: list = [None] * len(codes)
+        self._done = [threading.Event() for _ in codes]
+        for i in range(len(codes)):
+            threading.Thread(target=self._fit, args=(i, workers[(offset + i) % len(workers)]), daemon=True).start()
+
+    def _fit(self, i: int, worker: _Worker) -> None:
+        try:
+            self._out[i] = worker.fit(self.codes[i], self.seeds[i])
+        except BaseException as e:  # noqa: BLE001 - handed to result()
+            self._out[i] = e
+        finally:
+            self._done[i].set()
+
+    def result(self, log: Callable[[str], None] = print) -> list[np.ndarray]:
+        """The embeddings, in order. A fit whose worker died is redone here (same embedding); a fit that failed
+        raises its error, and so does an interrupt: either stops every worker, leaving no fit running behind."""
+        try:
+            for done in self._done:
+                done.wait()
+            failed = next((o for o in self._out if isinstance(o, BaseException)
+                           and not isinstance(o, UmapWorkerError)), None)
+            if failed is not None:
+                raise failed
+        except BaseException:
+            _POOL.close(kill=True)
+            raise
+        embs = []
+        for z, sd, out in zip(self.codes, self.seeds, self._out):
+            if isinstance(out, UmapWorkerError):
+                _POOL.close(kill=True)  # the pool is broken: the next call starts afresh
+                log(f"    {out}; fitting in this process")
+                embs.append(_fit_here(z, sd, log))
+            else:
+                log(_fitted(z, sd, out[1]))
+                embs.append(out[0])
+        return embs
+
+
+def submit(codes: Sequence[np.ndarray], seeds: Sequence[int], log: Callable[[str], None] = print,
+           workers: int | None = None) -> Pending | None:
+    """Start the fits of each codes [N, n] with its seed in worker processes and return at once (None when
+    there would be one worker or none can be started: fit with ``embed`` then). At least `workers` processes
+    (default ``worker_count(len(codes))``) are used, every live one of the pool when it has more."""
+    global _OFFSET
+    workers = worker_count(len(codes)) if workers is None else workers
+    if workers <= 1 or not codes:
+        return None
+    try:
+        new = _POOL.ensure(workers)
+    except UmapWorkerError as e:
+        log(f"    {e}; fitting in this process")
+        return None
+    live = _POOL.workers
+    log(f"    UMAP of {len(codes)} seeds in {min(len(codes), len(live))} worker processes"
+        + (f" ({COMPILE_NOTE})" if new else ""))
+    pending = Pending(codes, seeds, live, _OFFSET)
+    _OFFSET = (_OFFSET + len(codes)) % len(live)
+    return pending
+
+
+_OFFSET = 0  # the worker that the next submission's first fit goes to
+
+
 def embed(codes: Sequence[np.ndarray], seeds: Sequence[int],
           log: Callable[[str], None] = print) -> list[np.ndarray]:
     """UMAP embeddings of each codes [N, n] with its seed, the fits spread over ``worker_count`` processes.
 
     With one worker (or when a worker fails) the fits run in this process.
     """
-    def here() -> list[np.ndarray]:
+    pending = submit(codes, seeds, log)
+    if pending is None:
         return [_fit_here(z, sd, log) for z, sd in zip(codes, seeds)]
+    return pending.result(log)
 
-    workers = worker_count(len(codes))
-    if workers <= 1:
-        return here()
-    try:
-        new = _POOL.ensure(workers)
-    except UmapWorkerError as e:
-        log(f"    {e}; fitting in this process")
-        return here()
-    log(f"    UMAP of {len(codes)} seeds in {workers} worker processes" + (f" ({COMPILE_NOTE})" if new else ""))
-    results: list = [None] * len(codes)
 
-    def serve(k: int, worker: _Worker) -> None:  # worker k takes fits k, k + workers, ...
-        for i in range(k, len(codes), workers):
-            results[i] = worker.fit(codes[i], seeds[i])
-
-    with ThreadPoolExecutor(workers) as threads:
-        futures = [threads.submit(serve, k, w) for k, w in enumerate(_POOL.workers[:workers])]
-        try:
-            for f in futures:
-                f.result()
-        except UmapWorkerError as e:  # a worker died (out of memory, killed): stop the rest, fit here
-            _POOL.close(kill=True)
-            log(f"    {e}; fitting in this process")
-            results = []
-        except BaseException:  # an interrupt or a failed fit: leave no fit running behind
-            _POOL.close(kill=True)
-            raise
-    if not results:
-        return here()
-    for z, sd, (_, secs) in zip(codes, seeds, results):
-        log(_fitted(z, sd, secs))
-    return [emb for emb, _ in results]
+def background_workers(fits: int) -> int:
+    """Worker processes for `fits` fits that run while the study goes on (on an accelerator): one per fit up
+    to the setting, else to all the cores but one (the study's own process compiles and feeds the device);
+    two at least, since even one fit is worth taking off the study's path. A setting of 1: none (1)."""
+    setting = workers_setting()
+    if setting == 1:
+        return 1
+    return max(2, min(fits, setting or cpu_cores() - 1))
 
 
 # ----------------------------------------------------------------------------- the worker side

@@ -255,3 +255,91 @@ def test_a_fit_that_fails_in_a_worker_raises_its_error_here(monkeypatch, module_
     z[1][0, 0] = np.nan
     with pytest.raises(RuntimeError, match="UMAP failed in a worker process: ValueError.*NaN"):
         umap_pool.embed(z, [0, 1], log=lambda s: None)
+
+
+# ------------------------------------------------------------------ fits left running while the study goes on
+def test_submissions_spread_over_every_worker_and_give_the_fits_of_this_process(monkeypatch, fresh_pool):
+    """Two runs' fits submitted one after the other (as a study on an accelerator does) share the three workers
+    instead of queueing on the first two; each embedding is still the one fitted here."""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "3")
+    served, real_fit = [], umap_pool._Worker.fit
+    monkeypatch.setattr(umap_pool._Worker, "fit", lambda self, z, sd: served.append(self) or real_fit(self, z, sd))
+    z = codes(4)
+    first = umap_pool.submit(z[:2], [0, 1], log=lambda s: None, workers=3)
+    second = umap_pool.submit(z[2:], [2, 3], log=lambda s: None, workers=3)
+    assert len(fresh_pool.workers) == 3
+    out = first.result(lambda s: None) + second.result(lambda s: None)
+    assert {id(w) for w in served} == {id(w) for w in fresh_pool.workers}
+    for emb, zi, sd in zip(out, z, [0, 1, 2, 3]):
+        np.testing.assert_array_equal(emb, umap_pool.fit(zi, sd)[0])
+
+
+def test_background_worker_count(monkeypatch):
+    monkeypatch.delenv(umap_pool.ENV_WORKERS, raising=False)
+    monkeypatch.setattr(umap_pool, "cpu_cores", lambda: 16)
+    # one per fit of the whole study up to all cores but one; two at least, so one fit leaves the path too
+    assert [umap_pool.background_workers(k) for k in (1, 5, 45)] == [2, 5, 15]
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "4")
+    assert [umap_pool.background_workers(k) for k in (1, 45)] == [2, 4]
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "1")  # fit in the study's own process
+    assert umap_pool.background_workers(45) == 1
+
+
+def test_a_run_s_umap_fits_left_running_finish_later_with_the_same_numbers(monkeypatch, tmp_path, planned,
+                                                                          module_pool):
+    """On an accelerator the driver leaves latent_structure's fits running and finishes the task after the last
+    run: its file is written only then, with the numbers and the figure's arrays of the task run whole."""
+    import shutil
+
+    from ae_jax.io import read_json
+    from ae_jax.studies import driver
+    from ae_jax.tasks import task_path
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    plan, opts, splits = planned(tmp_path / "now")
+    whole = driver.ensure_run(plan[0], opts, splits, log=lambda s: None)  # trained, every task run whole
+    name = plan[0].cfg.name()
+    shutil.copytree(tmp_path / "now", tmp_path / "later")
+    run_dir = tmp_path / "later" / name
+    task_path(run_dir, "latent_structure").unlink()
+    (run_dir / "latent.npz").unlink()
+    opts.out = tmp_path / "later"
+    later, logs = [], []
+    collect = driver.start_run(plan[0], opts, splits, logs.append, later)
+    assert [what for what, *_ in later] == [f"[{name}] task latent_structure"]
+    assert not task_path(run_dir, "latent_structure").exists()  # nothing written before the fits are in
+    ledger = driver.TimeLedger()
+    driver.finish_later(later, ledger, logs.append)
+    assert later == [] and ledger.counts["finishing tasks left running"] == 1
+    assert not any("reconstruction" in s for s in logs), logs  # only the missing task ran
+    res = collect()
+    assert res.tasks["latent_structure"]["metrics"] == whole.tasks["latent_structure"]["metrics"]
+    assert read_json(task_path(run_dir, "latent_structure"))["seconds"] > 0
+    a, b = np.load(tmp_path / "now" / name / "latent.npz"), np.load(run_dir / "latent.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_an_interrupted_study_prints_its_time_lines_and_stops_the_fits_left_running(monkeypatch, tmp_path,
+                                                                                  planned):
+    from ae_jax.studies import driver
+    plan, opts, _ = planned(tmp_path)
+    killed = []
+
+    class Tiny(driver.Study):
+        name = "tiny"
+
+        def plan(self, opts):
+            return plan
+
+    def interrupted(p, opts, splits, log, later):
+        later.append(("[run] task latent_structure", tmp_path, lambda: None))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "warm_umap", lambda *a: True)  # as on an accelerator
+    monkeypatch.setattr(driver, "start_run", interrupted)
+    monkeypatch.setattr(umap_pool, "close_workers", lambda kill=False: killed.append(kill))
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        driver.run_study(Tiny(), opts, logs.append)
+    assert killed == [True]  # at once, not each worker's 5 s of grace at exit
+    assert logs[-2].startswith("compilation: ") and logs[-1].startswith("time: "), logs

@@ -14,7 +14,10 @@ the same way for every study:
   it is trained again, and its committed files are replaced only when the new
   ones are written;
 - each task's numbers go to ``<run>/tasks/<task>.json``; a task already there
-  for the same seeds is reused (``force`` redoes everything);
+  for the same seeds is reused (``force`` redoes everything); on an
+  accelerator, a task with work for other processes (latent_structure's UMAP
+  fits) leaves it running and is finished after the last run, so the device
+  does not wait for the CPU;
 - the study's ``summary.json`` and report go to ``<results root>/<study folder>``,
   which is locked while the study runs.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +35,7 @@ from .. import umap_pool
 from ..data import Splits, load_splits
 from ..io import METRICS_KEYS, TASK_KEYS, read_json, write_json
 from ..models import get_model
-from ..tasks import EvalContext, get_task, run_task, task_done, task_path
+from ..tasks import EvalContext, get_task, run_task, start_task, task_done, task_path
 from ..trainer import (ConfigError, ExperimentConfig, check_same_config, compile_cache, folder_lock,
                        get_model_or_error, has_final_checkpoint, load_final_state, run_experiment)
 from ..trainer.run import provenance
@@ -233,6 +237,18 @@ def applicable_tasks(p: PlannedRun) -> list[str]:
 
 def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> RunResult:
     """Train the run if needed, run its missing tasks, and return its numbers."""
+    return start_run(p, opts, splits, log)()
+
+
+def start_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None],
+              later: list | None = None) -> Callable[[], RunResult]:
+    """``ensure_run``, returning what reads the run's numbers.
+
+    `later`: a list where a task that leaves work running in the background
+    (the UMAP fits on an accelerator: ``Task.start``) puts what finishes it;
+    the numbers can be read once ``finish_later`` has run them. None: every
+    task runs whole now.
+    """
     cfg, spec = p.cfg, get_model(p.cfg.model)
     timed = splits.ledger.timed
     run_dir = opts.root / cfg.name()
@@ -240,14 +256,15 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
     tasks = applicable_tasks(p)
     has_metrics = (run_dir / "metrics.json").exists()
     missing = [t for t in tasks if opts.force or not task_done(run_dir, t, cfg.seed_list)]
+    collect = functools.partial(_collect, p, run_dir, tasks)
     if has_metrics and not missing and not opts.force:
         log(f"{tag} done already (--force redoes it)")
-        return _collect(p, run_dir, tasks)
+        return collect
     legacy = None if opts.force else _legacy(p, run_dir, tasks)
     if legacy is not None and not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
         log(f"{tag} done by older code (its tasks.json); reported as it is (--force redoes it)"
             + (f"; not available for it: {', '.join(legacy.unavailable)}" if legacy.unavailable else ""))
-        return legacy
+        return lambda: legacy
     how = None  # run_experiment's arguments when the run is (re)trained
     if opts.force or not has_metrics:
         log(f"{tag} training")
@@ -261,7 +278,7 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         with timed("training"):
             run_experiment(cfg, out=run_dir, command=opts.command, log=log, splits=splits(cfg.variant), **how)
     if not missing:  # a run planned for its metrics (and files) alone: no trained state needed
-        return _collect(p, run_dir, tasks)
+        return collect
     with timed("restoring checkpoints"):
         state = load_final_state(spec, cfg.train_config(), len(cfg.seed_list), run_dir / "checkpoints")
     if state is None:
@@ -271,9 +288,21 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
         for t in missing:
             log(f"{tag} task {t}")
             with timed(f"task {t}"):
-                run_task(get_task(t), ctx)
+                finish = start_task(get_task(t), ctx, background=later is not None)
+                if later is None:
+                    finish()
+                else:
+                    later.append((f"{tag} task {t}", run_dir, finish))
         (run_dir / "tasks.json").unlink(missing_ok=True)  # the single file older code wrote: now stale
-    return _collect(p, run_dir, tasks)
+    return collect
+
+
+def finish_later(later: list, ledger: TimeLedger, log: Callable[[str], None]) -> None:
+    """Finish the tasks ``start_run`` left in `later` (waiting for what still runs), writing their files."""
+    for what, run_dir, finish in later:
+        with ledger.timed("finishing tasks left running"), folder_lock(run_dir):
+            finish()
+    later.clear()
 
 
 def baseline_dir(opts: StudyOptions, name: str) -> Path:
@@ -338,7 +367,7 @@ def warm_umap(plan: Sequence[PlannedRun], opts: StudyOptions, splits: SplitCache
             and (opts.force or not task_done(opts.root / p.cfg.name(), "latent_structure", p.cfg.seed_list))]
     if not need:
         return False
-    workers = umap_pool.worker_count(max(len(p.cfg.seed_list) for p in need))
+    workers = umap_pool.background_workers(sum(len(p.cfg.seed_list) for p in need))
     umap_pool.warm_up(workers, splits("full").x_test.shape[0], log)
     return workers > 1
 
@@ -360,15 +389,27 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         for b in study.baselines:
             _check_baseline_seeds(b, opts, study.baseline_tasks(b))
     out_dir = opts.root / study.folder
-    with folder_lock(out_dir):  # one run of a study per results folder at a time
-        with ledger.timed("starting UMAP workers"):
-            warm_umap(plan, opts, splits, log)
-        results = [ensure_run(p, opts, splits, log) for p in plan]
-        baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b)) for b in study.baselines}
-        with ledger.timed("summary and report"):
-            summary = study.summarize(results, baselines)
-            write_json(out_dir / "summary.json", summary)
-            study.report(out_dir, summary, results, opts, session_s=ledger.total())
+    later = None  # on an accelerator: the tasks whose UMAP fits run on while the study goes on
+    try:
+        with folder_lock(out_dir):  # one run of a study per results folder at a time
+            with ledger.timed("starting UMAP workers"):
+                later = [] if warm_umap(plan, opts, splits, log) else None
+            collect = [start_run(p, opts, splits, log, later) for p in plan]
+            if later:
+                finish_later(later, ledger, log)
+            results = [c() for c in collect]
+            baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b))
+                         for b in study.baselines}
+            with ledger.timed("summary and report"):
+                summary = study.summarize(results, baselines)
+                write_json(out_dir / "summary.json", summary)
+                study.report(out_dir, summary, results, opts, session_s=ledger.total())
+    except KeyboardInterrupt:  # Ctrl-C or a scheduler's stop: where the time went so far is worth keeping too
+        if later:  # fits still running for tasks that will not be finished: stop them now, not at exit
+            umap_pool.close_workers(kill=True)
+        log(compile_cache.describe(since=compiled))
+        log(ledger.describe())
+        raise
     head = study.headline(summary)
     if head:
         log("\n" + head)

@@ -18,6 +18,7 @@ Adding a task: a module here with a ``Task`` subclass, and one line in
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -69,23 +70,37 @@ def task_done(run_dir, name: str, seeds) -> bool:
 
 def run_task(task: Task, ctx: EvalContext) -> dict:
     """Run one task on ctx, mask diverged seeds out, write <run_dir>/tasks/<name>.json; return its content."""
+    return start_task(task, ctx)()
+
+
+def start_task(task: Task, ctx: EvalContext, background: bool = False) -> Callable[[], dict]:
+    """``run_task`` in two steps: the task begun now (``Task.start``), and a call that finishes it, writes its
+    file and returns its content. Its "seconds" are the time spent in the two, not the time between them."""
     from .. import __version__
     t0 = time.perf_counter()
-    result = task.run(ctx)
+    finish = task.start(ctx, background)
+    begun = time.perf_counter() - t0
     bad = ~ctx.valid
-    metrics = {}
-    for k, v in result.metrics.items():
-        v = np.array(v, dtype=np.float64)
-        v[bad] = np.nan  # a diverged seed's numbers are not numbers about the model
-        metrics[k] = aggregate(v)
-    out = {"task": task.name, "model": ctx.cfg.model, "variant": ctx.cfg.variant, "latent_dim": ctx.cfg.latent,
-           "seeds": list(ctx.seeds), "diverged_seeds": [s for s, b in zip(ctx.seeds, bad) if b],
-           "metrics": metrics, "figures": result.figures, "seconds": time.perf_counter() - t0,
-           "version": __version__}
-    if result.info:
-        out["info"] = result.info
-    write_json(task_path(ctx.run_dir, task.name), out)
-    return out
+    head = {"task": task.name, "model": ctx.cfg.model, "variant": ctx.cfg.variant, "latent_dim": ctx.cfg.latent,
+            "seeds": list(ctx.seeds), "diverged_seeds": [s for s, b in zip(ctx.seeds, bad) if b]}
+    run_dir = ctx.run_dir
+
+    def done() -> dict:
+        t1 = time.perf_counter()
+        result = finish()
+        metrics = {}
+        for k, v in result.metrics.items():
+            v = np.array(v, dtype=np.float64)
+            v[bad] = np.nan  # a diverged seed's numbers are not numbers about the model
+            metrics[k] = aggregate(v)
+        out = {**head, "metrics": metrics, "figures": result.figures,
+               "seconds": begun + time.perf_counter() - t1, "version": __version__}
+        if result.info:
+            out["info"] = result.info
+        write_json(task_path(run_dir, task.name), out)
+        return out
+    return done
 
 
-__all__ = ["EvalContext", "TASKS", "Task", "TaskResult", "get_task", "run_task", "task_done", "task_path"]
+__all__ = ["EvalContext", "TASKS", "Task", "TaskResult", "get_task", "run_task", "start_task", "task_done",
+           "task_path"]

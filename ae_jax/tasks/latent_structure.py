@@ -56,22 +56,40 @@ class LatentStructure(Task):
     files = ("latent.npz",)
 
     def run(self, ctx: EvalContext) -> TaskResult:
+        return self.start(ctx)()
+
+    def start(self, ctx: EvalContext, background: bool = False) -> Callable[[], TaskResult]:
+        """In the `background`, the seeds' UMAP fits are handed to the worker processes and the study goes on
+        (the device would wait for the CPU otherwise); the scores and the figure follow when they are done."""
         seeds, z, y = ctx.seeds, ctx.test["z"], ctx.data.y_test
         ctx.log(f"    latent structure ({len(seeds)} seeds)")
-        metrics: dict[str, list] = {"knn_accuracy": [], "silhouette": []}
         valid = [i for i in range(len(seeds)) if ctx.valid[i]]  # a diverged seed: no embedding, numbers nulled
-        embs = dict(zip(valid, embed_all([z[i] for i in valid], [seeds[i] for i in valid], ctx.log)))
-        for i, sd in enumerate(seeds):
-            if i not in embs:
-                for v in metrics.values():
-                    v.append(float("nan"))
-                continue
-            emb = embs[i]
-            for k, v in structure_scores(emb, y, sd).items():
-                metrics[k].append(v)
-            if i == ctx.fig:
-                write_npz(ctx.run_dir / "latent.npz", emb=emb, labels=y, seed=sd, umap=ctx.cfg.latent > 2)
-                how = "UMAP of" if ctx.cfg.latent > 2 else "raw"
-                figures.latent_scatter(emb, y, ctx.run_dir / "latent.png",
-                                       f"{ctx.cfg.model} ({ctx.cfg.variant}): {how} n = {ctx.cfg.latent} codes, seed {sd}")
-        return TaskResult({k: np.asarray(v) for k, v in metrics.items()}, {"latent": "latent.png"})
+        codes = {i: np.asarray(z[i]) for i in valid}
+        fits = [i for i in valid if codes[i].shape[1] > 2 and np.isfinite(codes[i]).all()]
+        pending = None if not background else umap_pool.submit(
+            [codes[i] for i in fits], [seeds[i] for i in fits], ctx.log, umap_pool.background_workers(len(fits)))
+        fig, run_dir, log = ctx.fig, ctx.run_dir, ctx.log
+        latent, title = ctx.cfg.latent, f"{ctx.cfg.model} ({ctx.cfg.variant})"
+
+        def finish() -> TaskResult:
+            if pending is None:
+                embs = dict(zip(valid, embed_all([codes[i] for i in valid], [seeds[i] for i in valid], log)))
+            else:
+                embs = dict(zip(fits, pending.result(log)))
+                embs.update({i: embed_2d(codes[i], seeds[i], log) for i in valid if i not in embs})
+            metrics: dict[str, list] = {"knn_accuracy": [], "silhouette": []}
+            for i, sd in enumerate(seeds):
+                if i not in embs:
+                    for v in metrics.values():
+                        v.append(float("nan"))
+                    continue
+                emb = embs[i]
+                for k, v in structure_scores(emb, y, sd).items():
+                    metrics[k].append(v)
+                if i == fig:
+                    write_npz(run_dir / "latent.npz", emb=emb, labels=y, seed=sd, umap=latent > 2)
+                    how = "UMAP of" if latent > 2 else "raw"
+                    figures.latent_scatter(emb, y, run_dir / "latent.png",
+                                           f"{title}: {how} n = {latent} codes, seed {sd}")
+            return TaskResult({k: np.asarray(v) for k, v in metrics.items()}, {"latent": "latent.png"})
+        return finish
