@@ -191,16 +191,24 @@ class _Worker:
             raise UmapWorkerError(f"a UMAP worker process {how} ({type(e).__name__})") from None
         return emb, float(secs)
 
-    def close(self, kill: bool = False) -> None:
+    def end_input(self) -> None:
+        """Close the worker's input: it ends once its fit under way (if any) is done."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def close(self, kill: bool = False, timeout: float = 5.0) -> None:
+        """Stop the worker: at once (`kill`), or once it ends its fit, killed after `timeout` seconds."""
         if not self.alive():
             return
         if kill:
             self.proc.kill()
         else:
+            self.end_input()
             try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait()
 
@@ -211,17 +219,28 @@ class _Pool:
     def __init__(self):
         self.workers: list[_Worker] = []
 
+    def drop_dead(self) -> None:
+        self.workers = [w for w in self.workers if w.alive()]
+
     def ensure(self, n: int) -> bool:
         """At least n live workers; True when new ones were started (they compile on their first fit)."""
-        self.workers = [w for w in self.workers if w.alive()]
+        self.drop_dead()
         new = max(0, n - len(self.workers))
         for _ in range(new):
             self.workers.append(_Worker())
         return new > 0
 
     def close(self, kill: bool = False) -> None:
-        for w in self.workers:
-            w.close(kill)
+        """Stop every worker: at once (`kill`), or each given until one shared deadline (5 s) to end its fit."""
+        if kill:
+            for w in self.workers:
+                w.close(kill=True)
+        else:
+            for w in self.workers:
+                w.end_input()
+            deadline = time.monotonic() + 5
+            for w in self.workers:
+                w.close(timeout=max(0.0, deadline - time.monotonic()))
         self.workers = []
 
 
@@ -292,22 +311,24 @@ class Pending:
     def __init__(self, codes: Sequence[np.ndarray], seeds: Sequence[int], workers: Sequence[_Worker],
                  offset: int = 0):
         self.codes, self.seeds = list(codes), list(seeds)
+        self._workers = [workers[(offset + i) % len(workers)] for i in range(len(codes))]
         self._out: list = [None] * len(codes)
         self._done = [threading.Event() for _ in codes]
         for i in range(len(codes)):
-            threading.Thread(target=self._fit, args=(i, workers[(offset + i) % len(workers)]), daemon=True).start()
+            threading.Thread(target=self._fit, args=(i,), daemon=True).start()
 
-    def _fit(self, i: int, worker: _Worker) -> None:
+    def _fit(self, i: int) -> None:
         try:
-            self._out[i] = worker.fit(self.codes[i], self.seeds[i])
+            self._out[i] = self._workers[i].fit(self.codes[i], self.seeds[i])
         except BaseException as e:  # noqa: BLE001 - handed to result()
             self._out[i] = e
         finally:
             self._done[i].set()
 
     def result(self, log: Callable[[str], None] = print) -> list[np.ndarray]:
-        """The embeddings, in order. A fit whose worker died is redone here (same embedding); a fit that failed
-        raises its error, and so does an interrupt: either stops every worker, leaving no fit running behind."""
+        """The embeddings, in order. A fit that failed raises its error, and so does an interrupt: either stops
+        every worker, leaving no fit running behind. A fit whose worker died goes to the pool's other workers
+        (the dead one is stopped and dropped), or is redone here when none is left: the same embedding."""
         try:
             for done in self._done:
                 done.wait()
@@ -318,15 +339,23 @@ class Pending:
         except BaseException:
             _POOL.close(kill=True)
             raise
+        lost = [i for i, o in enumerate(self._out) if isinstance(o, UmapWorkerError)]
+        if lost:
+            for i in lost:
+                self._workers[i].close(kill=True)
+            _POOL.drop_dead()
+            log(f"    {self._out[lost[0]]}; " + ("its fits go to the other worker processes" if _POOL.workers
+                                                  else "fitting in this process"))
+            codes, seeds = [self.codes[i] for i in lost], [self.seeds[i] for i in lost]
+            redone = (Pending(codes, seeds, _POOL.workers).result(log) if _POOL.workers
+                      else [_fit_here(z, sd, log) for z, sd in zip(codes, seeds)])
+            for i, emb in zip(lost, redone):
+                self._out[i] = (emb, None)
         embs = []
-        for z, sd, out in zip(self.codes, self.seeds, self._out):
-            if isinstance(out, UmapWorkerError):
-                _POOL.close(kill=True)  # the pool is broken: the next call starts afresh
-                log(f"    {out}; fitting in this process")
-                embs.append(_fit_here(z, sd, log))
-            else:
-                log(_fitted(z, sd, out[1]))
-                embs.append(out[0])
+        for z, sd, (emb, secs) in zip(self.codes, self.seeds, self._out):
+            if secs is not None:  # (a fit redone elsewhere was logged there)
+                log(_fitted(z, sd, secs))
+            embs.append(emb)
         return embs
 
 

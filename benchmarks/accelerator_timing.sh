@@ -26,10 +26,15 @@ export PYTHONUNBUFFERED=1
 
 stamp() { while IFS= read -r line; do printf '%(%H:%M:%S)T %s\n' -1 "$line"; done; }
 left() { [ -z "${TOTAL_S:-}" ] && echo 0 || echo $(( TOTAL_S - ($(date +%s) - start) - ${1:-0} )); }
-limited() {  # limited SECONDS_RESERVED command...: the command under the time left, minus what is reserved
-    local s; s=$(left "$1"); shift
-    if [ -z "${TOTAL_S:-}" ]; then "$@"; elif [ "$s" -gt 5 ]; then timeout -s INT -k 20 "$s" "$@"; else
-        echo "no time left for: $*"; return 124; fi
+limited() {  # limited RESERVED CAP command...: the command stopped as Ctrl-C stops it (killed 20 s later if it
+    # has not ended) after CAP seconds (empty: none) or the time left less RESERVED, whichever comes first.
+    # --foreground: the command stays in the terminal's process group, so a Ctrl-C still reaches it.
+    local reserve=$1 cap=$2 s=""; shift 2
+    if [ -n "${TOTAL_S:-}" ]; then s=$(left "$reserve"); fi
+    if [ -n "$cap" ] && { [ -z "$s" ] || [ "$cap" -lt "$s" ]; }; then s=$cap; fi
+    if [ -z "$s" ]; then "$@"
+    elif [ "$s" -gt 5 ]; then timeout --foreground -s INT -k 20 "$s" "$@"
+    else echo "no time left for: $*"; return 124; fi
 }
 
 {
@@ -44,11 +49,11 @@ print(jax.devices(), "cores:", __import__("os").cpu_count())'
 cd "$here" || exit 2
 # Throughput first, with its compiling timed from nothing (the script leaves the cache off), at most
 # THROUGHPUT_S seconds (default 150).
-limited 0 timeout -s INT "${THROUGHPUT_S:-150}" python3 benchmarks/throughput.py --epochs=2 --n-train=55000 --seeds-list=1,2,5,10 \
+limited 0 "${THROUGHPUT_S:-150}" python3 benchmarks/throughput.py --epochs=2 --n-train=55000 --seeds-list=1,2,5,10 \
     --skip-torch --out="$logs/throughput.json" 2>&1 | stamp | tee "$logs/throughput.log"
 
 echo "study starts at $(date -u +%T) with $(left) s left (0: no limit)" | stamp | tee "$logs/bakeoff.log"
-( export AE_JAX_COMPILATION_CACHE="$work/xla"; time limited 30 python3 experiments/bakeoff.py --dataset=mnist --seeds=5 \
+( export AE_JAX_COMPILATION_CACHE="$work/xla"; time limited 30 "" python3 experiments/bakeoff.py --dataset=mnist --seeds=5 \
     --data-dir="$data" --out="$work/bake" ) 2>&1 | stamp | tee -a "$logs/bakeoff.log"
 
 (cd "$work" && find bake \( -name checkpoints -prune \) -o \( -name '*.json' -o -name '*.md' \) -print \

@@ -248,29 +248,20 @@ def test_no_warm_up_for_a_run_whose_umap_task_is_done(monkeypatch, tmp_path, pla
     assert driver.warm_umap(plan, opts, splits, log=lambda s: None) is False
 
 
-def test_a_fit_that_fails_in_a_worker_raises_its_error_here(monkeypatch, module_pool):
-    """(Last in the module: a failed fit stops the module's workers.)"""
-    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
-    z = codes(2)
-    z[1][0, 0] = np.nan
-    with pytest.raises(RuntimeError, match="UMAP failed in a worker process: ValueError.*NaN"):
-        umap_pool.embed(z, [0, 1], log=lambda s: None)
-
-
 # ------------------------------------------------------------------ fits left running while the study goes on
-def test_submissions_spread_over_every_worker_and_give_the_fits_of_this_process(monkeypatch, fresh_pool):
-    """Two runs' fits submitted one after the other (as a study on an accelerator does) share the three workers
-    instead of queueing on the first two; each embedding is still the one fitted here."""
-    monkeypatch.setenv(umap_pool.ENV_WORKERS, "3")
+def test_submissions_spread_over_every_worker_and_give_the_fits_of_this_process(monkeypatch, module_pool):
+    """Runs' fits submitted one after the other (as a study on an accelerator does) go to the next workers
+    instead of queueing on the first; each embedding is still the one fitted here."""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
     served, real_fit = [], umap_pool._Worker.fit
     monkeypatch.setattr(umap_pool._Worker, "fit", lambda self, z, sd: served.append(self) or real_fit(self, z, sd))
-    z = codes(4)
-    first = umap_pool.submit(z[:2], [0, 1], log=lambda s: None, workers=3)
-    second = umap_pool.submit(z[2:], [2, 3], log=lambda s: None, workers=3)
-    assert len(fresh_pool.workers) == 3
+    z = codes(2)
+    first = umap_pool.submit(z[:1], [0], log=lambda s: None, workers=2)
+    second = umap_pool.submit(z[1:], [1], log=lambda s: None, workers=2)
+    assert len(module_pool.workers) == 2
     out = first.result(lambda s: None) + second.result(lambda s: None)
-    assert {id(w) for w in served} == {id(w) for w in fresh_pool.workers}
-    for emb, zi, sd in zip(out, z, [0, 1, 2, 3]):
+    assert {id(w) for w in served} == {id(w) for w in module_pool.workers}
+    for emb, zi, sd in zip(out, z, [0, 1]):
         np.testing.assert_array_equal(emb, umap_pool.fit(zi, sd)[0])
 
 
@@ -288,42 +279,52 @@ def test_background_worker_count(monkeypatch):
 def test_a_run_s_umap_fits_left_running_finish_later_with_the_same_numbers(monkeypatch, tmp_path, planned,
                                                                           module_pool):
     """On an accelerator the driver leaves latent_structure's fits running and finishes the task after the last
-    run: its file is written only then, with the numbers and the figure's arrays of the task run whole."""
+    run: its file is written only then (the run's folder locked until then), with the numbers and the figure's
+    arrays of the task run whole. Every other task is written at once, so an interruption loses none of it."""
     import shutil
 
     from ae_jax.io import read_json
     from ae_jax.studies import driver
     from ae_jax.tasks import task_path
+    from ae_jax.trainer.run import LOCK_NAME
     monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
     plan, opts, splits = planned(tmp_path / "now")
     whole = driver.ensure_run(plan[0], opts, splits, log=lambda s: None)  # trained, every task run whole
     name = plan[0].cfg.name()
     shutil.copytree(tmp_path / "now", tmp_path / "later")
     run_dir = tmp_path / "later" / name
-    task_path(run_dir, "latent_structure").unlink()
+    for task in ("reconstruction", "latent_structure"):
+        task_path(run_dir, task).unlink()
     (run_dir / "latent.npz").unlink()
     opts.out = tmp_path / "later"
     later, logs = [], []
     collect = driver.start_run(plan[0], opts, splits, logs.append, later)
-    assert [what for what, *_ in later] == [f"[{name}] task latent_structure"]
+    assert [(u.tag, [t for t, _ in u.tasks]) for u in later] == [(f"[{name}]", ["latent_structure"])]
+    assert task_path(run_dir, "reconstruction").exists()  # nothing of it left for later
     assert not task_path(run_dir, "latent_structure").exists()  # nothing written before the fits are in
+    assert (run_dir / LOCK_NAME).exists()
     ledger = driver.TimeLedger()
     driver.finish_later(later, ledger, logs.append)
     assert later == [] and ledger.counts["finishing tasks left running"] == 1
-    assert not any("reconstruction" in s for s in logs), logs  # only the missing task ran
+    assert not (run_dir / LOCK_NAME).exists()
     res = collect()
-    assert res.tasks["latent_structure"]["metrics"] == whole.tasks["latent_structure"]["metrics"]
+    for task in ("reconstruction", "latent_structure"):
+        assert res.tasks[task]["metrics"] == whole.tasks[task]["metrics"], task
     assert read_json(task_path(run_dir, "latent_structure"))["seconds"] > 0
     a, b = np.load(tmp_path / "now" / name / "latent.npz"), np.load(run_dir / "latent.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_an_interrupted_study_prints_its_time_lines_and_stops_the_fits_left_running(monkeypatch, tmp_path,
-                                                                                  planned):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ConfigError])
+def test_a_stopped_study_stops_the_fits_left_running_at_once(monkeypatch, tmp_path, planned, stop):
+    """Ctrl-C (or a scheduler's stop) and errors alike: the workers are killed now, not each given 5 s at exit,
+    and the runs' folders are unlocked. Ctrl-C also prints the study's time lines so far."""
+    import contextlib
+
     from ae_jax.studies import driver
     plan, opts, _ = planned(tmp_path)
-    killed = []
+    killed, unlocked = [], []
 
     class Tiny(driver.Study):
         name = "tiny"
@@ -331,15 +332,63 @@ def test_an_interrupted_study_prints_its_time_lines_and_stops_the_fits_left_runn
         def plan(self, opts):
             return plan
 
-    def interrupted(p, opts, splits, log, later):
-        later.append(("[run] task latent_structure", tmp_path, lambda: None))
-        raise KeyboardInterrupt
+    def stopped(p, opts, splits, log, later):
+        lock = contextlib.ExitStack()
+        lock.callback(lambda: unlocked.append(p.cfg.name()))
+        later.append(driver.Unfinished("[run]", tmp_path, [("latent_structure", lambda: None)], lock))
+        raise stop("stop")
 
     monkeypatch.setattr(driver, "warm_umap", lambda *a: True)  # as on an accelerator
-    monkeypatch.setattr(driver, "start_run", interrupted)
+    monkeypatch.setattr(driver, "start_run", stopped)
     monkeypatch.setattr(umap_pool, "close_workers", lambda kill=False: killed.append(kill))
     logs = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         driver.run_study(Tiny(), opts, logs.append)
-    assert killed == [True]  # at once, not each worker's 5 s of grace at exit
-    assert logs[-2].startswith("compilation: ") and logs[-1].startswith("time: "), logs
+    assert killed == [True] and unlocked == [plan[0].cfg.name()]
+    if stop is KeyboardInterrupt:
+        assert logs[-2].startswith("compilation: ") and logs[-1].startswith("time: "), logs
+    else:
+        assert not any(s.startswith("time: ") for s in logs), logs
+
+
+def test_a_dead_worker_s_fits_go_to_the_live_ones(monkeypatch, fresh_pool):
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    fresh_pool.ensure(2)
+    dead, live = fresh_pool.workers
+    dead.proc.kill()
+    dead.proc.wait()
+    logs, z = [], codes(2)
+    out = umap_pool.Pending(z, [0, 1], fresh_pool.workers).result(logs.append)
+    assert any("a UMAP worker process exited" in s and "the other worker processes" in s for s in logs), logs
+    assert fresh_pool.workers == [live] and live.alive()
+    for emb, zi, sd in zip(out, z, [0, 1]):
+        np.testing.assert_array_equal(emb, umap_pool.fit(zi, sd)[0])
+
+
+def test_closing_the_pool_gives_all_workers_one_deadline(monkeypatch):
+    """Every worker's input is closed first, then each is waited for until one shared deadline: workers that do
+    not end (each here takes the whole time it is given) cost 5 s in all, not 5 s each."""
+    calls, now = [], [100.0]
+
+    class Stubborn:
+        def end_input(self):
+            calls.append("end")
+
+        def close(self, kill=False, timeout=5.0):
+            calls.append(timeout)
+            now[0] += timeout
+
+    monkeypatch.setattr(umap_pool.time, "monotonic", lambda: now[0])
+    pool = umap_pool._Pool()
+    pool.workers = [Stubborn(), Stubborn(), Stubborn()]
+    pool.close()
+    assert calls == ["end"] * 3 + [5.0, 0.0, 0.0] and pool.workers == []
+
+
+def test_a_fit_that_fails_in_a_worker_raises_its_error_here(monkeypatch, module_pool):
+    """(Last in the module: a failed fit stops the module's workers.)"""
+    monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
+    z = codes(2)
+    z[1][0, 0] = np.nan
+    with pytest.raises(RuntimeError, match="UMAP failed in a worker process: ValueError.*NaN"):
+        umap_pool.embed(z, [0, 1], log=lambda s: None)

@@ -284,24 +284,60 @@ def start_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callab
     if state is None:
         raise ConfigError(f"{run_dir}: no final checkpoint to evaluate; pass --force to retrain")
     ctx = EvalContext(spec, cfg, state, run_dir, splits, log, opts.command)
-    with folder_lock(run_dir):
+    lock = contextlib.ExitStack()  # the run's folder stays locked until its last task is written
+    lock.enter_context(folder_lock(run_dir))
+    left: list = []  # finishers of tasks whose work still runs
+    try:
         for t in missing:
             log(f"{tag} task {t}")
             with timed(f"task {t}"):
                 finish = start_task(get_task(t), ctx, background=later is not None)
-                if later is None:
-                    finish()
+                if finish.waits:
+                    left.append((t, finish))
                 else:
-                    later.append((f"{tag} task {t}", run_dir, finish))
-        (run_dir / "tasks.json").unlink(missing_ok=True)  # the single file older code wrote: now stale
+                    finish()  # written now: an interruption later loses nothing of it
+    except BaseException:
+        lock.close()
+        raise
+    if left:
+        later.append(Unfinished(tag, run_dir, left, lock))
+    else:
+        _done_with(run_dir, lock)
     return collect
 
 
+def _done_with(run_dir: Path, lock: contextlib.ExitStack) -> None:
+    (run_dir / "tasks.json").unlink(missing_ok=True)  # the single file older code wrote: now stale
+    lock.close()
+
+
+@dataclasses.dataclass
+class Unfinished:
+    """A run's tasks left running by ``start_run`` (its folder stays locked until they are written)."""
+    tag: str
+    run_dir: Path
+    tasks: list  # (task name, finisher)
+    lock: contextlib.ExitStack
+
+
 def finish_later(later: list, ledger: TimeLedger, log: Callable[[str], None]) -> None:
-    """Finish the tasks ``start_run`` left in `later` (waiting for what still runs), writing their files."""
-    for what, run_dir, finish in later:
-        with ledger.timed("finishing tasks left running"), folder_lock(run_dir):
-            finish()
+    """Finish the tasks ``start_run`` left in `later` (waiting for what still runs), writing their files; each
+    run's folder is unlocked once its tasks are written."""
+    while later:
+        u = later[0]
+        with ledger.timed("finishing tasks left running"):
+            while u.tasks:
+                u.tasks[0][1]()
+                u.tasks.pop(0)
+        later.pop(0)
+        _done_with(u.run_dir, u.lock)
+
+
+def abandon_later(later: list) -> None:
+    """Stop what the tasks in `later` left running and unlock their runs' folders (nothing of them is written)."""
+    umap_pool.close_workers(kill=True)
+    for u in later:
+        u.lock.close()
     later.clear()
 
 
@@ -395,7 +431,7 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
             with ledger.timed("starting UMAP workers"):
                 later = [] if warm_umap(plan, opts, splits, log) else None
             collect = [start_run(p, opts, splits, log, later) for p in plan]
-            if later:
+            if later is not None:
                 finish_later(later, ledger, log)
             results = [c() for c in collect]
             baselines = {b: ensure_baseline(b, opts, splits, log, study.baseline_tasks(b))
@@ -404,11 +440,12 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
                 summary = study.summarize(results, baselines)
                 write_json(out_dir / "summary.json", summary)
                 study.report(out_dir, summary, results, opts, session_s=ledger.total())
-    except KeyboardInterrupt:  # Ctrl-C or a scheduler's stop: where the time went so far is worth keeping too
-        if later:  # fits still running for tasks that will not be finished: stop them now, not at exit
-            umap_pool.close_workers(kill=True)
-        log(compile_cache.describe(since=compiled))
-        log(ledger.describe())
+    except BaseException as e:
+        if later is not None:  # fits (or the warm-up's) still running, for tasks that will not be finished:
+            abandon_later(later)  # stopped now, not one worker after another at exit
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C or a scheduler's stop: where the time went is worth keeping
+            log(compile_cache.describe(since=compiled))
+            log(ledger.describe())
         raise
     head = study.headline(summary)
     if head:

@@ -75,7 +75,8 @@ def run_task(task: Task, ctx: EvalContext) -> dict:
 
 def start_task(task: Task, ctx: EvalContext, background: bool = False) -> Callable[[], dict]:
     """``run_task`` in two steps: the task begun now (``Task.start``), and a call that finishes it, writes its
-    file and returns its content. Its "seconds" are the time spent in the two, not the time between them."""
+    file and returns its content. Its "seconds" are the time spent in the two, not the time between them. The
+    call's ``waits`` is True when the task left work running (call it as late as possible then)."""
     from .. import __version__
     t0 = time.perf_counter()
     finish = task.start(ctx, background)
@@ -99,6 +100,7 @@ def start_task(task: Task, ctx: EvalContext, background: bool = False) -> Callab
             out["info"] = result.info
         write_json(task_path(run_dir, task.name), out)
         return out
+    done.waits = getattr(finish, "waits", False)  # whether work of the task is still running
     return done
 
 

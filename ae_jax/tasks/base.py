@@ -40,7 +40,8 @@ class Task:
     def start(self, ctx: "EvalContext", background: bool = False) -> Callable[[], TaskResult]:
         """The task begun now, finished by calling what this returns. `background`: the study goes on in
         between (on an accelerator), so a task with work for other processes may leave it running until then;
-        the rest run whole here. What it returns must not hold `ctx` (the run's state and encoded test set)."""
+        the rest run whole here. What it returns must not hold `ctx` (the run's state and encoded test set);
+        its attribute ``waits``, when True, says that work is still running."""
         result = self.run(ctx)
         return lambda: result
 

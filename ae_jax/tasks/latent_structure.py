@@ -92,4 +92,5 @@ class LatentStructure(Task):
                     figures.latent_scatter(emb, y, run_dir / "latent.png",
                                            f"{title}: {how} n = {latent} codes, seed {sd}")
             return TaskResult({k: np.asarray(v) for k, v in metrics.items()}, {"latent": "latent.png"})
+        finish.waits = pending is not None
         return finish
