@@ -32,9 +32,25 @@ def embed_2d(z: np.ndarray, seed: int, log: Callable[[str], None] = print) -> np
 def embed_all(codes: Sequence[np.ndarray], seeds: Sequence[int],
               log: Callable[[str], None] = print) -> list[np.ndarray]:
     """``embed_2d`` of every seed's codes, the UMAP fits side by side in worker processes (``umap_pool``)."""
+    return start_embed_all(codes, seeds, log)()
+
+
+def start_embed_all(codes: Sequence[np.ndarray], seeds: Sequence[int], log: Callable[[str], None] = print,
+                    background: bool = False) -> Callable[[], list[np.ndarray]]:
+    """``embed_all`` in two steps. In the `background` the UMAP fits are handed to the worker processes now
+    (``umap_pool.submit``) and the returned call waits for them; otherwise that call does all the work. The
+    call's ``waits`` is True when fits are under way."""
     fits = [i for i, z in enumerate(codes) if z.shape[1] > 2 and np.isfinite(z).all()]
-    embs = dict(zip(fits, umap_pool.embed([codes[i] for i in fits], [seeds[i] for i in fits], log)))
-    return [embs[i] if i in embs else embed_2d(z, sd, log) for i, (z, sd) in enumerate(zip(codes, seeds))]
+    fit_codes, fit_seeds = [codes[i] for i in fits], [seeds[i] for i in fits]
+    pending = (umap_pool.submit(fit_codes, fit_seeds, log, umap_pool.background_workers(len(fits)))
+               if background else None)
+
+    def wait() -> list[np.ndarray]:
+        embs = pending.result(log) if pending is not None else umap_pool.embed(fit_codes, fit_seeds, log)
+        embs = dict(zip(fits, embs))
+        return [embs[i] if i in embs else embed_2d(z, sd, log) for i, (z, sd) in enumerate(zip(codes, seeds))]
+    wait.waits = pending is not None
+    return wait
 
 
 def structure_scores(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -64,19 +80,13 @@ class LatentStructure(Task):
         seeds, z, y = ctx.seeds, ctx.test["z"], ctx.data.y_test
         ctx.log(f"    latent structure ({len(seeds)} seeds)")
         valid = [i for i in range(len(seeds)) if ctx.valid[i]]  # a diverged seed: no embedding, numbers nulled
-        codes = {i: np.asarray(z[i]) for i in valid}
-        fits = [i for i in valid if codes[i].shape[1] > 2 and np.isfinite(codes[i]).all()]
-        pending = None if not background else umap_pool.submit(
-            [codes[i] for i in fits], [seeds[i] for i in fits], ctx.log, umap_pool.background_workers(len(fits)))
-        fig, run_dir, log = ctx.fig, ctx.run_dir, ctx.log
+        embed = start_embed_all([np.asarray(z[i]) for i in valid], [seeds[i] for i in valid], ctx.log,
+                                background)
+        fig, run_dir = ctx.fig, ctx.run_dir
         latent, title = ctx.cfg.latent, f"{ctx.cfg.model} ({ctx.cfg.variant})"
 
         def finish() -> TaskResult:
-            if pending is None:
-                embs = dict(zip(valid, embed_all([codes[i] for i in valid], [seeds[i] for i in valid], log)))
-            else:
-                embs = dict(zip(fits, pending.result(log)))
-                embs.update({i: embed_2d(codes[i], seeds[i], log) for i in valid if i not in embs})
+            embs = dict(zip(valid, embed()))
             metrics: dict[str, list] = {"knn_accuracy": [], "silhouette": []}
             for i, sd in enumerate(seeds):
                 if i not in embs:
@@ -92,5 +102,5 @@ class LatentStructure(Task):
                     figures.latent_scatter(emb, y, run_dir / "latent.png",
                                            f"{title}: {how} n = {latent} codes, seed {sd}")
             return TaskResult({k: np.asarray(v) for k, v in metrics.items()}, {"latent": "latent.png"})
-        finish.waits = pending is not None
+        finish.waits = embed.waits
         return finish
