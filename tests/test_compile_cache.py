@@ -1,8 +1,10 @@
 """The scripts' persistent compilation cache (ae_jax.trainer.compile_cache)."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -70,12 +72,83 @@ def _enable_fresh(monkeypatch, folder, threshold: float) -> tuple:
             jax.config.update(n, v)
 
 
-def test_enable_sets_the_folder_the_cap_that_locks_it_and_the_threshold(monkeypatch, tmp_path):
-    """The cap bounds the folder and makes JAX lock it around each read and write (studies side by side)."""
+def test_enable_sets_the_folder_and_the_threshold_and_leaves_jax_s_cap_off(monkeypatch, tmp_path):
+    """JAX's cap would lock the folder and read every entry on each store (benchmarks/cache_folder.py)."""
     monkeypatch.delenv(compile_cache.MIN_COMPILE_ENV, raising=False)
     now = _enable_fresh(monkeypatch, tmp_path / "xla", threshold=1.0)  # JAX's default threshold
-    assert now == (str(tmp_path / "xla"), compile_cache.MAX_BYTES, compile_cache.MIN_COMPILE_S)
+    assert now == (str(tmp_path / "xla"), -1, compile_cache.MIN_COMPILE_S)  # -1: JAX's own "no cap"
     assert (tmp_path / "xla").is_dir()
+
+
+def _entry(folder, key, size, age_s, atime=False):
+    path = folder / f"{key}{compile_cache.ENTRY_SUFFIX}"
+    path.write_bytes(b"x" * size)
+    stamp = 1_700_000_000 + age_s
+    os.utime(path, (stamp, stamp))
+    if atime:
+        (folder / f"{key}{compile_cache.ATIME_SUFFIX}").write_bytes(b"\0" * 8)
+    return path
+
+
+def test_prune_removes_the_entries_used_longest_ago_down_to_the_cap(tmp_path):
+    folder = tmp_path / "xla"
+    folder.mkdir()
+    paths = {k: _entry(folder, k, 100, age_s=i * 10, atime=(k == "a")) for i, k in enumerate("abcdef")}
+    os.utime(paths["b"], (1_700_000_000 + 1000, 1_700_000_000 + 10))  # read last of all, though written early
+    (folder / ".lockfile").write_text("")  # anything else in the folder stays
+    assert compile_cache.prune(folder, max_bytes=1000) == 0  # 600 bytes: under the cap, nothing goes
+    assert compile_cache.prune(folder, max_bytes=350) == 3
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [".lockfile"] + [f"{k}{compile_cache.ENTRY_SUFFIX}" for k in "bef"], left  # a, c, d went
+    assert compile_cache.prune(tmp_path / "missing", max_bytes=0) == 0
+
+
+def test_enable_prunes_its_folder_to_max_bytes(monkeypatch, tmp_path):
+    folder = tmp_path / "xla"
+    folder.mkdir()
+    for i in range(4):
+        _entry(folder, f"k{i}", 100, age_s=i)
+    monkeypatch.setattr(compile_cache, "MAX_BYTES", 250)
+    monkeypatch.setattr(compile_cache, "prune", functools.partial(compile_cache.prune, max_bytes=250))
+    _enable_fresh(monkeypatch, folder, threshold=1.0)
+    assert sorted(p.name for p in folder.iterdir()) == [f"k{i}{compile_cache.ENTRY_SUFFIX}" for i in (2, 3)]
+
+
+# Two script-like processes on one cache folder: the first stores a program; the test then cuts its entry in
+# half, as another process would leave it mid-write; the second must compute the same, without a warning.
+_ONE_PROGRAM = """
+import sys, jax, jax.numpy as jnp
+from ae_jax.trainer import compile_cache
+compile_cache.enable()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+since = compile_cache.tally()
+x = jnp.arange(12 * 5, dtype=jnp.float32).reshape(12, 5)
+print(repr(float(jax.jit(lambda a: (jnp.cos(a) @ a.T - 1.5).sum())(x))), compile_cache.tally()["loaded"] - since["loaded"])
+"""
+
+
+def test_an_entry_read_half_written_is_compiled_afresh_without_a_warning(tmp_path):
+    folder = tmp_path / "xla"
+    env = subprocess_env(cache=False, AE_JAX_COMPILATION_CACHE=folder)
+
+    def run():
+        p = subprocess.run([sys.executable, "-c", _ONE_PROGRAM], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        value, loaded = p.stdout.split()
+        return value, int(loaded), p.stderr
+
+    first, loaded, _ = run()
+    assert loaded == 0  # an empty folder
+    again, loaded, _ = run()
+    assert again == first and loaded >= 1  # whole, the entries are loaded (the program, and arange's)
+    entries = [p for p in folder.iterdir() if p.name.endswith(compile_cache.ENTRY_SUFFIX)]
+    assert entries
+    for p in entries:
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    value, loaded, err = run()
+    assert (value, loaded) == (first, 0)  # every program compiled afresh, to the same number
+    assert compile_cache.DAMAGED_ENTRY_WARNING not in err and "Warning" not in err, err
 
 
 def test_a_threshold_set_with_jax_s_own_variable_is_kept(monkeypatch, tmp_path):

@@ -18,15 +18,28 @@ for that program, so the numbers are the same as after a fresh compile.
 The setting is the environment variable ``AE_JAX_COMPILATION_CACHE``: a
 folder, or ``off`` (which also leaves umap's numba code compiled in every
 process: ``ae_jax.umap_pool``). Unset, the folder is
-``<user cache>/ae_jax/xla`` (the user cache of ``ae_jax.download``). A cache
-set with JAX's own setting (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``)
-is left as it is. The folder
-is capped at ``MAX_BYTES``; the least recently used programs go first. The
-cap also makes JAX lock the folder around each read and write, so studies
-running side by side share it safely (JAX needs ``filelock`` for both;
-without it the folder is neither capped nor locked). A
-folder that cannot be made is reported on one line and the work goes on
-uncached: the cache only saves time.
+``<user cache>/ae_jax/xla`` (the user cache of ``ae_jax.download``). A cache set with
+JAX's own setting (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is left as
+it is. A folder that cannot be made is reported on one line and the work goes
+on uncached: the cache only saves time.
+
+Size, and studies side by side. The folder is kept under ``MAX_BYTES`` by
+``prune``, once when a script starts: the entries used longest ago (by the
+files' access times where the filesystem keeps them, else the oldest written)
+go first. JAX's own cap (``jax_compilation_cache_max_size``) is left off on
+purpose: with it, JAX locks the folder and reads every entry's size and access
+time on each program it stores, which costs more the fuller the folder is.
+Measured on this 2-core VM with ``benchmarks/cache_folder.py`` (60 small
+programs stored, 2026-12-04): 4.2 s with
+the folder empty either way; with 1 000 entries in it, 13.9 s capped against
+4.4 s uncapped; with 3 000, 29.9 s against 3.9 s: 0.4 s more for each program
+stored, and a study stores a hundred or more. Without the cap JAX writes an
+entry in place and reads it without a lock, so a study running beside another
+one can read an entry the other is still writing. Such an entry cannot be
+decompressed, and JAX compiles that program afresh, which is all a cache could
+do; the scripts keep JAX's warning about it (``DAMAGED_ENTRY_WARNING``) out of
+their output. A cap set with JAX's own ``JAX_COMPILATION_CACHE_MAX_SIZE`` is
+kept.
 
 The scripts turn it on (``ae_jax.cli.guarded``); importing the package
 changes no global setting. Programs that took ``MIN_COMPILE_S`` or more to
@@ -41,8 +54,10 @@ storing them too leaves 21 s of compiling instead of 42 to 43 s (figures in
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +66,9 @@ import jax
 from ..download import COMPILATION_CACHE_ENV as ENV, compilation_cache_off, user_cache_root
 
 MAX_BYTES = 2 << 30  # 2 GiB; the digits bake-off of benchmarks/README.md stored 9.1 MB
+ENTRY_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"  # JAX's file of a program, and its access time where capped
+# the start of JAX's warning on an entry it cannot read (a UserWarning from jax._src.compiler)
+DAMAGED_ENTRY_WARNING = "Error reading persistent compilation cache entry"
 MIN_COMPILE_S = 0.1  # seconds; JAX's default stores only the programs that took a second or more
 MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # JAX's own setting, kept when given
 
@@ -155,12 +173,44 @@ def in_use() -> str | None:
     return jax.config.jax_compilation_cache_dir or None
 
 
+def prune(folder, max_bytes: int = MAX_BYTES) -> int:
+    """Remove the entries used longest ago until the folder holds at most `max_bytes` of them; how many went.
+
+    An entry is JAX's ``<key>-cache`` file, with its ``<key>-atime`` file where a capped JAX left one. Its
+    age is the later of the file's access and modification times (access times only where the filesystem
+    keeps them). Files another process removes or holds meanwhile are passed over: the cache only saves time.
+    """
+    entries = []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.endswith(ENTRY_SUFFIX) and e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    entries.append((max(st.st_atime_ns, st.st_mtime_ns), e.path, st.st_size))
+    except OSError:
+        return 0
+    total = sum(size for _, _, size in entries)
+    removed = 0
+    for _, path, size in sorted(entries):
+        if total <= max_bytes:
+            break
+        for p in (path, path[:-len(ENTRY_SUFFIX)] + ATIME_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.remove(p)
+        total -= size
+        removed += 1
+    return removed
+
+
 def enable() -> str | None:
     """Turn the persistent cache on for this process, unless JAX's own setting already names a folder.
 
-    Returns the folder in use, or None (``off``, or a folder that cannot be made: one line on stderr).
+    Returns the folder in use, or None (``off``, or a folder that cannot be made: one line on stderr). A
+    folder of its own is pruned to ``MAX_BYTES`` first (``prune``). Either way, JAX's warning about an entry
+    it cannot read (one another process is still writing) is kept from the output: see the module's notes.
     """
     if in_use():
+        _quiet_damaged_entries()
         return in_use()
     folder = folder_setting()
     if folder is None:
@@ -173,12 +223,13 @@ def enable() -> str | None:
         print(f"note: no compilation cache ({folder}: {e.strerror or e}); every program is compiled afresh. "
               f"Set {ENV} to a writable folder, or to off.", file=sys.stderr)
         return None
+    prune(folder)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if MIN_COMPILE_ENV not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
-    try:
-        import filelock  # noqa: F401 - JAX needs it to cap the folder
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
-    except ImportError:
-        pass  # uncapped rather than uncached
+    _quiet_damaged_entries()
     return str(folder)
+
+
+def _quiet_damaged_entries() -> None:
+    warnings.filterwarnings("ignore", message=DAMAGED_ENTRY_WARNING, category=UserWarning)
