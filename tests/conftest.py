@@ -14,9 +14,10 @@ Parallel: pytest-xdist runs the test files in worker processes (``-n auto
 --dist loadgroup`` in pyproject.toml, a group per file: see
 pytest_collection_modifyitems), a whole file in one worker, so module
 fixtures are built once. The workers share the one compilation cache folder
-(its file lock keeps concurrent writers apart). ``auto`` is the CPU count, at
-most MAX_WORKERS, to bound memory: every worker is a JAX process of its own,
-and some tests start several more. More would help little: the longest file
+(without JAX's size cap, so without its lock: an entry read while another
+worker still writes it is compiled afresh, ae_jax/trainer/compile_cache.py).
+``auto`` is the CPU count, at most MAX_WORKERS, to bound memory: every worker
+is a JAX process of its own, and some tests start several more. More would help little: the longest file
 alone is about a seventh of the serial time (test_train, 171 of 1 172 s).
 
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,

@@ -300,11 +300,10 @@ class WriterCheckpoints:
 
     def restore(self, step: int, args):
         """The checkpoint as host arrays of the template's shapes and dtypes, in every process."""
-        import orbax.checkpoint as ocp
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), args.item)
         read = {}
         # process 0 reads (a failure stops every process), then the arrays travel as arrays, not pickled
-        on_writer(lambda: read.update(tree=self._manager.restore(step, args=ocp.args.StandardRestore(template))))
+        on_writer(lambda: read.update(tree=self._manager.restore(step, args=args)))
         return _from_process(read.get("tree", template), 0)
 
     def wait_until_finished(self):

@@ -206,9 +206,15 @@ def _ckpt_tree(state: TrainState, epochs: int, n_runs: int, snapshot_shape: tupl
 
 
 def _restore(manager, template: dict, ckpt_dir: Path, step: int | None = None) -> dict:
-    """The checkpoint of `step` (default: the latest) in template's structure, shapes and dtypes."""
+    """The checkpoint of `step` (default: the latest) in template's structure, shapes and dtypes.
+
+    Every array is read onto this process's first device, named in the request: without a sharding there,
+    orbax falls back on the one saved with the checkpoint (the devices of the run that wrote it), with a
+    warning (orbax 0.11) that this is unsafe on another device count.
+    """
     import orbax.checkpoint as ocp
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=here), template)
     step = manager.latest_step() if step is None else step
     with _readable(ckpt_dir, step):
         ckpt = manager.restore(step, args=ocp.args.StandardRestore(abstract))
