@@ -17,8 +17,9 @@ fixtures are built once. The workers share the one compilation cache folder
 (without JAX's size cap, so without its lock: an entry read while another
 worker still writes it is compiled afresh, ae_jax/trainer/compile_cache.py).
 ``auto`` is the CPU count, at most MAX_WORKERS, to bound memory: every worker
-is a JAX process of its own, and some tests start several more. More would help little: the longest file
-alone is about a seventh of the serial time (test_train, 171 of 1 172 s).
+is a JAX process of its own, and some tests start several more. More would
+help little: the longest file alone is about a fifth of the serial time
+(test_train, 156 of 841 worker-seconds on 2026-12-05).
 
 Rank promotion: the whole suite runs with ``jax_numpy_rank_promotion="raise"``,
 so an accidental broadcast in the package fails loudly.
