@@ -46,6 +46,9 @@ def subprocess_env(cache: bool = True, **extra) -> dict:
     """The current environment (its XLA_FLAGS the suite's), the shared compilation cache (or none), and `extra`."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = SUITE_XLA_FLAGS
+    # the checkout under test first on the path, as it is in this process: a `python -c` snippet must import this
+    # tree's ae_jax, not whatever an editable install elsewhere points at (seen with one from another clone)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     # never the user's cache folder: the suite's own, or none at all
     env.update(CACHE_ENV if cache else {"AE_JAX_COMPILATION_CACHE": "off"})
     env.update({k: str(v) for k, v in extra.items()})
