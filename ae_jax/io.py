@@ -1,7 +1,8 @@
-"""Files: atomic writes, JSON that holds no NaN, and mean ± std over seeds."""
+"""Files: where runs go, atomic writes, JSON that holds no NaN, and mean ± std over seeds."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -13,12 +14,29 @@ from typing import Any, Sequence
 import numpy as np
 
 
+# Where every script writes by default: a user's own runs, git-ignored. The committed reference results live in
+# results/<dataset>/ and are written there only when a command names it (--out=results/<dataset>...).
+RUNS_ROOT = Path("runs")
+
+
+@functools.cache
+def new_file_mode() -> int:
+    """The mode a plain new file gets under this process's umask (0o644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    """Write to a temporary file beside `path`, fsync, then rename over it.
+
+    The file gets the mode any new file would (``mkstemp`` alone makes it readable by its owner only, which
+    would lock colleagues out of a shared results folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,5 +1,5 @@
 """What storing a program in the persistent compilation cache costs, by how full the folder is, with and
-without JAX's size cap (the reason ae_jax/trainer/compile_cache.py leaves the cap off).
+without JAX's size cap (the reason ae_jax/cache/compilation.py leaves the cap off).
 
     python benchmarks/cache_folder.py [--entries=0,1000,3000] [--programs=60]
 

@@ -1,7 +1,7 @@
 """What the benchmark scripts share: list flags, the recorded environment, one timed training, the JSON write.
 
-Imported by benchmarks/throughput.py, run_count.py and umap_workers.py (each puts
-this folder and the repository root on sys.path first).
+Imported by benchmarks/throughput.py, run_count.py and umap_workers.py (Python puts a script's own folder on
+sys.path; ae_jax is the installed package).
 """
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ import platform
 import shlex
 import sys
 from typing import Sequence
-
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def _number_list(text: str, kind, what: str) -> list:

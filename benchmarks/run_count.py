@@ -52,13 +52,11 @@ import argparse
 import datetime
 import math
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (busy, command_text, environment, float_list, int_list, train_timed,  # noqa: E402
+from common import (busy, command_text, environment, float_list, int_list, train_timed,
                     write_json)
-from ae_jax.cli import ArgParser, add_data_dir_arg, check_dataset, fail, guarded, out_file, run_script  # noqa: E402
+from ae_jax.cli import ArgParser, add_data_dir_arg, check_dataset, fail, guarded, out_file, run_script
 
 MODEL = "beta_vae"
 LATENT = 20

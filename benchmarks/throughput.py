@@ -58,13 +58,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import busy, command_text, environment, int_list, train_timed, write_json  # noqa: E402
-from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script  # noqa: E402
+from common import busy, command_text, environment, int_list, train_timed, write_json
+from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script
 
 MODEL = "vanilla"
 LATENT = 20

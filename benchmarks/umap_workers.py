@@ -5,7 +5,7 @@
 
 The fits are those of one bake-off run: --fits seeds' codes (random normal,
 --points x --dim, the size of the MNIST test set at n = 20 by default), each
-with its own seed, through ``ae_jax.umap_pool.embed``. For each worker count
+with its own seed, through ``ae_jax.tasks.umap_pool.embed``. For each worker count
 of --workers, a fresh set of worker processes (1: this process) embeds them
 twice: "first" pays the numba compilation of every new process, "again" is
 the steady state of a study, where the workers are kept from run to run. The
@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import busy, command_text, environment, int_list, write_json  # noqa: E402
+from common import busy, command_text, environment, int_list, write_json
 
-from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script  # noqa: E402
+from ae_jax.cli import ArgParser, fail, guarded, out_file, run_script
 
 
 def parse(argv):
-    from ae_jax.umap_pool import cpu_cores
+    from ae_jax.tasks.umap_pool import cpu_cores
     cores = cpu_cores()
     p = ArgParser(prog="umap_workers.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--fits", type=int, default=5, help="fits per run: the seeds (default 5)")
@@ -51,7 +49,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         import numpy as np
-        from ae_jax import umap_pool
+        from ae_jax.tasks import umap_pool
 
         env = environment(command, started)
         print(f"umap_workers.py  {env['date_utc']}\n  command : {command}\n  cpu     : {env['cpu']}, "

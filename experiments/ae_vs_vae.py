@@ -12,16 +12,13 @@ study or any other) are reused; --force redoes them.
 """
 from __future__ import annotations
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser  # noqa: E402
+from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser
 
 
 def main(argv=None) -> int:
-    p = study_parser("ae_vs_vae.py", __doc__, out_help="results root (default results/<dataset>); the study writes "
+    p = study_parser("ae_vs_vae.py", __doc__, out_help="results root (default runs/<dataset>); the study writes "
                                                        "into its ae_vs_vae/ folder, the runs beside it")
     args = p.parse_args(argv)
     check_study_args(args)

@@ -11,18 +11,15 @@ fig_*.npz). Finished models are reused; --force redoes them.
 """
 from __future__ import annotations
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser  # noqa: E402
+from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser
 
 
 def main(argv=None) -> int:
     from ae_jax.models import CONTESTANTS
     p = study_parser("bakeoff.py", __doc__, models=list(CONTESTANTS), models_help="comma list (default: all nine)",
-                     out_help="results folder (default results/<dataset>)",
+                     out_help="results folder (default runs/<dataset>; the committed one is results/<dataset>)",
                      force_help="retrain and re-evaluate every selected model")
     args = p.parse_args(argv)
     check_study_args(args, min_epochs=3, epochs_why=" (the stacked model trains in 3 phases)")

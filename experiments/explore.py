@@ -19,15 +19,12 @@ folder's README.md tests it.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from ae_jax.cli import (  # noqa: E402
+from ae_jax.cli import (
     ArgParser, add_data_dir_arg, check_dataset, fail, go_on_hint, guarded, name_list, out_dir, recorded_command,
     run_script)
+from ae_jax.io import RUNS_ROOT
 
 
 def parse(argv=None):
@@ -41,7 +38,7 @@ def parse(argv=None):
     p.add_argument("--latent-dim", type=int, default=4, help="latent size n (default 4)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
-    p.add_argument("--out", type=out_dir, default=None, help="output folder (default results/<dataset>/explorer)")
+    p.add_argument("--out", type=out_dir, default=None, help="output folder (default runs/<dataset>/explorer)")
     p.add_argument("--force", action="store_true", help="retrain the models even if their runs are complete")
     p.add_argument("--no-screenshot", action="store_true", help="do not look for a browser to take screenshot.png")
     return p.parse_args(argv)
@@ -54,8 +51,8 @@ def main(argv=None) -> int:
         if v < 1:
             fail(f"{flag} must be at least 1, got {v}")
     models = list(dict.fromkeys(args.models))
-    out = Path(args.out) if args.out else Path("results") / args.dataset / "explorer"
-    runs_root = out / "runs" if args.out else Path("results") / args.dataset
+    out = Path(args.out) if args.out else RUNS_ROOT / args.dataset / "explorer"
+    runs_root = out / "runs" if args.out else RUNS_ROOT / args.dataset
     command = recorded_command("explore.py", argv)
 
     def body() -> int:

@@ -16,12 +16,9 @@ where it stopped; --force redoes them.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import (  # noqa: E402
+from ae_jax.cli import (
     check_study_args, fail, name_list, recorded_command, run_script, run_study_script, study_parser)
 
 
@@ -33,11 +30,11 @@ def int_list(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    from ae_jax.losses import RECON_LOSSES
+    from ae_jax.models.losses import RECON_LOSSES
     from ae_jax.models import get_model
     from ae_jax.studies.latent_sweep import LATENT_DIMS, LOSS, MODELS as SWEEP_MODELS, WIDTHS
     p = study_parser("latent_sweep.py", __doc__, models=list(SWEEP_MODELS),
-                     out_help="results root (default results/<dataset>); the study writes into its latent_sweep/ "
+                     out_help="results root (default runs/<dataset>); the study writes into its latent_sweep/ "
                               "folder, the runs beside it",
                      force_help="retrain and re-evaluate every run of the sweep")
     p.add_argument("--latent-dims", type=int_list, default=list(LATENT_DIMS),

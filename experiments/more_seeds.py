@@ -12,18 +12,15 @@ dead ReLU units to its error. Finished runs are reused; --force redoes them.
 """
 from __future__ import annotations
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser  # noqa: E402
+from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser
 
 
 def main(argv=None) -> int:
     from ae_jax.studies.more_seeds import MODELS as OUTLIERS, SEEDS, default_root
     p = study_parser("more_seeds.py", __doc__, seeds=SEEDS, models=list(OUTLIERS),
-                     out_help="where the runs and the report go (default results/<dataset>/more_seeds)",
+                     out_help="where the runs and the report go (default runs/<dataset>/more_seeds)",
                      force_help="retrain and re-evaluate every run")
     args = p.parse_args(argv)
     check_study_args(args, min_seeds=2, seeds_why=" (a distribution needs several)")

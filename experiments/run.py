@@ -6,17 +6,15 @@
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
 Expected (MNIST, full protocol, 5 seeds): test BCE near docs/protocol.md's published
-single-run numbers, e.g. vanilla ~64, vae ~76. See results/<dataset>/ for real runs.
+single-run numbers, e.g. vanilla ~64, vae ~76. A run lands in runs/<dataset>/<name>; the committed
+reference runs are in results/<dataset>/.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ae_jax.cli import (  # noqa: E402
+from ae_jax.cli import (
     ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, go_on_hint, guarded, join_processes,
     out_dir, recorded_command, run_script)
 
@@ -25,7 +23,7 @@ def parse(argv=None):
     from ae_jax.data import DATASETS
     from ae_jax.models import MODELS
     from ae_jax.trainer import PRECISIONS
-    from ae_jax.trainer.run import WIDTHS
+    from ae_jax.trainer.config import WIDTHS
     p = ArgParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=f"one of {', '.join(MODELS)}")
     p.add_argument("--beta", type=float_list, default=None,
@@ -45,7 +43,7 @@ def parse(argv=None):
     p.add_argument("--precision", default="float32",
                    help=f"matmul precision, one of {', '.join(PRECISIONS)}: float32 gives the same numbers on "
                         "every platform; fast lets TPUs use bfloat16 passes and GPUs TF32")
-    p.add_argument("--out", type=out_dir, default=None, help="run directory (default results/<dataset>/<name>)")
+    p.add_argument("--out", type=out_dir, default=None, help="run directory (default runs/<dataset>/<name>)")
     p.add_argument("--force", action="store_true", help="retrain even if the run is complete")
     add_distributed_args(p)
     return p.parse_args(argv)
@@ -54,7 +52,8 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
-    from ae_jax.trainer.run import interrupted_note, run_dir_for
+    from ae_jax.trainer.folder import REUSED, interrupted_note
+    from ae_jax.trainer.config import run_dir_for
     check_dataset(args.dataset)
     join_processes(args)
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
@@ -71,7 +70,10 @@ def main(argv=None) -> int:
             return 0
         print()
         print(format_table(metrics))
-        print(f"\nwritten to {run_dir}")
+        if REUSED in metrics:  # numbers made earlier (maybe elsewhere): never passed off as this command's
+            print(f"\nreused, not trained now: {run_dir} was made by {metrics[REUSED]}; nothing was written")
+        else:
+            print(f"\nwritten to {run_dir}")
         return 0
 
     def kept() -> str:

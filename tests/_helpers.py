@@ -22,7 +22,7 @@ CACHE_DIR = os.environ.get(CACHE_DIR_ENV) or tempfile.mkdtemp(prefix="ae_jax_tes
 os.environ[CACHE_DIR_ENV] = CACHE_DIR
 # The suite's cache settings, as jax.config options (conftest sets them in this process) and, upper-cased, as the
 # environment variables of the CLI subprocesses. Every program is stored, however quick its compile. The folder
-# is uncapped, as the scripts' own (ae_jax/trainer/compile_cache.py): JAX's cap locks it and reads every entry
+# is uncapped, as the scripts' own (ae_jax/cache/compilation.py): JAX's cap locks it and reads every entry
 # on each store, which took 255 s of the two workers' time in a suite of 531 tests (2026-12-04), and grows with
 # the folder. An entry read while another process writes it is compiled afresh (test_compile_cache).
 CACHE_CONFIG = {
@@ -159,8 +159,13 @@ def mse_numpy(logits, x):
 
 
 def load_script(path):
-    """Import a script (experiments/, benchmarks/) as a module, without running its main()."""
+    """Import a script (experiments/, benchmarks/) as a module, without running its main().
+
+    Its folder goes on sys.path, as ``python path`` puts it there (benchmarks/ import their ``common``)."""
     import importlib.util
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(Path(path).stem + "_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

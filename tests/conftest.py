@@ -15,7 +15,7 @@ Parallel: pytest-xdist runs the test files in worker processes (``-n auto
 pytest_collection_modifyitems), a whole file in one worker, so module
 fixtures are built once. The workers share the one compilation cache folder
 (without JAX's size cap, so without its lock: an entry read while another
-worker still writes it is compiled afresh, ae_jax/trainer/compile_cache.py).
+worker still writes it is compiled afresh, ae_jax/cache/compilation.py).
 ``auto`` is the CPU count, at most MAX_WORKERS, to bound memory: every worker
 is a JAX process of its own, and some tests start several more. More would
 help little: the longest file alone is about a fifth of the serial time
@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import time
 
 import jax
 import pytest
@@ -125,3 +126,54 @@ def tiny(digits):
     quick steps."""
     from ae_jax.data import Data
     return Data(digits.x_train[:512], digits.y_train[:512]), Data(digits.x_val[:128], digits.y_val[:128])
+
+
+class FileProgress:
+    """One line when a test file starts and one when it ends (its count and seconds), in the process that
+    reports: with -q and xdist's workers, the dots alone come only as tests end, and a file that builds a whole
+    study first shows nothing for minutes."""
+
+    def __init__(self, reporter):
+        self.reporter = reporter
+        self.total: dict[str, int] = {}     # file -> tests collected
+        self.started: dict[str, float] = {}
+        self.done: dict[str, int] = {}
+
+    @staticmethod
+    def _file(nodeid: str) -> str:
+        return nodeid.split("::", 1)[0]
+
+    def count(self, nodeids) -> None:
+        if self.total:  # every worker collects the same tests
+            return
+        for nodeid in nodeids:
+            f = self._file(nodeid)
+            self.total[f] = self.total.get(f, 0) + 1
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        self.count(ids)
+
+    def pytest_collection_finish(self, session):
+        self.count(item.nodeid for item in session.items)
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        f = self._file(nodeid)
+        if f not in self.started:
+            self.started[f] = time.monotonic()
+            self.reporter.write_line(f"{f}: started ({self.total.get(f, '?')} tests)")
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "teardown":
+            return
+        f = self._file(report.nodeid)
+        self.done[f] = self.done.get(f, 0) + 1
+        if self.done[f] == self.total.get(f):
+            self.reporter.write_line(f"{f}: done in {time.monotonic() - self.started[f]:.0f} s")
+
+
+@pytest.hookimpl(trylast=True)  # after the terminal reporter is registered
+def pytest_configure(config):
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(FileProgress(reporter), "ae_jax_file_progress")

@@ -32,7 +32,8 @@ from ae_jax.models import get_model
 from ae_jax.trainer import ExperimentConfig, TrainConfig, evaluate_runs, init_state, spec_hparams, train_runs
 from ae_jax.trainer.loop import _checkpoint_manager, _ckpt_tree, _restore
 from ae_jax.trainer.program import FULL, make_epoch
-from ae_jax.trainer.run import _config_record, _differences, snapshot_data
+from ae_jax.trainer.provenance import config_record, differences
+from ae_jax.trainer.results import snapshot_data
 
 SNAP_CFG = TrainConfig(latent_dim=2, epochs=2, loss="mse", snapshots=40)
 SEEDS = [0, 1]
@@ -126,10 +127,10 @@ def test_snapshots_are_part_of_a_runs_name_and_identity():
     cfg = ExperimentConfig("vae", "digits", latent_dim=2, loss="mse", betas=(0.0, 1.0))
     snap = dataclasses.replace(cfg, snapshots=1000)
     assert cfg.name() == "vae_beta0,1_n2_mse" and snap.name() == "vae_beta0,1_n2_mse_snap1000"
-    old = _config_record(cfg, "")
+    old = config_record(cfg, "")
     old.pop("snapshots")  # a config.json written before snapshots existed
-    assert _differences(old, _config_record(cfg, "")) == []
-    assert _differences(old, _config_record(snap, "")) == ["snapshots"]
+    assert differences(old, config_record(cfg, "")) == []
+    assert differences(old, config_record(snap, "")) == ["snapshots"]
     with pytest.raises(Exception, match="snapshots"):
         dataclasses.replace(cfg, snapshots=-1).validate()
 

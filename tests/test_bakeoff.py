@@ -32,9 +32,9 @@ from PIL import Image
 
 from _helpers import REPO, assert_one_line_error, invoke_script, read_curves, subprocess_env
 from ae_jax import figures
-from ae_jax import label_budget as lb
-from ae_jax import reference_classifier as rc
-from ae_jax import sample_quality as sq
+from ae_jax.tasks import label_subsets as lb
+from ae_jax.tasks import classifier as rc
+from ae_jax.tasks import quality_measures as sq
 from ae_jax.data import Data, load_splits
 from ae_jax.io import read_json, write_json
 from ae_jax.models import MODELS

@@ -3,6 +3,7 @@ identity of a run folder (what makes two runs different, and what an older confi
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import signal
@@ -23,9 +24,11 @@ from ae_jax.cli import guarded, study_parser
 from ae_jax.io import aggregate, read_json, write_json
 from ae_jax.models import NUM_CLASSES
 from ae_jax.trainer import TrainOutput
-from ae_jax.trainer.run import (IDENTITY, LOCK_NAME, ConfigError, ExperimentConfig, _config_record,
-                                check_same_config, data_fingerprint, device_text, folder_lock, format_table,
-                                interrupted_note, result_metrics, run_experiment)
+from ae_jax.trainer.config import ConfigError, ExperimentConfig
+from ae_jax.trainer.folder import LOCK_NAME, REPLACED_DIR, folder_lock, interrupted_note
+from ae_jax.trainer.provenance import IDENTITY, check_same_config, config_record, data_fingerprint
+from ae_jax.trainer.results import device_text, format_table, result_metrics
+from ae_jax.trainer.run import run_experiment
 
 
 
@@ -218,6 +221,10 @@ def test_cli_rerun_reports_complete_without_retraining(e2e):
     assert "epoch   1/3" not in again.stdout and "compiled" not in again.stdout
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.json*")} == before
     assert "test_bce" in again.stdout  # still prints the table
+    # ... but never as if just made: who made it, and that nothing was written
+    record = json.loads((out / "config.json").read_text())
+    assert f"made by revision {record['revision'][:12]} on {record['host']}, {record['created']}" in again.stdout
+    assert "nothing was written" in again.stdout and "written to" not in again.stdout
 
 
 def test_cli_refuses_a_different_config_in_a_finished_run_dir(e2e):
@@ -225,7 +232,7 @@ def test_cli_refuses_a_different_config_in_a_finished_run_dir(e2e):
     assert proc.returncode == 0
     before = (out / "metrics.json").read_bytes()
     other = run_cli(["--model=vanilla", "--dataset=digits", "--epochs=4", "--seeds=2", f"--out={out}"], cwd=out.parent)
-    assert_one_line_error(other, "different epochs", "--force")
+    assert_one_line_error(other, "differs in epochs", "--force")
     assert (out / "metrics.json").read_bytes() == before
 
 
@@ -398,7 +405,7 @@ def test_force_keeps_the_results_it_replaces_until_its_run_is_complete(tmp_path,
     assert folder_bytes(run) == old  # the unfinished retraining is gone, the finished run back in place
     assert interrupted_note(run, "HINT") == f"the complete results in {run} are as they were"
     assert "nothing was kept" in interrupted_note(tmp_path / "never_made", "HINT")
-    assert not (run / run_module.REPLACED_DIR).exists()
+    assert not (run / REPLACED_DIR).exists()
 
     monkeypatch.setattr(run_module, "train_runs", stopped(after_checkpoints=True))
     with pytest.raises(KeyboardInterrupt):
@@ -407,7 +414,7 @@ def test_force_keeps_the_results_it_replaces_until_its_run_is_complete(tmp_path,
     logs = []
     metrics, _ = run_experiment(new_cfg, out=run, splits=digits, command="new", log=logs.append)
     assert any("resuming from the checkpoint after epoch 3" in m for m in logs)
-    assert not (run / run_module.REPLACED_DIR).exists() and not (run / "tasks").exists()
+    assert not (run / REPLACED_DIR).exists() and not (run / "tasks").exists()
     written = read_json(run / "metrics.json")["metrics"]["test_bce"]["values"]
     assert written == metrics["metrics"]["test_bce"]["values"] and len(read_curves(run)) == 3
     assert read_json(run / "config.json")["command"] == "new"
@@ -506,9 +513,9 @@ def test_run_experiment_validates_before_writing(tmp_path):
 
 # ------------------------------------------------------------------ run identity
 def test_config_json_records_the_beta_a_model_trains_with_when_no_beta_is_given():
-    strict = _config_record(ExperimentConfig(model="beta_vae_strict", dataset="digits"), "cmd")
+    strict = config_record(ExperimentConfig(model="beta_vae_strict", dataset="digits"), "cmd")
     assert strict["betas"] is None and strict["model_hparams"]["beta"] == 2.0
-    denoising = _config_record(ExperimentConfig(model="denoising", dataset="digits"), "cmd")
+    denoising = config_record(ExperimentConfig(model="denoising", dataset="digits"), "cmd")
     assert denoising["model_hparams"]["noise_std"] == 0.5
 
 
@@ -529,7 +536,7 @@ def test_loss_precision_and_widths_each_get_their_own_run_folder():
 
 
 def record_without(cfg, *keys) -> dict:
-    rec = _config_record(cfg, "python experiments/run.py", load_splits("digits"))
+    rec = config_record(cfg, "python experiments/run.py", load_splits("digits"))
     for k in keys:
         rec.pop(k)
     return rec
@@ -544,12 +551,12 @@ def record_without(cfg, *keys) -> dict:
 def test_run_experiment_refuses_a_folder_made_with_another_loss_or_precision(tmp_path, digits, recorded, asked, what):
     run = tmp_path / "run"
     run.mkdir()
-    write_json(run / "config.json", _config_record(ExperimentConfig(model="vanilla", dataset="digits", **recorded),
+    write_json(run / "config.json", config_record(ExperimentConfig(model="vanilla", dataset="digits", **recorded),
                                                     "earlier", digits))
     write_json(run / "metrics.json", {"model": "vanilla"})
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     cfg = ExperimentConfig(model="vanilla", dataset="digits", **asked)
-    with pytest.raises(ConfigError, match=f"different {what}"):
+    with pytest.raises(ConfigError, match=f"differs in {what}"):
         run_experiment(cfg, out=run, splits=digits, log=lambda m: None)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
 
@@ -570,13 +577,13 @@ def test_an_older_config_without_loss_precision_or_version_counts_as_bce_float32
     assert metrics["marker"] == 17 and where == run and any("already complete" in m for m in logs)
     check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits"), digits)  # no error
     for other, what in ((dict(loss="mse"), "loss"), (dict(precision="fast"), "precision")):
-        with pytest.raises(ConfigError, match=f"different {what}"):
+        with pytest.raises(ConfigError, match=f"differs in {what}"):
             check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits", **other), digits)
 
 
 def test_a_folder_made_from_other_data_is_refused(tmp_path, digits):
     run = tmp_path / "run"
-    write_json(run / "config.json", _config_record(ExperimentConfig(model="vanilla", dataset="digits"), "", digits))
+    write_json(run / "config.json", config_record(ExperimentConfig(model="vanilla", dataset="digits"), "", digits))
     shuffled = digits._replace(x_train=digits.x_train[::-1].copy())
     with pytest.raises(ConfigError, match="data"):
         check_same_config(run, ExperimentConfig(model="vanilla", dataset="digits"), shuffled)

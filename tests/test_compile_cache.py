@@ -1,4 +1,4 @@
-"""The scripts' persistent compilation cache (ae_jax.trainer.compile_cache)."""
+"""The scripts' persistent compilation cache (ae_jax.cache.compilation)."""
 from __future__ import annotations
 
 import functools
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from _helpers import REPO, cli_command, subprocess_env
-from ae_jax.download import user_cache_root
+from ae_jax.cache import user_cache_root
 from ae_jax.io import read_json
-from ae_jax.trainer import compile_cache
+from ae_jax.cache import compilation as compile_cache
 
 
 def test_a_second_run_loads_its_programs_from_the_cache_and_gives_the_same_numbers(tmp_path):
@@ -118,7 +118,7 @@ def test_enable_prunes_its_folder_to_max_bytes(monkeypatch, tmp_path):
 # half, as another process would leave it mid-write; the second must compute the same, without a warning.
 _ONE_PROGRAM = """
 import sys, jax, jax.numpy as jnp
-from ae_jax.trainer import compile_cache
+from ae_jax.cache import compilation as compile_cache
 compile_cache.enable()
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 since = compile_cache.tally()

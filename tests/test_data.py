@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _helpers import MNIST_DIR
-from ae_jax import data
+from ae_jax.data import loading as data
 from ae_jax.data import IDX_FILES, DataError, load_idx_dir, load_raw, read_idx
 
 
@@ -171,7 +171,7 @@ def test_data_dir_without_the_files_lists_what_is_missing(tmp_path):
 
 
 def test_no_data_anywhere_says_what_to_do(tmp_path, monkeypatch):
-    from ae_jax import download
+    from ae_jax.data import download
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
     monkeypatch.setattr(download, "user_cache_root", lambda: tmp_path / "empty_cache")
     monkeypatch.setenv(download.ENV_MIRRORS, "")

@@ -185,7 +185,7 @@ def test_a_run_refused_on_process_0_stops_both_processes_with_its_one_line_error
     results = _pair(other, tmp_path / "r0", tmp_path / "r1")
     for r in results.values():
         assert_one_line_error(types.SimpleNamespace(returncode=r.returncode, stderr=_without_gloo(r.stderr)),
-                              "different epochs")
+                              "differs in epochs")
     assert (run / "metrics.json").read_text() == before
 
 

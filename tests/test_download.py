@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from _helpers import MNIST_DIR
-from ae_jax import data, download
+from ae_jax.data import download
+from ae_jax.data import loading as data
 from ae_jax.data import IDX_FILES, DataError, load_idx_dir, load_raw
 
 needs_mnist = pytest.mark.skipif(not all((MNIST_DIR / f).is_file() for f in IDX_FILES.values()),

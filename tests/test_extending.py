@@ -61,7 +61,7 @@ def test_readme_model_trains_and_runs_the_tasks(bounded_model, tmp_path, digits)
 
 
 def _hp(beta):
-    from ae_jax.losses import Hparams
+    from ae_jax.models.losses import Hparams
     f = np.float32
     return Hparams(beta=f(beta), noise_std=f(0), sparsity=f(0.25), lr=f(1e-3))
 

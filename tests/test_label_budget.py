@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ae_jax import label_budget as lb
+from ae_jax.tasks import label_subsets as lb
 
 
 def class_counts(y, idx) -> np.ndarray:

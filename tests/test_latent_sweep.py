@@ -22,7 +22,7 @@ from ae_jax.studies import STUDIES, StudyOptions, driver
 from ae_jax.studies.ae_vs_vae import AeVsVae
 from ae_jax.studies.latent_sweep import (_beyond_direction, chosen_n, claim_digits, claim_falls, claim_flat,
                                          param_count, width_section)
-from ae_jax.trainer.run import _config_record, _differences
+from ae_jax.trainer.provenance import config_record, differences
 
 STUDY_PY = REPO / "experiments" / "latent_sweep.py"
 SEEDS, EPOCHS = 2, 2
@@ -113,7 +113,7 @@ def test_sweep_plan_shares_the_ae_vs_vae_runs():
     assert set(ae_vs_vae) == {"vanilla_mse", "vae_mse", "cvae_mse", "vanilla_n2_mse", "vae_n2_mse", "cvae_n2_mse"}
     assert set(ae_vs_vae) <= sweep_names
     for name, cfg in ae_vs_vae.items():  # the same identity, so the folder's config.json is accepted as it is
-        assert _differences(_config_record(cfg, ""), _config_record(sweep_cfgs[name], "")) == [], name
+        assert differences(config_record(cfg, ""), config_record(sweep_cfgs[name], "")) == [], name
     assert {"vanilla_n5_mse", "vae_n50_mse_w20", "vae_n100_mse"} <= sweep_names
     assert len(sweep_names) == 3 * (6 + 5)  # six sizes per width setting, n = 20 shared
 

@@ -1,8 +1,8 @@
-"""Losses and bottlenecks (ae_jax.losses, ae_jax.models' bottleneck classes) against numpy references,
+"""Losses and bottlenecks (ae_jax.models.losses, ae_jax.models' bottleneck classes) against numpy references,
 all under jax.jit.
 
 Every test here runs with jax_numpy_rank_promotion="raise": an accidental
-broadcast in ae_jax/losses.py fails loudly.
+broadcast in ae_jax/models/losses.py fails loudly.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from _helpers import bce_numpy, bernoulli_kl_numpy, mse_numpy, sigmoid_numpy
-from ae_jax import losses
-from ae_jax.losses import Hparams
+from ae_jax.models import losses
+from ae_jax.models.losses import Hparams
 from ae_jax.models import Gaussian, Identity, Sparse, VQ
 from ae_jax.models.vq import quantise
 

@@ -20,7 +20,7 @@ from ae_jax.trainer import (OutOfMemory, TrainConfig, epoch_memory, eval_memory,
 from ae_jax.trainer import loop, memory
 from ae_jax.trainer.memory import (GIB, MIB, ProgramMemory, device_memory_limit, fit_per_run, hint_out_of_memory,
                                    is_out_of_memory, largest_run_count, out_of_memory_message, program_memory)
-from ae_jax.trainer.run import _forget_unstarted
+from ae_jax.trainer.folder import _forget_unstarted
 
 XLA_OOM = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123456789 bytes."
 

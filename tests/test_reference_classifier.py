@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ae_jax import reference_classifier as rc
-from ae_jax import sample_quality as sq
+from ae_jax.tasks import classifier as rc
+from ae_jax.tasks import quality_measures as sq
 from ae_jax.data import load_splits
 
 

@@ -1,4 +1,4 @@
-"""ae_jax.sample_quality on hand-made arrays: Fréchet distance against scipy and closed forms,
+"""ae_jax.tasks.quality_measures on hand-made arrays: Fréchet distance against scipy and closed forms,
 class statistics counted by hand, the Gaussian code sampler, interpolation pairs and metrics.
 
 The same metrics on the digits reference classifier's features are in
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from ae_jax import sample_quality as sq
+from ae_jax.tasks import quality_measures as sq
 
 
 def frechet_scipy(a, b) -> float:

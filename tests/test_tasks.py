@@ -35,7 +35,7 @@ from ae_jax.tasks.probe import PROBE_EPOCHS, PROBE_PATIENCE, _early_stopping_sca
 from ae_jax.trainer import ExperimentConfig, map_runs, stack_hparams
 from ae_jax.trainer.program import TrainConfig, init_state, run_keys, spec_hparams
 from _helpers import bce_numpy, mse_numpy
-from ae_jax.trainer.run import per_class
+from ae_jax.trainer.results import per_class
 
 LATENT = 20
 CFG = TrainConfig(latent_dim=LATENT, epochs=1, batch_size=64)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _helpers import MNIST_DIR, assert_one_line_error, cli_command, subprocess_env
-from ae_jax import data
+from ae_jax.data import loading as data
 from ae_jax.data import IDX_FILES, DataError, load_idx_dir
 
 if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorflow_datasets")):

@@ -22,7 +22,7 @@ import pytest
 from _helpers import (REPO, assert_runs_equal, assert_trees_close, bce_numpy, bernoulli_kl_numpy, forced_devices_env,
                       leaves_with_paths, mse_numpy, sigmoid_numpy)
 from ae_jax.data import Data
-from ae_jax.losses import add_input_noise
+from ae_jax.models.losses import add_input_noise
 from ae_jax.models import MODELS
 from ae_jax.trainer import (ExperimentConfig, evaluate_runs, format_table, has_final_checkpoint, load_final_state,
                             train_runs)
@@ -30,7 +30,7 @@ from ae_jax.trainer import program
 from ae_jax.trainer.loop import _eval_program
 from ae_jax.trainer.program import (FULL, TrainConfig, init_state, make_epoch, make_eval, make_loss, make_model,
                                     phase_at, phase_schedule, reset_optimizer, run_keys, spec_hparams, stacked_phases)
-from ae_jax.trainer.run import result_metrics
+from ae_jax.trainer.results import result_metrics
 
 CFG = TrainConfig(latent_dim=8, epochs=3, batch_size=64)
 SEEDS = (3, 7)

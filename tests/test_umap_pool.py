@@ -1,4 +1,4 @@
-"""UMAP fits in worker processes (ae_jax.umap_pool): same embeddings as in this process, a count that fits the
+"""UMAP fits in worker processes (ae_jax.tasks.umap_pool): same embeddings as in this process, a count that fits the
 machine, a clear error for a bad setting, a fallback when a worker dies, and umap's compiled code kept on disk."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from _helpers import (REPO, assert_one_line_error, assert_script_refuses, run_script, run_script_json,
                       subprocess_env)
-from ae_jax import umap_pool
+from ae_jax.tasks import umap_pool
 from ae_jax.tasks.latent_structure import embed_all
 from ae_jax.trainer import ConfigError
 
@@ -137,7 +137,7 @@ def test_the_benchmark_refuses_bad_flags_in_one_line(tmp_path, args, fragment):
 # without cache=True) kept its code on disk, and whether it was loaded from there (hits) or compiled (misses).
 FIT_IN_NEW_PROCESS = """
 import sys, numpy as np
-from ae_jax import umap_pool
+from ae_jax.tasks import umap_pool
 z = np.random.default_rng(1).normal(size=(60, 4)).astype(np.float32)
 emb, _ = umap_pool.fit(z, 0)
 np.save(sys.argv[1], emb)
@@ -175,14 +175,14 @@ def test_umap_imported_before_ae_jax_asks_for_it_still_keeps_its_code_on_disk():
     """As where TFDS imported tensorflow and umap came in with it: the first _import_umap turns the cache on."""
     code = ("import sys; sys.modules['tensorflow'] = None; import umap; del sys.modules['tensorflow']; "
             "f = sys.modules['umap.umap_'].smooth_knn_dist; before = f.stats.cache_path; "
-            "from ae_jax import umap_pool; umap_pool._import_umap(); print(before is None, f.stats.cache_path is None)")
+            "from ae_jax.tasks import umap_pool; umap_pool._import_umap(); print(before is None, f.stats.cache_path is None)")
     assert _python(code).stdout.split() == ["True", "False"]  # uncached as umap-learn ships it, then cached
 
 
 def test_umap_is_imported_without_tensorflow_and_silently():
     """umap imports tensorflow (when installed) for ParametricUMAP alone: seconds, memory and, with
     tensorflow 2.21, start-up lines on stderr in the middle of a study's log."""
-    code = ("import sys; from ae_jax import umap_pool; umap_pool._import_umap(); "
+    code = ("import sys; from ae_jax.tasks import umap_pool; umap_pool._import_umap(); "
             "print('tensorflow' in sys.modules, sys.modules.get('tensorflow', 0) is None)")
     proc = _python(code)
     assert proc.stdout.split() == ["False", "False"]  # not imported, and not left blocked for TFDS after it
@@ -286,7 +286,7 @@ def test_a_run_s_umap_fits_left_running_finish_later_with_the_same_numbers(monke
     from ae_jax.io import read_json
     from ae_jax.studies import driver
     from ae_jax.tasks import task_path
-    from ae_jax.trainer.run import LOCK_NAME
+    from ae_jax.trainer.folder import LOCK_NAME
     monkeypatch.setenv(umap_pool.ENV_WORKERS, "2")
     plan, opts, splits = planned(tmp_path / "now")
     whole = driver.ensure_run(plan[0], opts, splits, log=lambda s: None)  # trained, every task run whole

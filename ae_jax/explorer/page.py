@@ -24,10 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from ..io import atomic_write_text, clean_json
+from ..models import label
 from .export import ExportedModel, b64_float32, pack_model
 
-MODEL_LABELS = {"vanilla": "AE", "vae": "VAE", "beta_vae_strict": "\u03b2-VAE (\u03b2 = 2)",
-                "beta_vae_loose": "\u03b2-VAE (\u03b2 = 0.5)"}
 # The value ranges the original article reports over the inputs it shows.
 ORIGINAL_RANGES = {"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)}
 ASSETS = ("template.html", "explorer.css", "explorer.js")
@@ -43,7 +42,7 @@ class PageModel:
 
     @property
     def label(self) -> str:
-        return MODEL_LABELS.get(self.name, self.name)
+        return label(self.name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,10 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..io import atomic_write_text, write_json
+from ..models import label as model_label
 from .analysis import claims_markdown, code_summary, pca_figure, range_table, ranges_markdown
 from .export import ExportedModel, explorable_reason, export_state, jax_apply, np_encode, seed_slice
 from .glyphs import glyphs
-from .page import MODEL_LABELS, ORIGINAL_RANGES, PageInput, PageModel, page_data, write_page
+from .page import ORIGINAL_RANGES, PageInput, PageModel, page_data, write_page
 from .screenshot import screenshot
 
 DEFAULT_MODELS = ("vanilla", "vae")
@@ -168,7 +169,7 @@ def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, comm
     log(f"encoding the {len(splits.x_train)} training images for {len(names)} model(s) x {len(seeds)} seed(s)")
     codes = {name: np.stack([np_encode(e, splits.x_train) for e in ex]) for name, ex in exports.items()}
     shown = {name: np.stack([np_encode(e, x_inputs) for e in ex]) for name, ex in exports.items()}
-    labels = {name: MODEL_LABELS.get(name, name) for name in names}
+    labels = {name: model_label(name) for name in names}
 
     epochs = {tm.epochs for tm in trained.values()}
     trained_for = f" for {epochs.pop()} epochs" if len(epochs) == 1 and None not in epochs else ""

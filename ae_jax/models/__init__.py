@@ -2,8 +2,9 @@
 
 A model is a ``ModelSpec``: its bottleneck (a module of its own in this
 package: ``plain``, ``sparse``, ``gaussian``, ``vq``), the few switches that
-change how it trains (shallow, stacked, denoising, conditional) and its
-default hyperparameters. Nothing else in the package branches on a model's
+change how it trains (shallow, stacked, denoising, conditional), its
+default hyperparameters, its display label and the original study's published
+numbers for it. Nothing else in the package branches on a model's
 name: the trainer and the tasks ask the spec and its bottleneck.
 
 Adding a model: write its bottleneck (a subclass of ``bottleneck.Bottleneck``
@@ -38,6 +39,14 @@ class ModelSpec:
     sparsity: float = 0.25
     skip_tasks: tuple[str, ...] = ()  # tasks that would apply by the bottleneck's properties but make no sense here
     description: str = ""
+    label: str = ""                 # the name figures and reports show (default: the registry name)
+    # The original study's single-run numbers on PUBLISHED_DATASET (docs/protocol.md), by metric name
+    published: dict[str, float] = dataclasses.field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def display(self) -> str:
+        """The model's name as figures and reports show it."""
+        return self.label or self.name
 
     @property
     def can_sample(self) -> bool:
@@ -60,19 +69,31 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+PUBLISHED_DATASET = "mnist"  # the only dataset the original study published numbers for
+
+
+def _published(test_bce: float, probe_accuracy: float) -> dict[str, float]:
+    return {"test_bce": test_bce, "probe_accuracy": probe_accuracy}
+
+
 _gauss = Gaussian()
 for _spec in (
-    ModelSpec("shallow", shallow=True, description="one ReLU layer each way"),
-    ModelSpec("vanilla", description="deep dense autoencoder"),
-    ModelSpec("stacked", stacked=True, description="greedy layer-wise, 3 phases"),
-    ModelSpec("sparse", Sparse(), beta=1.0, sparsity=0.25, description="sigmoid code, Bernoulli KL"),
-    ModelSpec("denoising", denoise=True, noise_std=0.5, description="Gaussian input noise std 0.5"),
-    ModelSpec("vae", _gauss, beta=1.0, description="beta = 1"),
-    ModelSpec("beta_vae_strict", _gauss, beta=2.0, description="beta = 2"),
-    ModelSpec("beta_vae_loose", _gauss, beta=0.5, description="beta = 0.5"),
-    ModelSpec("vq", VQ(CODEBOOK_SIZE), beta=1.0, description="per-dimension scalar codebook of 512"),
+    ModelSpec("shallow", shallow=True, description="one ReLU layer each way", published=_published(123.2, 0.4511)),
+    ModelSpec("vanilla", description="deep dense autoencoder", label="AE", published=_published(63.92, 0.7835)),
+    ModelSpec("stacked", stacked=True, description="greedy layer-wise, 3 phases", published=_published(87.87, 0.6107)),
+    ModelSpec("sparse", Sparse(), beta=1.0, sparsity=0.25, description="sigmoid code, Bernoulli KL",
+              published=_published(64.27, 0.2221)),
+    ModelSpec("denoising", denoise=True, noise_std=0.5, description="Gaussian input noise std 0.5",
+              published=_published(75.15, 0.8049)),
+    ModelSpec("vae", _gauss, beta=1.0, description="beta = 1", label="VAE", published=_published(76.12, 0.6016)),
+    ModelSpec("beta_vae_strict", _gauss, beta=2.0, description="beta = 2", label="\u03b2-VAE (\u03b2 = 2)",
+              published=_published(86.12, 0.4536)),
+    ModelSpec("beta_vae_loose", _gauss, beta=0.5, description="beta = 0.5", label="\u03b2-VAE (\u03b2 = 0.5)",
+              published=_published(69.51, 0.6311)),
+    ModelSpec("vq", VQ(CODEBOOK_SIZE), beta=1.0, description="per-dimension scalar codebook of 512",
+              published=_published(64.49, 0.7717)),
     ModelSpec("beta_vae", _gauss, beta=1.0, description="VAE with any --beta"),
-    ModelSpec("cvae", _gauss, beta=1.0, conditional=True,
+    ModelSpec("cvae", _gauss, beta=1.0, conditional=True, label="CVAE",
               description="conditional VAE: encoder sees (x, onehot y), decoder (z, onehot y)"),
 ):
     register(_spec)
@@ -80,6 +101,11 @@ for _spec in (
 # The nine models of the bake-off (beta_vae is the same model with a free beta).
 CONTESTANTS = ("shallow", "vanilla", "stacked", "sparse", "denoising", "vae",
                "beta_vae_strict", "beta_vae_loose", "vq")
+
+
+def label(name: str) -> str:
+    """A model's display label; a name that is not registered shows as itself."""
+    return MODELS[name].display if name in MODELS else name
 
 
 def get_model(name: str) -> ModelSpec:
@@ -90,4 +116,5 @@ def get_model(name: str) -> ModelSpec:
 
 
 __all__ = ["Autoencoder", "Bottleneck", "CODEBOOK_SIZE", "CONTESTANTS", "Code", "D_PIXELS", "MODELS", "ModelSpec",
-           "NUM_CLASSES", "decoder_units", "encoder_units", "get_model", "register", "shrink"]
+           "NUM_CLASSES", "PUBLISHED_DATASET", "decoder_units", "encoder_units", "get_model", "label", "register",
+           "shrink"]

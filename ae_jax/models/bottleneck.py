@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..losses import Hparams
+from .losses import Hparams
 
 
 class Code(NamedTuple):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..losses import gaussian_kl, masked_mean
+from .losses import gaussian_kl, masked_mean
 from .bottleneck import Bottleneck, Code, gaussian_code
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax
 
-from ..losses import bernoulli_kl, masked_mean
+from .losses import bernoulli_kl, masked_mean
 from .bottleneck import Bottleneck, Code
 
 

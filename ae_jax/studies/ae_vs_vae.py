@@ -24,10 +24,11 @@ import numpy as np
 
 from .. import figures
 from ..io import aggregate, atomic_write_text, fmt_mean_std, write_npz
-from ..models import NUM_CLASSES
+from ..models import NUM_CLASSES, label as model_label
 from ..models.gaussian import moments
 from ..trainer import ExperimentConfig
-from ..trainer.run import SNAPSHOTS_FILE, device_text
+from ..trainer.folder import SNAPSHOTS_FILE
+from ..trainer.results import device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
 from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, claim_verdict, compare, p_text, provenance_notes,
                      ranking, run_pair_key, significantly_above, task_table)
@@ -40,7 +41,6 @@ CVAE_TASKS = BIG_TASKS + ("sample_quality",)
 PLANE_TASKS = ("reconstruction", "latent_plane")
 BETAS = (0.0, 1.0)
 SNAPSHOTS = 1000
-LABELS = {"vanilla": "AE", "vae": "VAE", "cvae": "CVAE"}
 
 
 def run_key(cfg: ExperimentConfig, beta: float | None = None) -> str:
@@ -165,7 +165,7 @@ def fig_reconstructions(out: Path, runs: dict) -> str | None:
               index=data[have[0]]["digit_index"], seeds=np.asarray([int(data[m]["seed"]) for m in have]))
     figures.image_rows([x] + list(recon), out / "reconstructions.png",
                        ["test images (the first of each digit)"]
-                       + [f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}" for m in have])
+                       + [f"{model_label(m)} (n = {N_BIG}), seed {int(data[m]['seed'])}" for m in have])
     return "reconstructions.png"
 
 
@@ -178,7 +178,7 @@ def fig_prior(out: Path, runs: dict) -> list[str]:
         imgs = np.stack([data[m]["images"][s] for m, s in zip(have, seeds)])            # [M, 10, k, 32, 32]
         seed_ids = [int(data[m]["seeds"][s]) for m, s in zip(have, seeds)]
         write_npz(out / "prior_samples.npz", images=imgs, models=np.asarray(have), seeds=np.asarray(seed_ids))
-        titles = [f"{LABELS[m]}: z ~ N(0, I), seed {s}" + (" (row d: label d)" if m == "cvae" else "")
+        titles = [f"{model_label(m)}: z ~ N(0, I), seed {s}" + (" (row d: label d)" if m == "cvae" else "")
                   for m, s in zip(have, seed_ids)]
         figures.panels([figures.tile(i, pad=1) for i in imgs], out / "prior_samples.png", titles, size=4.2)
         made.append("prior_samples.png")
@@ -204,7 +204,7 @@ def fig_latent_plane(out: Path, runs: dict) -> str | None:
         step_u, step_v = (u[1] - u[0]) / 2, (v[1] - v[0]) / 2
         extent = (u[0] - step_u, u[-1] + step_u, v[0] - step_v, v[-1] + step_v)
         for p, lab in zip(d["images"], d["plane_labels"]):
-            title = f"{LABELS[m]}, seed {int(d['seed'])}" + (f", label {lab}" if lab >= 0 else "")
+            title = f"{model_label(m)}, seed {int(d['seed'])}" + (f", label {lab}" if lab >= 0 else "")
             panels.append((title, figures.tile(p), extent, d["codes"], d["labels"]))
     if not panels:
         return None
@@ -246,7 +246,7 @@ def fig_codes(out: Path, runs: dict) -> str | None:
         ax = axes[0, j]
         sc = ax.scatter(pca[j, :, 0], pca[j, :, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=1, alpha=0.5,
                         rasterized=True)
-        ax.set_title(f"{LABELS[m]} (n = {N_BIG}), seed {sd}: PCA of the test codes\n"
+        ax.set_title(f"{model_label(m)} (n = {N_BIG}), seed {sd}: PCA of the test codes\n"
                      f"PC1 {ratio[j, 0]:.0%}, PC2 {ratio[j, 1]:.0%} of the variance", fontsize=9)
         ax.set_xlabel("PC1", fontsize=8), ax.set_ylabel("PC2", fontsize=8)
         ax = axes[1, j]
@@ -347,7 +347,7 @@ def fig_arithmetic(out: Path, runs: dict) -> list[str]:
         write_npz(out / "arithmetic.npz", x=x, images=imgs, weights=w, models=np.asarray(have),
                   seeds=np.asarray([int(data[m]["seed"]) for m in have]))
         tiles = [figures.tile(np.concatenate([x[:, None], im], axis=1), pad=1) for im in imgs]
-        figures.panels(tiles, out / "arithmetic.png", [f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}"
+        figures.panels(tiles, out / "arithmetic.png", [f"{model_label(m)} (n = {N_BIG}), seed {int(data[m]['seed'])}"
                                                         for m in have], size=4.4,
                        suptitle="each row: a test image, then its code + w·v decoded for w = "
                                 + ", ".join(f"{a:g}" for a in w) + "; v = mean code of thick strokes − thin strokes")
@@ -432,7 +432,7 @@ def claims(summary: dict, pairing: dict | None = None) -> list[tuple[str, str, s
             continue
         easy.append(set(r[:2]) == {1, 7})
         hard.append(set(r[-2:]) == {2, 8})
-        texts.append(f"{LABELS[k.split('_')[0]]}: easiest → hardest {r[0]}, {r[1]}, …, {r[-2]}, {r[-1]}")
+        texts.append(f"{model_label(k.split('_')[0])}: easiest → hardest {r[0]}, {r[1]}, …, {r[-2]}, {r[-1]}")
     rows.append(("3", "1 and 7 are the easiest digits to reconstruct, 2 and 8 the hardest",
                  "; ".join(texts) + " (mean per-class test MSE, n = 20; the claim holds when {1, 7} are the two "
                  "lowest and {2, 8} the two highest)" if texts else "not run",

@@ -31,11 +31,11 @@ import numpy as np
 from ..data import SPLIT_SIZES
 from ..io import atomic_write_text, fmt_mean_std, read_json
 from ..models import CONTESTANTS, get_model
-from ..sample_quality import CONFIDENT
+from ..tasks.quality_measures import CONFIDENT
 from ..tasks import interp_quality, sample_quality
 from ..tasks.reference import REFERENCE_DIR
 from ..trainer import ExperimentConfig
-from ..trainer.run import device_text
+from ..trainer.results import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, SplitCache, Study, StudyOptions
 from .report import PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, provenance_notes, run_pair_key, task_table
@@ -47,12 +47,6 @@ SCRATCH = "scratch"
 RANDOM_ENCODER = "random_encoder"
 BASELINE_TASKS = {SCRATCH: (SCRATCH, "scratch_budget"), RANDOM_ENCODER: (RANDOM_ENCODER, "random_encoder_budget")}
 
-# Published single-run MNIST numbers (docs/protocol.md).
-PUBLISHED = {
-    "test_bce": dict(zip(CONTESTANTS, (123.2, 63.92, 87.87, 64.27, 75.15, 76.12, 86.12, 69.51, 64.49))),
-    "probe_accuracy": dict(zip(CONTESTANTS, (0.4511, 0.7835, 0.6107, 0.2221, 0.8049, 0.6016, 0.4536, 0.6311,
-                                             0.7717))),
-}
 PUBLISHED_SCRATCH = 0.4364  # the original's "from scratch" number, which its code computed as random_encoder
 
 # (title, [(metric, label, higher is better (None: shown, not ranked)[, decimals])], note)
@@ -207,9 +201,10 @@ def published_table(summary: dict) -> str:
         return _fmt(e["mean"], e["std"]), "yes" if inside else "no"
 
     for m in CONTESTANTS:
-        b, bi = cell(m, "test_bce", PUBLISHED["test_bce"][m])
-        p, pi = cell(m, "probe_accuracy", PUBLISHED["probe_accuracy"][m])
-        out.append(f"| {m} | {PUBLISHED['test_bce'][m]} | {b} | {bi} | {PUBLISHED['probe_accuracy'][m]} | {p} | {pi} |")
+        pub = get_model(m).published  # the original study's single-run MNIST numbers (docs/protocol.md)
+        b, bi = cell(m, "test_bce", pub["test_bce"])
+        p, pi = cell(m, "probe_accuracy", pub["probe_accuracy"])
+        out.append(f"| {m} | {pub['test_bce']} | {b} | {bi} | {pub['probe_accuracy']} | {p} | {pi} |")
     p, pi = cell(RANDOM_ENCODER, "probe_accuracy", PUBLISHED_SCRATCH)
     out.append(f"| random_encoder (the published 'from scratch') | | | | {PUBLISHED_SCRATCH} | {p} | {pi} |")
     return "\n".join(out)

@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .. import umap_pool
+from ..cache import compilation as compile_cache
 from ..data import Splits, load_splits
-from ..io import METRICS_KEYS, TASK_KEYS, read_json, write_json
+from ..io import METRICS_KEYS, RUNS_ROOT, TASK_KEYS, read_json, write_json
 from ..models import get_model
-from ..tasks import EvalContext, get_task, run_task, start_task, task_done, task_path
-from ..trainer import (ConfigError, ExperimentConfig, check_same_config, compile_cache, folder_lock,
+from ..tasks import EvalContext, get_task, run_task, start_task, task_done, task_path, umap_pool
+from ..trainer import (ConfigError, ExperimentConfig, check_same_config, folder_lock,
                        get_model_or_error, has_final_checkpoint, load_final_state, run_experiment)
-from ..trainer.run import provenance
+from ..trainer.provenance import provenance
 
 TIMING = ("train_time_s", "compile_time_s", "seed_samples_per_s")
 
@@ -125,7 +125,7 @@ class StudyOptions:
     seeds: int = 5
     epochs: int = 60
     data_dir: str | None = None
-    out: Path | None = None  # the results root; default results/<dataset>
+    out: Path | None = None  # the results root; default runs/<dataset> (committed results: results/<dataset>)
     force: bool = False
     command: str = ""
     # settings a study may take from the command line (None: the study's own)
@@ -135,7 +135,7 @@ class StudyOptions:
 
     @property
     def root(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("results") / self.dataset
+        return Path(self.out) if self.out is not None else RUNS_ROOT / self.dataset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,9 +50,10 @@ import numpy as np
 
 from .. import figures
 from ..io import atomic_write_text, fmt_mean_std, read_json, write_npz
-from ..models import NUM_CLASSES, get_model
+from ..models import NUM_CLASSES, get_model, label as model_label
 from ..trainer import ExperimentConfig
-from ..trainer.run import FIXED_WIDTH_LATENT, device_text
+from ..trainer.config import FIXED_WIDTH_LATENT
+from ..trainer.results import device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
 from .report import SIGNIFICANCE, _fmt, provenance_notes, welch
 
@@ -63,7 +64,6 @@ WIDTHS = ("protocol", "fixed")
 TASKS = ("reconstruction",)
 STUDY_N = 20         # the n the study chose for its VAE from validation error
 MEANINGFUL = 0.05    # claim 2: a change of the mean test MSE by more than 5 % (and Welch-significant) is meaningful
-LABELS = {"vanilla": "AE", "vae": "VAE", "cvae": "CVAE"}
 WIDTH_TEXT = {"protocol": "the protocol's widths for each n",
               "fixed": f"the n = {FIXED_WIDTH_LATENT} widths at every n"}
 
@@ -83,7 +83,7 @@ def key_model(key: str) -> str:
 
 def label(key: str) -> str:
     m = key_model(key)
-    return LABELS.get(m, m) + (f", n = {FIXED_WIDTH_LATENT} widths" if key_widths(key) == "fixed" else "")
+    return model_label(m) + (f", n = {FIXED_WIDTH_LATENT} widths" if key_widths(key) == "fixed" else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -701,7 +701,7 @@ def width_section(summary: dict, models: Sequence[str], dims: Sequence[int]) -> 
             if kind != "flat" and larger:
                 told += 1
                 wins += (kind == "falls") == (larger == "fixed")
-            rows.append(f"| {LABELS.get(m, m)} | {n} | {_ms(summary, a, n, 'test_mse')} ({pa:,}) | "
+            rows.append(f"| {model_label(m)} | {n} | {_ms(summary, a, n, 'test_mse')} ({pa:,}) | "
                         f"{_ms(summary, b, n, 'test_mse')} ({pb:,}) | {rel:+.1%} | {p:.2g} | "
                         + {"falls": f"n = {FIXED_WIDTH_LATENT} widths", "rises": "protocol's widths",
                            "flat": "neither (not told apart)"}[kind] + " |")

@@ -12,7 +12,7 @@ variance < 0.01, which is how a VAE's collapsed units show), and the report
 relates the counts to each seed's error and probe accuracy.
 
 The runs are ordinary run folders, but under this study's own results root
-(``results/<dataset>/more_seeds/<run name>``): a 20-seed run has the same
+(``<results root>/more_seeds/<run name>``, by default under ``runs/<dataset>``): a 20-seed run has the same
 name as the bake-off's 5-seed one, and a folder holds one set of seeds.
 ``summary.json`` and ``README.md`` go to that root; the figure is
 ``seeds.png`` with its arrays in ``seeds.npz``.
@@ -27,10 +27,10 @@ import jax
 import numpy as np
 
 from .. import figures
-from ..io import read_json, write_npz
+from ..io import RUNS_ROOT, read_json, write_npz
+from ..models import MODELS as REGISTRY, PUBLISHED_DATASET
 from ..trainer import ExperimentConfig
-from ..trainer.run import device_text
-from .bakeoff import PUBLISHED
+from ..trainer.results import device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
 from .report import _fmt, provenance_notes
 
@@ -43,16 +43,16 @@ METRICS = (("test_bce", "test BCE", False), ("probe_accuracy", "probe accuracy",
 UNITS = (("dead_units", "dead code units"), ("inactive_units", "inactive code units"))
 # per model: the metric its published outlier is about, and the unit count that might explain it
 FOCUS = {"shallow": ("test_bce", "dead_units"), "beta_vae_strict": ("probe_accuracy", "inactive_units")}
-PUBLISHED_DATASET = "mnist"
 
 
 def default_root(dataset: str) -> Path:
-    return Path("results") / dataset / FOLDER
+    return RUNS_ROOT / dataset / FOLDER
 
 
 def published(dataset: str, model: str, metric: str) -> float | None:
     """The original study's single-run number, where it published one (MNIST only)."""
-    return PUBLISHED.get(metric, {}).get(model) if dataset == PUBLISHED_DATASET else None
+    spec = REGISTRY.get(model)
+    return spec.published.get(metric) if spec is not None and dataset == PUBLISHED_DATASET else None
 
 
 def values(entry: dict, metric: str) -> np.ndarray:

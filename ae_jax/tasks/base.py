@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data import Data, Splits, test_data
 from ..io import read_json
-from ..losses import Hparams
+from ..models.losses import Hparams
 from ..models import ModelSpec
 from ..trainer import ExperimentConfig, TrainConfig, TrainState, evaluate_runs, make_model, run_keys
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import sample_quality as sq
+from . import quality_measures as sq
 from ..io import write_npz
 from . import reference
 from .base import EvalContext, Task, TaskResult

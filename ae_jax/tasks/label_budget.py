@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import label_budget as lb
+from . import label_subsets as lb
 from ..data import Data
 from .base import EvalContext, Task, TaskResult
 from .probe import linear_probe

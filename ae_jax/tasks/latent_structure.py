@@ -4,7 +4,7 @@ Arrays of the figure seed (``latent.npz``): "emb" [N, 2], the test set's 2-D
 embedding; "labels" [N]; "seed"; "umap" (True when the codes were embedded
 with UMAP, False when they are the raw n = 2 codes).
 
-The seeds' UMAP fits run side by side in worker processes (``ae_jax.umap_pool``:
+The seeds' UMAP fits run side by side in worker processes (``ae_jax.tasks.umap_pool``:
 one per seed up to the CPU cores, ``AE_JAX_UMAP_WORKERS`` to change it); the
 embeddings are the same as fitting them one by one here.
 """
@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import figures, umap_pool
+from .. import figures
+from . import umap_pool
 from ..io import write_npz
 from .base import EvalContext, Task, TaskResult
 

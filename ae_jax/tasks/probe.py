@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from ..data import Data
-from ..losses import Hparams
+from ..models.losses import Hparams
 from ..models import ModelSpec
 from ..models.bottleneck import gaussian_code
 from ..trainer import map_runs, run_keys, stack_hparams

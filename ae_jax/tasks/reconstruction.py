@@ -12,7 +12,7 @@ import numpy as np
 from .. import figures
 from ..io import write_npz
 from ..models import NUM_CLASSES
-from ..trainer.run import per_class
+from ..trainer.results import per_class
 from .base import EvalContext, Task, TaskResult
 
 N_SHOW = 16

@@ -1,6 +1,6 @@
 """The reference classifier as the quality tasks use it: one per results folder, loaded once per process.
 
-The classifier (``ae_jax.reference_classifier``) is trained on the dataset's
+The classifier (``ae_jax.tasks.classifier``) is trained on the dataset's
 real training images (the "full" split) and cached in
 ``<results root>/reference_classifier/`` (``REFERENCE_DIR``), beside the run
 folders: a run folder's parent is its results root. Every quality task of
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..reference_classifier import RefClassifier, get_reference_classifier
+from .classifier import RefClassifier, get_reference_classifier
 
 REFERENCE_DIR = "reference_classifier"
 
@@ -51,7 +51,7 @@ def real_test_features(ctx) -> tuple[np.ndarray, np.ndarray]:
 def real_train_frechet(ctx, n: int) -> float:
     """Fréchet distance between the first min(n, N) real training images and the test set (the classifier's
     features): what a generator that reproduced the training data would score. Computed once per n."""
-    from ..sample_quality import frechet_distance
+    from .quality_measures import frechet_distance
     k = _key(ctx) + (int(n),)
     if k not in _TRAIN_FD:
         x = ctx.splits("full").x_train[:n]

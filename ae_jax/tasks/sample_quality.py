@@ -13,7 +13,7 @@ How each model samples:
 
 ``N_SAMPLES`` (10 000) codes per seed, drawn from the seed's task key
 (stream ``KEY_STREAM``), decoded with BatchNorm in evaluation mode. Numbers per
-seed (``ae_jax.sample_quality`` defines them):
+seed (``ae_jax.tasks.quality_measures`` defines them):
 
 - ``sample_frechet``: Fréchet distance between the classifier's penultimate
   features of the samples and of the real test images (lower is better);
@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from .. import sample_quality as sq
+from . import quality_measures as sq
 from ..data import Data
 from ..io import write_npz
 from ..models import NUM_CLASSES

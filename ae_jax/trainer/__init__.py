@@ -6,16 +6,22 @@
                 orbax checkpoints and exact resume, batched evaluation
     memory.py   how many runs fit a device (XLA's memory analysis of the compiled program), and the
                 one-line out-of-memory error that names that count
-    run.py      one experiment in one run folder: its config and identity, locking, metrics.json
+    config.py   one experiment's request (model, data, seeds x betas, settings) and its folder name
+    provenance.py  config.json: where a run came from, and what makes two runs different
+    folder.py   a run folder's lock and life, and every write into it (process 0's alone)
+    results.py  metrics.json's content (mean ± std over seeds) and the closing table
+    run.py      one experiment in one run folder: config, folder, training and results put together
     distributed.py  more than one process (jax.distributed): joining, gathering, process 0 writes
-    compile_cache.py  the persistent compilation cache the scripts turn on: a program is compiled once
 """
 from .loop import (RunAxis, TrainOutput, epoch_memory, eval_memory, evaluate_runs, has_final_checkpoint,
                    load_final_state, map_runs, stack_hparams, train_runs)
 from .memory import OutOfMemory
 from .program import PRECISIONS, TrainConfig, TrainState, init_state, make_model, run_keys, spec_hparams
-from .run import (ConfigError, ExperimentConfig, check_same_config, folder_lock, format_table, get_model_or_error,
-                  run_experiment)
+from .config import ConfigError, ExperimentConfig, get_model_or_error
+from .folder import folder_lock
+from .provenance import check_same_config
+from .results import format_table
+from .run import run_experiment
 
 __all__ = ["ConfigError", "ExperimentConfig", "OutOfMemory", "PRECISIONS", "RunAxis", "TrainConfig", "TrainOutput",
            "TrainState", "check_same_config", "epoch_memory", "eval_memory", "evaluate_runs", "folder_lock",

@@ -36,9 +36,10 @@ import numpy as np
 
 from ..data import Data
 from ..io import DamagedFile, stderr_silenced
-from ..losses import Hparams
+from ..models.losses import Hparams
 from ..models import ModelSpec
-from . import compile_cache, distributed
+from ..cache import compilation as compile_cache
+from . import distributed
 from .memory import ProgramMemory, hint_out_of_memory, is_out_of_memory, program_memory, refuse_what_cannot_fit
 from .program import (Phase, TrainConfig, TrainState, init_state, make_epoch, make_eval, make_model, phase_at,
                       phase_schedule, reset_optimizer, run_keys)

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from ..data import Data
-from ..losses import RECON_LOSSES, Hparams, add_input_noise, bce_from_logits, mse_from_logits
+from ..models.losses import RECON_LOSSES, Hparams, add_input_noise, bce_from_logits, mse_from_logits
 from ..models import Autoencoder, Code, ModelSpec
 
 EVAL_CHUNK = 1000

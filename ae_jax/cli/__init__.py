@@ -30,7 +30,7 @@ def recorded_command(script: str, argv=None) -> str:
 
 def check_dataset(name: str) -> None:
     """One-line error (exit 2) for a dataset name ae_jax does not know."""
-    from .data import DATASETS
+    from ..data import DATASETS
     if name not in DATASETS:
         fail(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
@@ -117,7 +117,7 @@ def join_processes(args) -> bool:
             fail(f"--num-processes must be at least 1, got {args.num_processes}")
         if not 0 <= args.process_id < args.num_processes:
             fail(f"--process-id must be between 0 and {args.num_processes - 1}, got {args.process_id}")
-    from .trainer import distributed
+    from ..trainer import distributed
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     except distributed.DistributedError as e:
@@ -127,7 +127,7 @@ def join_processes(args) -> bool:
 
 def check_environment() -> None:
     """Settings read from the environment, checked before any work starts (``ConfigError`` when impossible)."""
-    from .umap_pool import workers_setting
+    from ..tasks.umap_pool import workers_setting
     workers_setting()
 
 
@@ -147,7 +147,7 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
 
     ``on_interrupt``: that note, or a function that writes it from what the work left behind.
 
-    The persistent compilation cache is turned on first (``ae_jax.trainer.compile_cache``) unless
+    The persistent compilation cache is turned on first (``ae_jax.cache.compilation``) unless
     ``compilation_cache`` is False: a benchmark that times compilation leaves it off. On an NVIDIA GPU,
     XLA's Triton GEMMs are turned off first (``compile_cache.quick_gpu_gemms``: they cost ten times the
     compiling there and saved no training time). SIGTERM is
@@ -163,15 +163,15 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
     import signal
     import threading
 
-    from .data import DataError
-    from .io import DamagedFile
-    from .trainer import ConfigError
-    from .trainer.memory import OutOfMemory, is_out_of_memory
+    from ..data import DataError
+    from ..io import DamagedFile
+    from ..trainer import ConfigError
+    from ..trainer.memory import OutOfMemory, is_out_of_memory
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         check_environment()
-        from .trainer import compile_cache
+        from ..cache import compilation as compile_cache
         compile_cache.quick_gpu_gemms()  # before the backend starts
         if compilation_cache:
             compile_cache.enable()
@@ -218,6 +218,12 @@ def run_script(main: Callable[[], int]) -> None:
         status = main()
     except SystemExit as e:
         status = e.code
+    except BrokenPipeError:  # `run.py ... | head`: the reader is gone; stop as a Unix tool stops on SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush of stdout then has nowhere to fail
+        print("stopped: the command reading this output closed it (e.g. `| head`); rerun the same command "
+              "without it to go on from the last checkpoint, if one was saved", file=sys.stderr)
+        status = 128 + 13  # as a process ended by SIGPIPE
     if not _abandoned:
         sys.exit(status)
     import atexit
@@ -236,10 +242,10 @@ def add_data_dir_arg(p: argparse.ArgumentParser) -> None:
 
 
 def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str] | None = None,
-                 models_help: str = "", out_help: str = "results root (default results/<dataset>)",
+                 models_help: str = "", out_help: str = "results root (default runs/<dataset>; the committed reference results are in results/<dataset>)",
                  force_help: str = "retrain and re-evaluate every run of the study") -> ArgParser:
     """The flags every study script takes: --dataset, --seeds, --epochs, (--models), --data-dir, --out, --force."""
-    from .data import DATASETS
+    from ..data import DATASETS
     p = ArgParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--seeds", type=int, default=seeds)
@@ -255,7 +261,7 @@ def study_parser(prog: str, doc: str | None, *, seeds: int = 5, models: list[str
 
 def check_study_args(args, min_seeds: int = 1, seeds_why: str = "", min_epochs: int = 1, epochs_why: str = "") -> None:
     """One-line errors (exit 2) for the shared flags: dataset, models, seeds and epochs."""
-    from .models import MODELS
+    from ..models import MODELS
     check_dataset(args.dataset)
     if hasattr(args, "models"):
         bad = [m for m in args.models if m not in MODELS]
@@ -277,7 +283,7 @@ def go_on_hint(force: bool, go_on: str = "resume") -> str:
 
 def run_study_script(name: str, opts, kept: str = "finished runs and checkpoints are kept") -> int:
     """Run study `name` with opts: bad input and Ctrl-C answered as every script answers them (``guarded``)."""
-    from .studies import STUDIES, run_study
+    from ..studies import STUDIES, run_study
 
     def body() -> int:
         run_study(STUDIES[name], opts)

@@ -1,6 +1,6 @@
 """A reference digit classifier per dataset: the yardstick for generated images.
 
-Sample-quality and interpolation metrics (``ae_jax.sample_quality``) need a
+Sample-quality and interpolation metrics (``ae_jax.tasks.quality_measures``) need a
 fixed judge that no contestant influences: a small convolutional network
 trained once on a dataset's real training images (``Splits.x_train`` of the
 "full" variant, never on generated ones) with a fixed key. Its penultimate
@@ -46,8 +46,8 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from .data import IMAGE_SIDE, Splits
-from .io import atomic_write_bytes, read_json, write_json
+from ..data import IMAGE_SIDE, Splits
+from ..io import atomic_write_bytes, read_json, write_json
 
 FEATURE_DIM = 64
 CHUNK = 256  # images per compiled forward pass
@@ -302,7 +302,7 @@ def get_reference_classifier(dataset: str, splits: Splits, cache_dir: Path,
         return ref
     log(f"[reference classifier] {dataset}: training ({why}) on {len(splits.y_train)} real training images")
     params, info = train_reference(splits, recipe, log)
-    from .trainer.run import provenance
+    from ..trainer.provenance import provenance
     blob = _params_bytes(params)
     sha = hashlib.sha256(blob).hexdigest()
     atomic_write_bytes(cache_dir / PARAMS_FILE, blob)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import DATASETS
+from ..data import DATASETS
 
 BUDGET_PERMILLE = (1, 10, 100, 1000)  # 0.1 %, 1 %, 10 %, 100 % of the training split
 BUDGET_SEED = 0

@@ -48,7 +48,9 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from .data import ENV_DATA_DIR, IDX_FILES, DataError
+from ..cache import user_cache_root
+from ..io import new_file_mode
+from .sources import ENV_DATA_DIR, IDX_FILES, DataError
 
 ENV_MIRRORS = "AE_JAX_MIRRORS"
 TIMEOUT_S = 5.0
@@ -109,31 +111,6 @@ def _one_line(text: object) -> str:
 
 
 # --------------------------------------------------------------------- places
-# The scripts' on-disk caches of compiled code (XLA's programs: ae_jax.trainer.compile_cache; umap's numba code:
-# ae_jax.umap_pool) share one setting: a folder for XLA's, or one of CACHE_OFF for neither. Here, free of jax,
-# because the UMAP worker processes read it too.
-COMPILATION_CACHE_ENV = "AE_JAX_COMPILATION_CACHE"
-CACHE_OFF = ("off", "0", "no", "none", "false")
-
-
-def compilation_cache_off() -> bool:
-    """Whether ``AE_JAX_COMPILATION_CACHE`` turns the caches of compiled code off."""
-    return os.environ.get(COMPILATION_CACHE_ENV, "").strip().lower() in CACHE_OFF
-
-
-def user_cache_root() -> Path:
-    """The platform's per-user cache folder plus ``ae_jax``."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = str(home / "Library" / "Caches")
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME", "")
-        base = xdg if os.path.isabs(xdg) else str(home / ".cache")  # the XDG spec ignores relative paths
-    return Path(base) / "ae_jax"
-
-
 def cache_dir(name: str) -> Path:
     """Where ``fetch(name)`` keeps the files: ``$AE_JAX_DATA_DIR/<name>``, else the user cache's."""
     root = os.environ.get(ENV_DATA_DIR)
@@ -226,6 +203,7 @@ def _download_one(url: str, target: Path, name: str, filename: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         tmp = Path(tmp)
+        os.chmod(tmp, new_file_mode())  # a shared data folder stays readable to others, as any new file would be
         length = response.headers.get("Content-Length")
         progress = _Progress(url, int(length) if length and length.isdigit() else None)
         try:

@@ -1,7 +1,7 @@
 """How good are generated images? Numbers read off the reference classifier.
 
 Pure functions on arrays (numpy in, Python floats or numpy out); the features
-and probabilities come from ``ae_jax.reference_classifier.RefClassifier``.
+and probabilities come from ``ae_jax.tasks.classifier.RefClassifier``.
 
 Samples:
 - ``frechet_distance``: Fréchet distance between Gaussians fitted to two feature

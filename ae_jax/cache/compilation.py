@@ -17,8 +17,8 @@ for that program, so the numbers are the same as after a fresh compile.
 
 The setting is the environment variable ``AE_JAX_COMPILATION_CACHE``: a
 folder, or ``off`` (which also leaves umap's numba code compiled in every
-process: ``ae_jax.umap_pool``). Unset, the folder is
-``<user cache>/ae_jax/xla`` (the user cache of ``ae_jax.download``). A cache set with
+process: ``ae_jax.tasks.umap_pool``). Unset, the folder is
+``<user cache>/ae_jax/xla`` (the user cache of ``ae_jax.data.download``). A cache set with
 JAX's own setting (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is left as
 it is. A folder that cannot be made is reported on one line and the work goes
 on uncached: the cache only saves time.
@@ -63,7 +63,7 @@ from typing import Callable
 
 import jax
 
-from ..download import COMPILATION_CACHE_ENV as ENV, compilation_cache_off, user_cache_root
+from . import COMPILATION_CACHE_ENV as ENV, compilation_cache_off, user_cache_root
 
 MAX_BYTES = 2 << 30  # 2 GiB; the digits bake-off of benchmarks/README.md stored 9.1 MB
 ENTRY_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"  # JAX's file of a program, and its access time where capped

@@ -18,7 +18,7 @@ on one core, on the study's path 35 to 98 s per run while the GPU waited
 study up to all cores but one (``background_workers``), and the fits of
 successive runs spread over all of them.
 
-The workers are plain ``python -m ae_jax.umap_pool`` processes that import
+The workers are plain ``python -m ae_jax.tasks.umap_pool`` processes that import
 numpy and umap only (never jax or tensorflow, so they hold no accelerator
 memory and start in seconds) and talk
 over their standard input and output in ``.npy`` records. They live as long
@@ -58,11 +58,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .download import compilation_cache_off
+from ..cache import compilation_cache_off
 
 ENV_WORKERS = "AE_JAX_UMAP_WORKERS"
 COMPILE_NOTE = "the first fit in a process compiles umap's numba code: ~50 s, ~20 s once stored on disk"
-WORKER_COMMAND = (sys.executable, "-m", "ae_jax.umap_pool")
+WORKER_COMMAND = (sys.executable, "-m", "ae_jax.tasks.umap_pool")
 
 
 class UmapWorkerError(RuntimeError):
@@ -75,7 +75,7 @@ def workers_setting() -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        from .trainer import ConfigError
+        from ..trainer import ConfigError
         raise ConfigError(f"{ENV_WORKERS} must be a whole number of processes, at least 1 (1: fit UMAP in the "
                           f"study's own process), got {text!r}")
     return int(text)

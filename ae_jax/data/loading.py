@@ -12,7 +12,7 @@ Sources, tried in order for the IDX datasets (mnist, fashion_mnist, kmnist):
    after the dataset that does; a ``data_dir`` without them is an error;
 2. for fashion_mnist, ``/usr/share/datasets/fashion-mnist`` (Debian's
    ``dataset-fashion-mnist`` package);
-3. the download cache (``ae_jax.download``): ``<user cache>/ae_jax/<name>``
+3. the download cache (``ae_jax.data.download``): ``<user cache>/ae_jax/<name>``
    (``$AE_JAX_DATA_DIR/<name>`` when that is set, already searched in 1.),
    filled from the publishers' mirrors when incomplete; every file is checked
    against a pinned SHA-256. Without a network this fails within seconds;
@@ -50,30 +50,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .io import stderr_silenced
-
-SPLIT_SEED = 42
-IMAGE_SIDE = 32
-DATASETS = ("mnist", "fashion_mnist", "kmnist", "digits")
-IDX_DATASETS = DATASETS[:3]  # the MNIST-like sets, read from IDX files (digits comes with scikit-learn)
-VARIANTS = ("full", "anomaly", "labelled")
-ENV_DATA_DIR = "AE_JAX_DATA_DIR"
-DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "kmnist": "kmnist"}
-# (training pool size, validation size, labelled subset size); None = dataset's own.
-SPLIT_SIZES = {"idx": (60_000, 5_000, 550), "digits": (1_500, 150, 135)}
-ANOMALY_CLASS = 1
-
-
-class DataError(Exception):
-    """Raised for missing or corrupt data; the message says what to do."""
-
+from ..io import stderr_silenced
+from .sources import (ANOMALY_CLASS, DATASETS, DEBIAN_FASHION_DIR, ENV_DATA_DIR, IDX_DATASETS, IDX_FILES,
+                      IMAGE_SIDE, SPLIT_SEED, SPLIT_SIZES, TFDS_NAMES, VARIANTS, DataError)
 
 class RawData(NamedTuple):
     train_images: np.ndarray  # [N, H, W] uint8 (digits: float32 in [0, 1])
@@ -105,12 +84,16 @@ def read_idx(path: str | os.PathLike, expect_dims: int) -> np.ndarray:
     """
     path = Path(path)
     try:
+        if path.stat().st_size == 0:  # gzip reads an empty file as empty content: say what it is
+            raise DataError(f"{path}: empty file (0 bytes), an interrupted download or copy; download it again")
         with gzip.open(path, "rb") as f:
             blob = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream
         raise DataError(f"{path}: not a readable gzip file ({e}); download it again") from None
+    if not blob:
+        raise DataError(f"{path}: the gzip file holds no data; download it again")
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] != 0x08:
         raise DataError(f"{path}: bad IDX magic number; expected an IDX file of unsigned bytes")
     ndim = blob[3]
