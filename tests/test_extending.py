@@ -1,6 +1,6 @@
-"""The README's promise: a new model is one bottleneck module plus one registry line.
+"""The documentation's promise: a new model is one bottleneck module plus one registry line.
 
-The worked example is taken from the README itself (its two code blocks), so
+The worked example is taken from docs/extending.md itself (its two code blocks), so
 the documentation cannot drift from what works. And the package as others
 install it: the wheel holds every module, and the oldest versions CI tests are
 the floors pyproject.toml declares.
@@ -19,20 +19,21 @@ import pytest
 from _helpers import REPO, read_curves
 
 
-def _readme_example() -> tuple[str, str]:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Adding your own autoencoder"):]
+def _docs_example() -> tuple[str, str]:
+    text = (REPO / "docs" / "extending.md").read_text()
+    section = text[text.index("## A model"):]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) >= 2, "the README's worked example has a bottleneck module and a registry line"
+    assert len(blocks) >= 2, "the worked example of docs/extending.md has a bottleneck module and a registry line"
     return blocks[0], blocks[1]
 
 
 @pytest.fixture
 def bounded_model():
     from ae_jax import models
-    module_src, register_src = _readme_example()
+    module_src, register_src = _docs_example()
     mod = types.ModuleType("bounded_example")
-    exec(module_src.replace("from ..", "from ae_jax.").replace("from .bottleneck", "from ae_jax.models.bottleneck"),
+    exec(module_src.replace("from .losses", "from ae_jax.models.losses")
+         .replace("from .bottleneck", "from ae_jax.models.bottleneck"),
          mod.__dict__)
     ns = {"register": models.register, "ModelSpec": models.ModelSpec, "Bounded": mod.Bounded}
     exec("\n".join(line for line in register_src.splitlines() if not line.startswith("from ")), ns)
@@ -40,7 +41,7 @@ def bounded_model():
     del models.MODELS["bounded"]
 
 
-def test_readme_model_trains_and_runs_the_tasks(bounded_model, tmp_path, digits):
+def test_documented_model_trains_and_runs_the_tasks(bounded_model, tmp_path, digits):
     from ae_jax.studies.driver import PlannedRun, SplitCache, StudyOptions, applicable_tasks, ensure_run
     from ae_jax.trainer import ExperimentConfig
     cfg = ExperimentConfig(model="bounded", dataset="digits", seeds=2, epochs=2, betas=(0.1,))
@@ -49,7 +50,7 @@ def test_readme_model_trains_and_runs_the_tasks(bounded_model, tmp_path, digits)
     r = ensure_run(p, StudyOptions(dataset="digits", seeds=2, epochs=2, out=tmp_path), SplitCache("digits", None),
                    log=lambda s: None)
     h = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)  # inside tanh's curved range
-    code = bounded_model.bottleneck(h, None, _hp(0.1))  # the README's bottleneck is the one registered
+    code = bounded_model.bottleneck(h, None, _hp(0.1))  # the documented bottleneck is the one registered
     np.testing.assert_allclose(np.asarray(code.z), np.tanh(h), rtol=1e-5)
     np.testing.assert_allclose(float(code.extra), 0.1 * np.mean(np.sum(np.tanh(h) ** 2, -1)), rtol=1e-5)
     curves = read_curves(tmp_path / cfg.name())
