@@ -6,8 +6,8 @@
 Trains vanilla, vae and cvae with the MSE loss at n = 20 and at n = 2, and the
 n = 2 VAE with beta = 0 and beta = 1 in one program that keeps the codes of the
 first 1000 test images after every epoch; runs the study's tasks for every
-seed; writes results/<dataset>/ae_vs_vae/ (summary.json, README.md, figures
-with their arrays as .npz, cvae_samples.npz). Runs finished earlier (by this
+seed; writes runs/<dataset>/ae_vs_vae/ (summary.json, README.md, figures
+with their arrays as .npz, cvae_samples.npz; --out names another root than runs/<dataset>). Runs finished earlier (by this
 study or any other) are reused; --force redoes them.
 """
 from __future__ import annotations

@@ -5,8 +5,8 @@
 
 Trains all nine models at n = 20 and at n = 2 on the anomaly split, runs the
 seven tasks and the quality tasks (sample and interpolation quality, label
-budgets) for every seed, and writes results/<dataset>/summary.json,
-results/<dataset>/README.md and its figures (fig_*.png with their arrays in
+budgets) for every seed, and writes runs/<dataset>/summary.json,
+runs/<dataset>/README.md and its figures (fig_*.png with their arrays in
 fig_*.npz). Finished models are reused; --force redoes them.
 """
 from __future__ import annotations

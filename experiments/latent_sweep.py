@@ -6,9 +6,9 @@
 Trains each model of --models at each latent size of --latent-dims with
 --loss (default MSE), under the protocol's hidden widths and with the n = 20
 widths held at every n (--widths), runs the reconstruction task for every
-seed, and writes results/<dataset>/latent_sweep/ (summary.json, README.md,
+seed, and writes runs/<dataset>/latent_sweep/ (summary.json, README.md,
 error_vs_latent.png, per_class.png, reconstructions.png, each figure's arrays
-as .npz). The runs are ordinary run folders under results/<dataset>/, shared
+as .npz). The runs are ordinary run folders under runs/<dataset>/, shared
 with the other studies: a run trained earlier (by this study or any other) is
 reused, so the sweep builds up size by size and an interrupted one goes on
 where it stopped; --force redoes them.

@@ -5,7 +5,7 @@
 
 Trains shallow and beta_vae_strict (--models) at the protocol's n = 20 with
 --seeds seeds in one program each, runs reconstruction, the linear probe and
-the code-unit count for every seed, and writes results/<dataset>/more_seeds/
+the code-unit count for every seed, and writes runs/<dataset>/more_seeds/
 (the run folders, summary.json, README.md, seeds.png with seeds.npz). The
 report ranks each published MNIST number among the seeds and relates shallow's
 dead ReLU units to its error. Finished runs are reused; --force redoes them.

@@ -10,7 +10,8 @@ encoder with a trained linear head (``random_encoder``, what the original's
 baseline code ran). Summary: ``{model: {metric: {mean, std, values}}}`` with
 the anomaly run's metrics prefixed "anomaly_". Its summary, report and
 figures (``bakeoff_figures``) go to the results root itself
-(``results/<dataset>/``).
+(``runs/<dataset>/`` unless ``--out`` names another; the committed one is
+``results/<dataset>/``).
 
 Best against runner-up: a paired t-test over seeds when both columns are runs
 trained on the same seeds by the same version of the code (a seed fixes the
