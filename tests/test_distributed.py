@@ -28,12 +28,13 @@ import pytest
 from _helpers import (assert_one_line_error, assert_runs_equal, cli_command, forced_devices_env, read_curves,
                       subprocess_env)
 from ae_jax.cli import ArgParser, add_distributed_args, join_processes
+from ae_jax.io import RUNS_ROOT
 from ae_jax.models import MODELS
 from ae_jax.trainer import ExperimentConfig, load_final_state
 
 ARGS = ["--model=shallow", "--dataset=digits", "--epochs=2", "--seeds=3", "--latent-dim=4"]
 CFG = ExperimentConfig(model="shallow", dataset="digits", epochs=2, seeds=3, latent_dim=4)
-RUN = Path("results") / "digits" / CFG.name()
+RUN = RUNS_ROOT / "digits" / CFG.name()
 DEADLINE_S = 300
 
 
@@ -131,7 +132,7 @@ def test_two_processes_resume_from_the_checkpoint_process_0_holds(pair, tmp_path
     """Process 0 reads the checkpoint and hands it to process 1: an unfinished run resumes on both."""
     dirs, _ = pair
     q0, q1 = tmp_path / "q0", tmp_path / "q1"
-    shutil.copytree(dirs.p0 / "results", q0 / "results")
+    shutil.copytree(dirs.p0 / RUNS_ROOT, q0 / RUNS_ROOT)
     (q0 / RUN / "metrics.json").unlink()  # the last checkpoint is there; the run is not marked done
     results = _pair(ARGS, q0, q1)
     _ok(results)

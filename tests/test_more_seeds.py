@@ -167,4 +167,4 @@ def test_more_seeds_refuses_bad_input_in_one_line_writing_nothing(tmp_path, caps
 
 def test_default_root_is_beside_the_bakeoff():
     from ae_jax.studies.more_seeds import default_root
-    assert default_root("mnist").as_posix() == "results/mnist/more_seeds"
+    assert default_root("mnist").as_posix() == "runs/mnist/more_seeds"
