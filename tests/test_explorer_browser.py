@@ -217,16 +217,22 @@ def test_drawing_on_the_pad_adds_a_line_to_both_plots(page):
     assert severe(page) == []
 
 
-def test_double_click_on_a_line_decodes_that_input_with_both_models(page):
+@pytest.mark.parametrize("size", list(SIZES))
+def test_double_click_or_tap_on_a_line_decodes_that_input_with_both_models(driver, build, size):
+    """A double-click on an input's line (one tap on the phone) puts both black lines on that input's codes."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    page = _open(driver, build["out"] / "index.html", size)
     st = state(page)
     target = st["selected"][1]
     plot = f"plot-{MODELS[0]}"
-    # A point on the target's line where no other line lies on top of it, as an offset from the plot's centre.
-    off = page.execute_script("""
+    # A point on the target's line where no other line lies on top of it, in client coordinates.
+    at = page.execute_script("""
         const svg = document.getElementById(arguments[1]);
         const line = [...svg.querySelectorAll('polyline.hit')].find(l => l.dataset.input === arguments[0]);
-        const p = line.points, m = svg.getScreenCTM(), r = svg.getBoundingClientRect();
+        const p = line.points, m = svg.getScreenCTM();
         for (let i = 0; i + 1 < p.numberOfItems; i++) {
           for (const t of [0.5, 0.35, 0.65, 0.2, 0.8]) {
             const q = svg.createSVGPoint();
@@ -234,14 +240,20 @@ def test_double_click_on_a_line_decodes_that_input_with_both_models(page):
             q.y = p.getItem(i).y + t * (p.getItem(i + 1).y - p.getItem(i).y);
             const c = q.matrixTransform(m);
             const top = document.elementFromPoint(Math.round(c.x), Math.round(c.y));
-            if (top && top.dataset && top.dataset.input === arguments[0])
-              return [c.x - (r.left + r.width / 2), c.y - (r.top + r.height / 2)];
+            if (top && top.dataset && top.dataset.input === arguments[0]) return [Math.round(c.x), Math.round(c.y)];
           }
         }
         return null;""", target, plot)
-    assert off is not None, "every point tried on the target's line is covered by another line"
-    ActionChains(page).move_to_element_with_offset(page.find_element("css selector", f"#{plot}"),
-                                                   int(round(off[0])), int(round(off[1]))).double_click().perform()
+    assert at is not None, "every point tried on the target's line is covered by another line"
+    if size == "phone":
+        actions = ActionBuilder(page, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+        actions.pointer_action.move_to_location(*at).pointer_down().pointer_up()
+        actions.perform()
+    else:
+        actions = ActionBuilder(page)
+        actions.pointer_action.move_to_location(*at)
+        actions.perform()
+        ActionChains(page).double_click().perform()
     after = state(page)
     for m in MODELS:  # both black lines are now the target's codes, and both images its decodes
         want = next(l["values"] for l in st["lines"] if l["input"] == target and l["model"] == m)

@@ -287,7 +287,8 @@ def explorer_readme(command: str, dataset: str, n: int, seeds: Sequence[int], na
         "The two models side by side, each on its own axes (their code values are in unrelated units): **drag a "
         "black point** up or down to change one value of the code that model's decoder reads, and its image "
         "changes; the other model's image stays in view. Click inputs to show their codes (the same colour in both "
-        "plots); draw your own on the pad; double-click a coloured line to decode that input with both models; "
+        "plots); draw your own on the pad; double-click a coloured line (tap it, on a touch screen) to decode that "
+        "input with both models; "
         "**Random** draws both black lines from each dimension's training mean and spread; **Average** puts them "
         "back on the training codes' mean, where they start; the seed switch picks one training run of both "
         "models (dimensions of different seeds are unrelated); **Inverted** shows images black on white.", "",

@@ -199,7 +199,7 @@
   }
 
   // ------------------------------------------------------------------ one panel per model
-  var panels = [];
+  var panels = [], tap = null;  // tap: where a touch on an input's line began
   var modelsBox = document.getElementById("models");
   DATA.models.forEach(function (m, mi) {
     var box = html("div", "model", modelsBox);
@@ -271,8 +271,16 @@
       el("polyline", {points: pts, "class": "line" + (inp.pad ? " drawn" : ""), stroke: inp.color,
                       "data-model": DATA.models[mi].name, "data-input": inp.name}, area);
       var hit = el("polyline", {points: pts, "class": "hit", "data-input": inp.name}, area);
-      el("title", {}, hit).textContent = inp.name + ": double-click to decode it with both models";
+      el("title", {}, hit).textContent = inp.name + ": double-click (tap, on a touch screen) to decode it with both models";
       hit.addEventListener("dblclick", function (ev) { ev.preventDefault(); snap(inp); });
+      // A double tap is not a dblclick everywhere (the plot takes no browser gestures): one tap snaps.
+      hit.addEventListener("pointerdown", function (ev) { tap = {inp: inp, x: ev.clientX, y: ev.clientY}; });
+      hit.addEventListener("pointerup", function (ev) {
+        var t = tap; tap = null;
+        if (ev.pointerType === "touch" && t && t.inp === inp && Math.abs(ev.clientX - t.x) + Math.abs(ev.clientY - t.y) < 12) {
+          ev.preventDefault(); snap(inp);
+        }
+      });
     });
     P.blackLine = el("polyline", {points: points(mi, black(mi)), "class": "black", id: "black-" + DATA.models[mi].name}, area);
     P.handles = []; P.grabs = [];
