@@ -2,19 +2,20 @@
 
     python experiments/explore.py --dataset=mnist --data-dir=DIR
     python experiments/explore.py --dataset=digits --epochs=20          # a quick try, no download
-    python experiments/explore.py --models=vanilla,vae,beta_vae_strict  # more models on the switch
+    python experiments/explore.py --models=vanilla,vae,beta_vae_strict  # more models side by side
 
-Writes results/<dataset>/explorer/: index.html (open it in any browser, from
-disk: it is one self-contained file), reference.json, screenshot.png (when a
+Writes runs/<dataset>/explorer/ (with --out=ROOT, ROOT/explorer/): index.html (open it in any browser, from
+disk: it is one self-contained file), reference.json, screenshot.png and screenshot_phone.png (when a
 headless Chromium is installed), pca.png (+ .npz), ranges.json and README.md.
-The training runs are ordinary run folders, results/<dataset>/<name> (e.g.
-vanilla_n4, vae_n4; with --out, OUT/runs/<name>), reused when the same command
-runs again and shared with any study that needs the same run. On MNIST (60 epochs,
-5 seeds: 18-21 min per model on a 2-core CPU that other jobs shared) the committed runs' codes of the
-shown inputs span about [-1.7, 1.7] for the AE and [-2.0, 2.0] for the VAE
-(means over seeds): the original article's far wider AE range ([-22.59, 74.46]
-against the VAE's [-5.93, 5.98]) does not appear under this protocol, and the
-folder's README.md tests it.
+The training runs are ordinary run folders beside it, runs/<dataset>/<name> (e.g.
+vanilla_n4, vae_n4; with --out=ROOT, ROOT/<name>), reused when the same command
+runs again and shared with any study that needs the same run; the folder's
+README.md names them with the revision and command that trained them. The page
+(under 8 MB for the default models and seeds) shows the models side by side and
+fits a phone's screen. The README also checks the original article's claims
+about the two codes' ranges: raw ranges are not testable here (the AE's code
+scale is arbitrary in this architecture), their form in the training codes' own
+standard deviations is tested over seeds.
 """
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def parse(argv=None):
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
     add_data_dir_arg(p)
     p.add_argument("--models", type=name_list, default=["vanilla", "vae"],
-                   help="comma list of models for the switch (default vanilla,vae); deep dense models with a plain "
+                   help="comma list of models shown side by side (default vanilla,vae); deep dense models with a plain "
                         "or Gaussian code")
     p.add_argument("--latent-dim", type=int, default=4, help="latent size n (default 4)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
-    p.add_argument("--out", type=out_dir, default=None, help="output folder (default runs/<dataset>/explorer)")
+    p.add_argument("--out", type=out_dir, default=None,
+                   help="results root: the page goes to ROOT/explorer, the runs to ROOT/<name> (default runs/<dataset>; "
+                        "the committed page is results/<dataset>)")
     p.add_argument("--force", action="store_true", help="retrain the models even if their runs are complete")
     p.add_argument("--no-screenshot", action="store_true", help="do not look for a browser to take screenshot.png")
     return p.parse_args(argv)
@@ -51,8 +54,8 @@ def main(argv=None) -> int:
         if v < 1:
             fail(f"{flag} must be at least 1, got {v}")
     models = list(dict.fromkeys(args.models))
-    out = Path(args.out) if args.out else RUNS_ROOT / args.dataset / "explorer"
-    runs_root = out / "runs" if args.out else RUNS_ROOT / args.dataset
+    runs_root = Path(args.out) if args.out else RUNS_ROOT / args.dataset  # as every study's --out: the results root
+    out = runs_root / "explorer"
     command = recorded_command("explore.py", argv)
 
     def body() -> int:

@@ -13,11 +13,13 @@ import pytest
 
 from _explorer_build import EPOCHS, LATENT, MODELS, SEEDS, explorer_build
 from _helpers import REPO, assert_one_line_error, subprocess_env
-from ae_jax.explorer.analysis import claims_markdown, code_summary, pca_2d, range_table
-from ae_jax.explorer.export import (ExportError, explorable_reason, export_seed, export_state, fold_bn, jax_apply,
-                                    np_decode, np_encode, seed_slice)
+from ae_jax.explorer.analysis import (VERDICTS, claims, claims_markdown, code_summary, mahalanobis, pca_2d,
+                                      range_table)
+from ae_jax.explorer.export import (ExportError, explorable_reason, export_seed, export_state, fold_bn, int8_columns,
+                                    jax_apply, keep_rows, layer_format, mu_only, np_decode, np_encode, part_format,
+                                    seed_slice, stored_model, stored_weight)
 from ae_jax.explorer.glyphs import glyphs
-from ae_jax.explorer.page import render_page
+from ae_jax.explorer.page import WEIGHT_FORMAT, render_page
 from ae_jax.models import MODELS as REGISTRY, get_model
 
 EXPLORE_PY = REPO / "experiments" / "explore.py"
@@ -146,15 +148,68 @@ def test_page_is_one_self_contained_file(build):
     data = json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text,
                                 re.S).group(1))
     assert [m["name"] for m in data["models"]] == list(MODELS) and data["seeds"] == list(range(SEEDS))
-    weights = sum(len(s[part]["data"]) for m in data["models"] for s in m["seeds"] for part in ("encoder", "decoder"))
-    n_params = sum(int(np.prod(e.weight.shape)) + e.bias.size for m in MODELS
-                   for ex in export_state(m, build["trained"][m].state, LATENT, m == "vae")
-                   for e in ex.encoder + ex.decoder)
-    assert len(base64.b64decode(data["models"][0]["seeds"][0]["encoder"]["data"])) % 4 == 0
-    assert weights == pytest.approx(4 * n_params * 4 / 3, rel=1e-3)  # float32, base64
+    assert data["weight_format"] == WEIGHT_FORMAT
+    pixels = np.asarray(data["pixels"])
+    x = np.concatenate([build["splits"].x_train.reshape(-1, 1024), np.stack(
+        [np.frombuffer(base64.b64decode(i["image"]), "<f4") for i in data["inputs"]])])
+    assert set(np.nonzero((x != 0).any(0))[0]) == set(pixels.tolist())  # every pixel any image inks, no other
+    weights = 0
+    for m, md in zip(MODELS, data["models"]):
+        for i, (e, sd) in enumerate(zip(export_state(m, build["trained"][m].state, LATENT, m == "vae"), md["seeds"])):
+            want = {"encoder": keep_rows(mu_only(e).encoder, pixels), "decoder": e.decoder}
+            for part, layers in want.items():  # each layer's shape and format, and its bytes as the format says
+                assert [l["shape"] for l in sd[part]] == [list(l.weight.shape) for l in layers]
+                for got, layer in zip(sd[part], layers):
+                    fmt = layer_format(layer, part_format(WEIGHT_FORMAT, part))
+                    assert got["fmt"] == fmt
+                    raw = base64.b64decode(got["w"])
+                    weights += len(got["w"])
+                    if fmt == "int8":
+                        q = np.frombuffer(raw, "i1").reshape(got["shape"]).astype(np.float32)
+                        stored = q * np.frombuffer(base64.b64decode(got["scale"]), "<f4")[None, :]
+                    else:
+                        stored = np.frombuffer(raw, {"float16": "<f2", "float32": "<f4"}[fmt]).reshape(got["shape"])
+                    np.testing.assert_array_equal(stored.astype(np.float32), stored_weight(layer.weight, fmt))
+            # The page's inputs come with their codes: the float32 forward's, which matches JAX.
+            np.testing.assert_allclose(sd["codes"], np_encode(e, x[len(build["splits"].x_train):]), rtol=0,
+                                       atol=1e-6)
+    layers = [l for m in data["models"] for s in m["seeds"] for part in ("encoder", "decoder") for l in s[part]]
+    assert {l["fmt"] for l in layers} == {"int8", "float16", "float32"}
     # Everything besides the weights (script, styles, inputs, violins) is small.
     assert len(text.encode()) - weights < 1_000_000
     assert build["result"]["page_bytes"] == len(text.encode())
+    # The page's own text: a verdict for each claim, in the reports' words.
+    assert [c["verdict"] for c in data["claims"]] == [r["verdict"] for r in claims(build["result"]["ranges"])]
+    assert all(c["verdict"] in VERDICTS for c in data["claims"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stored_weights_decode_like_jax_in_pixel_space(model, build):
+    """The decoder as the page stores it (WEIGHT_FORMAT), computed in float32: every pixel within one 8-bit grey
+    level of JAX's (the browser test checks the page's JavaScript against the same bound); the int8 encoder, which
+    only reads drawings, within 5 % of each dimension's spread of the training codes."""
+    tm = build["trained"][model]
+    x = build["splits"].x_test[:64]
+    for i, e in enumerate(export_state(model, tm.state, LATENT, tm.gaussian)):
+        enc, dec = jax_apply(seed_slice(tm.state.params, i), seed_slice(tm.state.batch_stats, i), LATENT, tm.gaussian)
+        codes = enc(build["splits"].x_train[:2000])
+        z = codes.mean(0) + np.random.default_rng(7).normal(0, 2, (32, LATENT)).astype(np.float32) * codes.std(0)
+        stored = stored_model(e, WEIGHT_FORMAT, rows=np.arange(1024))
+        err = np.abs(np_decode(stored, z) - dec(z)).max()
+        assert 0 < err < 1 / 255, err  # not zero: the weights really were rounded
+        err = (np.abs(np_encode(stored, x) - enc(x)) / codes.std(0)).max()
+        assert 0 < err < 0.05, err
+
+
+def test_weight_formats_round_trip():
+    w = np.random.default_rng(8).normal(0, 0.1, (50, 7)).astype(np.float32)
+    np.testing.assert_array_equal(stored_weight(w, "float32"), w)
+    np.testing.assert_allclose(stored_weight(w, "float16"), w, rtol=2 ** -11, atol=2 ** -24)
+    q, scale = int8_columns(w)
+    assert q.dtype == np.int8 and np.abs(q).max(0).tolist() == [127] * 7
+    np.testing.assert_allclose(stored_weight(w, "int8"), w, rtol=0, atol=float(scale.max()) / 2 + 1e-9)
+    with pytest.raises(ValueError, match="float16"):
+        stored_weight(w, "int4")
 
 
 def test_page_data_cannot_close_its_script_block():
@@ -184,27 +239,65 @@ def test_code_summary_and_ranges():
     assert m["per_seed"][0]["shown_inputs"] == [codes[0, :5].min(), codes[0, :5].max()]
 
 
-def test_the_range_claims_hold_only_when_the_ae_is_significantly_wider_over_seeds():
+def _verdicts(table) -> list[str]:
+    return [r["verdict"] for r in claims(table)]
+
+
+def test_claims_on_raw_ranges_are_not_testable_and_the_identified_one_follows_its_test():
     rng = np.random.default_rng(6)
     seeds = [0, 1, 2, 3]
     narrow = np.stack([rng.normal(0, 1, (2000, 4)) for _ in seeds])
     wide = np.stack([rng.normal(0, 1, (2000, 4)) * (6 + 0.1 * i) for i in seeds])
-    t = range_table({"vanilla": wide, "vae": narrow}, seeds, shown={"vanilla": wide[:, :13], "vae": narrow[:, :13]},
-                    original={"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)})
-    rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
-    assert [r.split("|")[-2].strip() for r in rows] == ["**confirmed**", "**confirmed**", "not tested here"]
-    assert "97.05 vs 11.91 (8.1×)" in rows[0]
-    widths = [e["all"]["p99"] - e["all"]["p1"] for e in t["models"]["vanilla"]["per_seed"]]
-    assert f"{np.mean(widths):.3g}" in rows[1]  # the AE's mean 1-99 % width over seeds
-    t = range_table({"vanilla": narrow, "vae": wide}, seeds, shown={"vanilla": narrow[:, :13], "vae": wide[:, :13]})
-    rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
-    assert [r.split("|")[-2].strip() for r in rows[:2]] == ["**refuted**"] * 2 and "| — |" in rows[0]
+
+    def table(ae, vae, k_ae=13, k_vae=13, original=None):
+        return range_table({"vanilla": ae, "vae": vae}, seeds, shown={"vanilla": ae[:, :k_ae], "vae": vae[:, :k_vae]},
+                           original=original)
+    # A far wider raw range is no evidence here (the AE's scale is arbitrary): not testable, never confirmed.
+    t = table(wide, narrow, original={"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)})
+    rows = claims(t, hidden={"vanilla": "170 and 28", "vae": "204 and 40"})
+    assert [r["verdict"] for r in rows] == ["not testable here", "not shown", "not testable here", "not testable here"]
+    assert "97.05 vs 11.91 (8.1×)" in rows[0]["article"] and "170 and 28 against 204 and 40" in rows[0]["why"]
+    assert "Linear without bias" in rows[0]["why"] and "Linear without bias" in rows[2]["why"]
+    # The same codes rescaled: the identified measure does not move.
+    far = [max(e["shown_mahalanobis"]) for e in t["models"]["vanilla"]["per_seed"]]
+    t10 = table(wide * 10 + 3, narrow)
+    np.testing.assert_allclose([max(e["shown_mahalanobis"]) for e in t10["models"]["vanilla"]["per_seed"]], far)
+    # Shown inputs far out in the AE's training distribution and central in the VAE's: confirmed; the reverse,
+    # refuted; each only with p < 0.05 (five seeds, the same sign in each).
+    seeds5 = [0, 1, 2, 3, 4]
+    base = np.stack([rng.normal(0, 1, (2000, 4)) for _ in seeds5])
+    outer = np.concatenate([base, np.full((5, 3, 4), 4.0) + rng.normal(0, 0.1, (5, 3, 4))], 1)  # 3 far inputs
+    inner = np.concatenate([base, rng.normal(0, 0.1, (5, 3, 4))], 1)
+    shown = {"vanilla": outer[:, -3:], "vae": inner[:, -3:]}
+    rows = claims(range_table({"vanilla": outer, "vae": inner}, seeds5, shown=shown))
+    assert rows[1]["verdict"] == "confirmed" and "p = " in rows[1]["ours"]
+    shown = {"vanilla": inner[:, -3:], "vae": outer[:, -3:]}
+    assert claims(range_table({"vanilla": inner, "vae": outer}, seeds5, shown=shown))[1]["verdict"] == "refuted"
+    # Not significant never refutes: two seeds that disagree.
+    mixed = {"vanilla": np.stack([outer[0, -3:], inner[1, -3:]]), "vae": np.stack([inner[0, -3:], outer[1, -3:]])}
+    tm = range_table({"vanilla": np.stack([outer[0], inner[1]]), "vae": np.stack([inner[0], outer[1]])}, [0, 1],
+                     shown=mixed)
+    assert claims(tm)[1]["verdict"] in ("not shown", "not testable here")
     assert claims_markdown(range_table({"vanilla": wide}, seeds)) == ""  # no VAE: nothing to compare
-    unshown = claims_markdown(range_table({"vanilla": wide, "vae": narrow}, seeds))  # no page inputs: that claim left
-    assert "shown inputs" not in unshown and "training codes" in unshown and "**confirmed**" in unshown
-    one = claims_markdown(range_table({"vanilla": wide[:1], "vae": narrow[:1]}, seeds[:1],  # one seed: no test
-                                      shown={"vanilla": wide[:1, :13], "vae": narrow[:1, :13]}))
-    assert one.count("×; no test possible)") == 2 and one.count("not testable") == 2 and "refuted" not in one
+    unshown = claims(range_table({"vanilla": wide, "vae": narrow}, seeds))  # no page inputs: those rows left out
+    assert [r["verdict"] for r in unshown] == ["not testable here"] * 2 and "training codes" in unshown[0]["claim"]
+    one = claims(range_table({"vanilla": wide[:1], "vae": narrow[:1]}, seeds[:1],  # one seed: no test
+                             shown={"vanilla": wide[:1, :13], "vae": narrow[:1, :13]}))
+    assert one[1]["verdict"] == "not testable here" and "no test possible" in one[1]["ours"]
+    md = claims_markdown(t)
+    assert md.count("\n| ") == 5 and "**refuted**" not in md and "**confirmed**" not in md
+
+
+def test_mahalanobis_is_unchanged_by_an_affine_map_of_the_code():
+    rng = np.random.default_rng(9)
+    train = rng.normal(size=(3000, 3)) @ rng.normal(size=(3, 3))
+    z = rng.normal(size=(5, 3))
+    a, b = rng.normal(size=(3, 3)), rng.normal(size=3)
+    np.testing.assert_allclose(mahalanobis(z @ a + b, train @ a + b), mahalanobis(z, train), rtol=1e-6)
+    np.testing.assert_allclose(mahalanobis(train.mean(0, keepdims=True), train), [0], atol=1e-9)
+    cov_inv = np.array(code_summary(train)["cov_inv"])
+    c = z - train.mean(0)
+    np.testing.assert_allclose(np.sqrt(np.einsum("ki,ij,kj->k", c, cov_inv, c)), mahalanobis(z, train), rtol=1e-6)
 
 
 def test_pca_2d():
@@ -242,7 +335,14 @@ def test_folder_contents(build):
     assert ranges["models"]["vanilla"]["original_shown_range"] == [-22.59, 74.46]
     readme = (out / "README.md").read_text()
     assert "index.html" in readme and "[-22.59, 74.46]" in readme and "[-5.93, 5.98]" in readme
-    assert claims_markdown(ranges) in readme and "## The article's claims, checked" in readme
+    assert "## The article's claims, checked" in readme
+    for row in claims(ranges):
+        assert f"| {row['claim']} |" in readme and f"| {row['verdict']} |" in readme
+    for m in MODELS:  # the runs it was made from, by name, revision and command
+        rec = json.loads((build["trained"][m].run_dir / "config.json").read_text())
+        run = build["trained"][m].run_dir.name
+        assert run.startswith(f"{m}_n{LATENT}") and f"[`{run}`](../runs/{run})" in readme
+        assert f"`{rec['revision']}` | `{rec['command']}` |" in readme and rec["command"] == "test"
     assert not (out / "screenshot.png").exists()  # asked for none
 
 

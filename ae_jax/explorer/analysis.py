@@ -37,7 +37,9 @@ def code_summary(codes: np.ndarray, points: int = VIOLIN_POINTS, sample: int = K
     99.9 percentile ("lo", "hi") and the kernel density there, scaled to a
     maximum of 1 (``density`` [n, points]; estimated from at most ``sample``
     codes drawn with a fixed seed). train_range: [min lo, max hi] over the
-    dimensions. pct: the 1 and 99 percentiles per dimension.
+    dimensions. pct: the 1 and 99 percentiles per dimension. mean, std: per
+    dimension (std with ddof 1); cov_inv: the inverse (pseudo-inverse) of the
+    codes' covariance [n, n], for ``mahalanobis``.
     """
     codes = np.asarray(codes, np.float64)
     rng = np.random.default_rng(seed)
@@ -50,9 +52,11 @@ def code_summary(codes: np.ndarray, points: int = VIOLIN_POINTS, sample: int = K
         k = kde_on_grid(sub[:, d], g)
         dens.append(np.round(k / k.max(), 4) if k.max() > 0 else np.zeros(points))
         lo[d], hi[d] = g[0], g[-1]
+    centre, cov = codes.mean(0), np.atleast_2d(np.cov(codes, rowvar=False))
     return {"violins": {"lo": lo.tolist(), "hi": hi.tolist(), "density": np.array(dens).tolist()},
             "train_range": [float(lo.min()), float(hi.max())],
-            "pct": {"p1": np.percentile(codes, 1, axis=0).tolist(), "p99": np.percentile(codes, 99, axis=0).tolist()}}
+            "pct": {"p1": np.percentile(codes, 1, axis=0).tolist(), "p99": np.percentile(codes, 99, axis=0).tolist()},
+            "mean": centre.tolist(), "std": codes.std(0, ddof=1).tolist(), "cov_inv": np.linalg.pinv(cov).tolist()}
 
 
 def _stats(v: np.ndarray) -> dict:
@@ -61,6 +65,20 @@ def _stats(v: np.ndarray) -> dict:
     out = {"min": float(v.min()), "max": float(v.max())}
     out.update({f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES})
     return out
+
+
+def mahalanobis(codes: np.ndarray, train_codes: np.ndarray) -> np.ndarray:
+    """Each code's distance from the training codes' mean in the training codes' own units [k].
+
+    d(z) = sqrt((z - m)^T C^-1 (z - m)), m and C the mean and covariance of
+    train_codes [N, n] (pseudo-inverse where C is singular). Any invertible
+    affine map of the code (z -> A z + b) leaves it unchanged, so it is
+    comparable between models whose code scale, offset or mixing is arbitrary.
+    """
+    t = np.asarray(train_codes, np.float64)
+    c = np.asarray(codes, np.float64) - t.mean(0)
+    inv = np.linalg.pinv(np.atleast_2d(np.cov(t, rowvar=False)))
+    return np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", c, inv, c), 0))
 
 
 STAT_KEYS = ("min",) + tuple(f"p{p}" for p in PERCENTILES) + ("max",)
@@ -76,6 +94,10 @@ def range_table(codes: Mapping[str, np.ndarray], seeds: Sequence[int],
     over-seed means (mean ± std, sample std) are of the values pooled over all
     dimensions ("all dimensions"), and of the dimensions ranked by their 1-99
     percentile spread within each seed ("by_spread": index 0 = the widest, the README's rank 1).
+    With ``shown``, each seed also has "shown_inputs" ([min, max] over the
+    shown codes) and "shown_mahalanobis" (each shown code's ``mahalanobis``
+    distance), and the over-seed part "farthest_mahalanobis" (the largest one
+    per seed, aggregated).
     """
     out = {"percentiles": list(PERCENTILES), "models": {}}
     for name, c in codes.items():
@@ -86,6 +108,7 @@ def range_table(codes: Mapping[str, np.ndarray], seeds: Sequence[int],
             entry = {"seed": int(s), "dims": dims, "all": _stats(c[i])}
             if shown is not None:
                 entry["shown_inputs"] = [float(np.min(shown[name][i])), float(np.max(shown[name][i]))]
+                entry["shown_mahalanobis"] = mahalanobis(shown[name][i], c[i]).tolist()
             per_seed.append(entry)
             ranked.append(sorted(dims, key=lambda st: st["p1"] - st["p99"]))
         over = {"all": {k: aggregate([e["all"][k] for e in per_seed]) for k in STAT_KEYS},
@@ -94,6 +117,7 @@ def range_table(codes: Mapping[str, np.ndarray], seeds: Sequence[int],
         if shown is not None:
             over["shown_inputs"] = {"lo": aggregate([e["shown_inputs"][0] for e in per_seed]),
                                     "hi": aggregate([e["shown_inputs"][1] for e in per_seed])}
+            over["farthest_mahalanobis"] = aggregate([max(e["shown_mahalanobis"]) for e in per_seed])
         model = {"seeds": [int(s) for s in seeds], "per_seed": per_seed, "over_seeds": over}
         if original is not None and name in original:
             model["original_shown_range"] = list(original[name])
@@ -181,47 +205,113 @@ def pca_figure(codes: Mapping[str, np.ndarray], labels: np.ndarray, png_path: Pa
 
 
 def _widths(model: dict, kind: str) -> list[float]:
-    """Per seed: the width of the shown inputs' code range, or of the training codes' 1-99 % range."""
+    """Per seed: the width of the shown inputs' code range, or of the training codes' 1-99 % range (raw units)."""
     if kind == "shown":
         return [e["shown_inputs"][1] - e["shown_inputs"][0] for e in model["per_seed"]]
     return [e["all"]["p99"] - e["all"]["p1"] for e in model["per_seed"]]
 
 
-def claims_markdown(table: dict, ae: str = "vanilla", vae: str = "vae") -> str:
-    """The original article's claims about the AE's and the VAE's code ranges, checked on range_table's values.
+# Why a raw code range says nothing about the AE here: the decoder's first layer has no bias and BatchNorm follows
+# it, so z -> A z + b (undone by that layer's weights; BatchNorm removes the shift) leaves every output unchanged.
+UNIDENTIFIED = ("the AE's raw code values are arbitrary here: the decoder's first layer is Linear without bias "
+                "followed by BatchNorm, so scaling, shifting or mixing the code (undone by that layer's weights) "
+                "changes nothing the loss sees")
+VERDICTS = ("confirmed", "refuted", "not shown", "not testable here")
 
-    Each claim is a paired t-test over seeds of the AE's width against the
-    VAE's (the two are trained on the same seeds, so seed s of one and seed s of
-    the other share their minibatch order); it holds when the AE's is
-    significantly wider. "" when either model is not in the table.
+
+def verdict_of(a: Sequence[float], b: Sequence[float], p: float) -> str:
+    """The verdict on "a is larger than b" from per-seed values and a test's p: confirmed (a above, p < 0.05),
+    refuted (a below, p < 0.05), not shown (p >= 0.05), not testable here (no test possible)."""
+    from ..studies.report import SIGNIFICANCE
+    if not np.isfinite(p):
+        return "not testable here"
+    if p >= SIGNIFICANCE:
+        return "not shown"
+    return "confirmed" if np.mean(a) > np.mean(b) else "refuted"
+
+
+def claims(table: dict, ae: str = "vanilla", vae: str = "vae", hidden: Mapping[str, str] | None = None) -> list[dict]:
+    """The original article's claims about the AE's and the VAE's codes, each with a verdict on range_table's values.
+
+    Rows {"claim", "measure", "article", "ours", "verdict", "why"}; verdicts are
+    VERDICTS. A claim about raw code ranges is "not testable here" (see
+    UNIDENTIFIED); its form in identified units, the farthest shown input's
+    Mahalanobis distance from the training codes' mean, is a paired t-test over
+    seeds (seed s of both models shares its minibatch order): confirmed when the
+    AE's is significantly larger, refuted when significantly smaller, else not
+    shown. ``hidden`` gives each model's hidden widths as text (the two encoders
+    differ: the VAE's also outputs log sigma). [] when either model is missing.
     """
-    from ..studies.report import SIGNIFICANCE, claim_verdict, p_text, paired, significantly_above
+    from ..studies.report import SIGNIFICANCE, p_text, paired
     models = table["models"]
     if ae not in models or vae not in models:
+        return []
+    a_m, v_m = models[ae], models[vae]
+    n_seeds = len(a_m["per_seed"])
+    why_raw = UNIDENTIFIED + (f"; and the two encoders differ in width ({hidden[ae]} against {hidden[vae]} hidden "
+                              "units)" if hidden and ae in hidden and vae in hidden else "")
+
+    def cmp(a, b, digits=3):
+        p = paired(a, b)
+        ratio = f"{np.mean(a) / np.mean(b):.2f}×" if np.mean(b) else "—"
+        return (f"{fmt_mean_std(aggregate(a), digits)} vs {fmt_mean_std(aggregate(b), digits)} "
+                f"({ratio}; {p_text('paired t-test', p)})"), p
+
+    rows = []
+    shown = all("shown_inputs" in e for m in (a_m, v_m) for e in m["per_seed"])
+    if shown:
+        orig = [models[m].get("original_shown_range") for m in (ae, vae)]
+        article = "—"
+        if all(orig):
+            wa, wb = (o[1] - o[0] for o in orig)
+            article = f"{wa:.2f} vs {wb:.2f} ({wa / wb:.1f}×)"
+        a, b = _widths(a_m, "shown"), _widths(v_m, "shown")
+        rows.append({"claim": "over the shown inputs, the AE's codes span a far wider range than the VAE's",
+                     "measure": "width of the range of the shown inputs' codes, raw code units",
+                     "article": article, "ours": cmp(a, b)[0] + ", not comparable",
+                     "verdict": "not testable here", "why": why_raw})
+        a = [max(e["shown_mahalanobis"]) for e in a_m["per_seed"]]
+        b = [max(e["shown_mahalanobis"]) for e in v_m["per_seed"]]
+        ours, p = cmp(a, b)
+        verdict = verdict_of(a, b, p)
+        why = {"confirmed": f"the AE's is significantly larger (p < {SIGNIFICANCE})",
+               "refuted": f"the VAE's is significantly larger (p < {SIGNIFICANCE})",
+               "not shown": f"the difference is not significant (p ≥ {SIGNIFICANCE}), so it neither holds nor fails",
+               "not testable here": f"no test is possible with {n_seeds} seed(s) or no spread across seeds"}[verdict]
+        rows.append({"claim": "the same in units this architecture pins down: the shown inputs' codes reach farther "
+                              "out from the training codes for the AE than for the VAE",
+                     "measure": "the farthest shown input's Mahalanobis distance from the training codes' mean "
+                                "(in the training codes' own standard deviations; no affine change of the code "
+                                "alters it)",
+                     "article": "—", "ours": ours, "verdict": verdict,
+                     "why": why + "; confirmed needs the AE's significantly larger, refuted the VAE's"})
+    a, b = _widths(a_m, "train"), _widths(v_m, "train")
+    rows.append({"claim": "the AE's training codes are spread out, the VAE's packed around the origin",
+                 "measure": "width of the training codes' 1-99 % range, all dimensions pooled, raw code units",
+                 "article": "—", "ours": cmp(a, b)[0] + ", not comparable", "verdict": "not testable here",
+                 "why": why_raw + "; in units it pins down every dimension's spread is 1 and the AE's origin is "
+                                  "arbitrary"})
+    rows.append({"claim": "an AE with two latent values reconstructs about as well as the VAE with four",
+                 "measure": "reconstruction of an AE at n = 2 against the VAE at n = 4", "article": "stated, no figure",
+                 "ours": "—", "verdict": "not testable here",
+                 "why": "the explorer trains no AE at n = 2; the latent-size sweep (`experiments/latent_sweep.py`) "
+                        "compares the two across n"})
+    return rows
+
+
+def claims_markdown(table: dict, ae: str = "vanilla", vae: str = "vae", hidden: Mapping[str, str] | None = None) -> str:
+    """``claims`` as a markdown section ("" when either model is missing)."""
+    from ..studies.report import SIGNIFICANCE
+    rows = claims(table, ae, vae, hidden)
+    if not rows:
         return ""
     lines = ["## The article's claims, checked", "",
-             f"Each width is per seed, mean ± std over seeds; AE ({ae}) against VAE ({vae}) with a paired t-test "
-             f"over seeds; a claim holds when the AE's width is significantly larger (p < {SIGNIFICANCE}).", "",
-             "| claim | the article | ours: AE vs VAE | verdict |", "|---|---|---|---|"]
-    checks = [("shown", "over the shown inputs, the AE's codes span a far wider range than the VAE's",
-               "widths of the ranges over the shown inputs"),
-              ("train", "the AE's training codes are spread out, the VAE's packed around the origin",
-               "widths of the training codes' 1-99 % range, all dimensions pooled")]
-    orig = {m: models[m].get("original_shown_range") for m in (ae, vae)}
-    for kind, claim, what in checks:
-        if kind == "shown" and not all("shown_inputs" in e for m in (ae, vae) for e in models[m]["per_seed"]):
-            continue  # a table built without the page's inputs
-        a, b = _widths(models[ae], kind), _widths(models[vae], kind)
-        p = paired(a, b)
-        ok = significantly_above(float(np.mean(a)), float(np.mean(b)), p)
-        article = "—"
-        if kind == "shown" and all(orig.values()):
-            wa, wb = (orig[m][1] - orig[m][0] for m in (ae, vae))
-            article = f"{wa:.2f} vs {wb:.2f} ({wa / wb:.1f}×)"
-        ours = (f"{fmt_mean_std(aggregate(a), 3)} vs {fmt_mean_std(aggregate(b), 3)} "
-                f"({np.mean(a) / np.mean(b):.2f}×; {p_text('paired t-test', p)})")
-        lines.append(f"| {claim} ({what}) | {article} | {ours} | {claim_verdict([(claim, ok)])} |")
-    lines += ["| an AE with two latent values reconstructs about as well as the VAE with four | stated, no figure | this "
-              "study trains no AE at n = 2 with the explorer's loss; the latent-size sweep "
-              "(`experiments/latent_sweep.py`) compares the two across n | not tested here |", ""]
-    return "\n".join(lines)
+             f"AE ({ae}) against VAE ({vae}), each value per seed, mean ± std over seeds, paired t-test over seeds. "
+             f"A claim is confirmed when its measure is significantly larger for the AE (p < {SIGNIFICANCE}), "
+             "refuted when significantly smaller, not shown when the test is not significant; a claim about raw "
+             "code values is not testable here (the reason is in its row).", "",
+             "| claim | measure | the article | ours: AE vs VAE | verdict | why |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = f"**{r['verdict']}**" if r["verdict"] in ("confirmed", "refuted") else r["verdict"]
+        lines.append(f"| {r['claim']} | {r['measure']} | {r['article']} | {r['ours']} | {verdict} | {r['why']} |")
+    return "\n".join(lines + [""])

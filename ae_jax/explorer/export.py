@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -170,17 +170,107 @@ def jax_apply(params: Any, batch_stats: Any, latent_dim: int, gaussian: bool):
 
 
 # ----------------------------------------------------------------------------- packing for the page
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+# Layers with fewer weights than this stay float32 whatever the format: they cost little, and the decoder's first
+# layers are the most sensitive (float16 there alone moves a decoded pixel by up to 4e-3 on MNIST at n = 4).
+SMALL_LAYER = 20_000
+
+
+def b64(a: np.ndarray, dtype: str) -> str:
+    """Little-endian bytes of a (flattened, row-major) as ``dtype`` ("<f4", "<f2", "i1"), base64."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
+
+
 def b64_float32(a: np.ndarray) -> str:
     """Little-endian float32 bytes of a (flattened, row-major), base64."""
-    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+    return b64(a, "<f4")
 
 
-def pack_layers(layers: Sequence[Layer]) -> dict:
-    """{"shapes": [[in, out], ...], "act": [...], "data": base64 of W0, b0, W1, b1, W2, b2 as float32}."""
-    blob = np.concatenate([np.concatenate([l.weight.ravel(), l.bias.ravel()]) for l in layers])
-    return {"shapes": [list(l.weight.shape) for l in layers], "act": [l.activation for l in layers],
-            "data": b64_float32(blob)}
+def int8_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8 [in, out], scale float32 [out]) with weight ~ q * scale: each column's largest |w| maps to 127."""
+    w = np.asarray(weight, np.float32)
+    scale = (np.abs(w).max(0) / 127).astype(np.float32)
+    scale[scale == 0] = 1
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
 
-def pack_model(model: ExportedModel) -> dict:
-    return {"encoder": pack_layers(model.encoder), "decoder": pack_layers(model.decoder)}
+def stored_weight(weight: np.ndarray, fmt: str) -> np.ndarray:
+    """The float32 weight the page computes with after storing it as ``fmt`` (one of WEIGHT_FORMATS)."""
+    if fmt == "float32":
+        return np.asarray(weight, np.float32)
+    if fmt == "float16":
+        return np.asarray(weight, np.float16).astype(np.float32)
+    if fmt == "int8":
+        q, scale = int8_columns(weight)
+        return q.astype(np.float32) * scale[None, :]
+    raise ValueError(f"unknown weight format {fmt!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+
+
+def layer_format(layer: Layer, fmt: str) -> str:
+    """The format a layer is stored in: ``fmt``, or float32 for a layer under SMALL_LAYER weights."""
+    return "float32" if layer.weight.size < SMALL_LAYER else fmt
+
+
+def part_format(fmt: str | Mapping[str, str], part: str) -> str:
+    """The format of "encoder" or "decoder": ``fmt`` itself, or its entry for that part."""
+    return fmt if isinstance(fmt, str) else fmt[part]
+
+
+def keep_rows(layers: Sequence[Layer], rows: np.ndarray | None) -> tuple[Layer, ...]:
+    """The first layer cut to the input rows ``rows`` (indices of the inputs it reads; None: all)."""
+    if rows is None:
+        return tuple(layers)
+    first = layers[0]
+    return (Layer(first.weight[np.asarray(rows)], first.bias, first.activation),) + tuple(layers[1:])
+
+
+def as_stored(layers: Sequence[Layer], fmt: str) -> tuple[Layer, ...]:
+    """The layers as the page holds them: weights through ``layer_format`` and back, biases float32."""
+    return tuple(Layer(stored_weight(l.weight, layer_format(l, fmt)), np.asarray(l.bias, np.float32), l.activation)
+                 for l in layers)
+
+
+def mu_only(model: ExportedModel) -> ExportedModel:
+    """The encoder cut to the code the page shows: a Gaussian encoder's last layer keeps its first n outputs (mu)."""
+    if not model.gaussian:
+        return model
+    last = model.encoder[-1]
+    n = model.latent_dim
+    enc = model.encoder[:-1] + (Layer(last.weight[:, :n], last.bias[:n], last.activation),)
+    return dataclasses.replace(model, encoder=enc)
+
+
+def stored_model(model: ExportedModel, fmt: str | Mapping[str, str], rows: np.ndarray | None = None) -> ExportedModel:
+    """``model`` as the page computes it: weights through ``fmt`` (one format, or one per part) and back; with
+    ``rows``, the encoder reads only those pixels (the others' weights are zero, as if those pixels were blank)."""
+    m = mu_only(model)
+    enc = as_stored(keep_rows(m.encoder, rows), part_format(fmt, "encoder"))
+    if rows is not None:
+        w = np.zeros((D_PIXELS, enc[0].weight.shape[1]), np.float32)
+        w[np.asarray(rows)] = enc[0].weight
+        enc = (Layer(w, enc[0].bias, enc[0].activation),) + enc[1:]
+    return dataclasses.replace(m, encoder=enc, decoder=as_stored(m.decoder, part_format(fmt, "decoder")))
+
+
+def pack_layers(layers: Sequence[Layer], fmt: str = "float32") -> list[dict]:
+    """Per layer {"shape": [in, out], "act", "fmt", "w": base64 weights, "b": base64 float32 bias} and, for int8,
+    "scale" (base64 float32 per output column: w = q * scale); a layer's "fmt" is ``layer_format``."""
+    out = []
+    for l in layers:
+        f = layer_format(l, fmt)
+        entry = {"shape": list(l.weight.shape), "act": l.activation, "fmt": f, "b": b64_float32(l.bias)}
+        if f == "int8":
+            q, scale = int8_columns(l.weight)
+            entry.update(w=b64(q, "i1"), scale=b64_float32(scale))
+        else:
+            entry["w"] = b64(stored_weight(l.weight, f), {"float32": "<f4", "float16": "<f2"}[f])
+        out.append(entry)
+    return out
+
+
+def pack_model(model: ExportedModel, fmt: str | Mapping[str, str] = "float32", rows: np.ndarray | None = None) -> dict:
+    """{"encoder": [...], "decoder": [...]} (``pack_layers``, ``fmt`` one format or one per part); a Gaussian
+    encoder keeps only its mu outputs, and with ``rows`` its first layer only the rows of those pixels."""
+    m = mu_only(model)
+    return {"encoder": pack_layers(keep_rows(m.encoder, rows), part_format(fmt, "encoder")),
+            "decoder": pack_layers(m.decoder, part_format(fmt, "decoder"))}

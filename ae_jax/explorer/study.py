@@ -3,7 +3,7 @@
     results/<dataset>/explorer/
       index.html       the page (open it in a browser: nothing to install, nothing fetched)
       reference.json   JAX's decodes and codes for a few vectors and inputs, per model and seed
-      screenshot.png   the page as it opens (when a headless Chromium is found)
+      screenshot.png   the page as it opens (when a headless Chromium is found); screenshot_phone.png: on a phone
       pca.png, pca.npz the first seed's training codes, first two principal components, per model
       ranges.json      per-dimension ranges and percentiles of the training codes, per model and seed
       README.md        the command, how to open the page, our ranges beside the original article's
@@ -22,10 +22,11 @@ import numpy as np
 
 from ..io import atomic_write_text, write_json
 from ..models import label as model_label
-from .analysis import claims_markdown, code_summary, pca_figure, range_table, ranges_markdown
+from .analysis import claims, claims_markdown, code_summary, pca_figure, range_table, ranges_markdown
 from .export import ExportedModel, explorable_reason, export_state, jax_apply, np_encode, seed_slice
 from .glyphs import glyphs
-from .page import ORIGINAL_RANGES, PageInput, PageModel, page_data, write_page
+from .page import (ORIGINAL_RANGES, WEIGHT_FORMAT, PageInput, PageModel, format_text, hidden_widths,
+                   page_data, write_page)
 from .screenshot import screenshot
 
 DEFAULT_MODELS = ("vanilla", "vae")
@@ -118,12 +119,12 @@ def _r(a: np.ndarray) -> list:
 
 def reference_data(trained: dict[str, TrainedModel], inputs: Sequence[PageInput], n_random: int = 2,
                    seed: int = 0) -> dict:
-    """JAX's answers, evaluation mode: {model: {seed: {"z", "images", "inputs", "codes"}}}.
+    """JAX's answers, evaluation mode: {model: {seed: {"z", "images", "inputs", "codes", "names"}}}.
 
     z [k, n]: the zero vector, ``n_random`` draws from N(0, 1) (numpy seed
     ``seed``) and the code of the first input; images [k, 1024]: the decoder's
     sigmoid output for each; inputs [m, 1024] in [0, 1] and codes [m, n]: what
-    the encoder gives for them (the VAE family: mu).
+    the encoder gives for them (the VAE family: mu); names: the inputs' names.
     """
     x = np.stack([np.asarray(i.image, np.float32).reshape(32, 32) for i in inputs])
     ref = {}
@@ -137,18 +138,37 @@ def reference_data(trained: dict[str, TrainedModel], inputs: Sequence[PageInput]
             z = np.concatenate([np.zeros((1, tm.latent_dim)), rng.standard_normal((n_random, tm.latent_dim)),
                                 codes[:1]]).astype(np.float32)
             ref[name][str(s)] = {"z": _r(z), "images": _r(dec(z)), "inputs": _r(x.reshape(len(x), -1)),
-                                 "codes": _r(codes)}
+                                 "codes": _r(codes), "names": [i.name for i in inputs]}
     return ref
 
 
 # ----------------------------------------------------------------------------- the folder
+def page_notes(rows: list[dict], n_seeds: int) -> dict:
+    """The page's explanatory text that rests on its numbers: the claims (``analysis.claims``) and notes."""
+    verdicts = {r["verdict"] for r in rows}
+    return {
+        "claims": rows,
+        "claims_intro": (f"The article's claims, each checked over all {n_seeds} seeds (mean ± std over seeds, "
+                         "paired t-test), so the verdicts do not change with the seed switch. Confirmed: the measure "
+                         "is significantly larger for the AE (p < 0.05); refuted: significantly smaller; not shown: "
+                         "the test is not significant; not testable here: these models cannot answer it."),
+        "ranges_note": ("The raw code values of the two models are in unrelated units (the AE's are arbitrary here: "
+                        "see below), so the first three rows cannot be compared across models. The last row can: it "
+                        "counts in each model's own training spread, which no rescaling of the code changes."),
+        "bits_note": ("The original article argues that the VAE's KL term makes most float values unlikely codes, so "
+                      "the VAE uses fewer of these bits than the AE, and points to the two models' ranges. The ranges "
+                      "cannot show that here: " + ("the claims about them are not testable here (above)."
+                                                   if "not testable here" in verdicts else "see the claims above.")),
+    }
+
+
 def _fmt_range(r) -> str:
     return f"[{r[0]:.2f}, {r[1]:.2f}]"
 
 
 def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, command: str = "",
                    dataset: str | None = None, take_screenshot: bool = True,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, weight_format: str = WEIGHT_FORMAT) -> dict:
     """Write the explorer folder from trained models and the data splits; returns what was written.
 
     ``splits`` needs x_train [N, 32, 32], y_train, x_test, y_test. All models
@@ -178,10 +198,18 @@ def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, comm
     selected = [f"test digit {k}" for k in INITIAL_DIGITS] + ["question mark"]
     selected = [s for s in selected if any(i.name == s for i in inputs)]
     models = [PageModel(name, trained[name].description, exports[name],
-                        [code_summary(c) for c in codes[name]]) for name in names]
-    data = page_data(models, seeds, inputs, selected, subtitle,
+                        [code_summary(c) for c in codes[name]], list(shown[name])) for name in names]
+    # The pixels some training image or page input inks: the encoders' other rows are never read.
+    flat = np.asarray(splits.x_train, np.float32).reshape(len(splits.x_train), -1)
+    pixels = np.nonzero((flat != 0).any(0) | (x_inputs.reshape(len(x_inputs), -1) != 0).any(0))[0]
+    table = range_table(codes, seeds, shown, {m: ORIGINAL_RANGES[m] for m in names if m in ORIGINAL_RANGES})
+    hidden = {name: " and ".join(map(str, hidden_widths(exports[name][0]))) for name in names}
+    rows = claims(table, hidden=hidden)
+    data = page_data(models, seeds, inputs, selected, subtitle, weight_format=weight_format,
                      footer=f"Written by ae_jax ({command or 'build_explorer'}). The encoder and decoder run in this "
-                            "page's JavaScript from the trained weights, BatchNorm folded in; nothing is fetched.")
+                            f"page's JavaScript from the trained weights, BatchNorm folded in, stored as "
+                            f"{format_text(weight_format)} and computed in float32; nothing is fetched.",
+                     notes=page_notes(rows, len(seeds)), pixels=pixels)
     page = out_dir / "index.html"
     size = write_page(page, data, title=f"{' vs '.join(labels.values())} on {dataset}")
     log(f"wrote {page} ({size / 1e6:.1f} MB)")
@@ -189,7 +217,6 @@ def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, comm
     digits = [i for i in inputs if i.name.startswith("test digit")]
     write_json(out_dir / "reference.json",  # two digits and the glyphs: about 0.13 MB per model and seed
                reference_data(trained, digits[:2] + [i for i in inputs if i not in digits]))
-    table = range_table(codes, seeds, shown, {m: ORIGINAL_RANGES[m] for m in names if m in ORIGINAL_RANGES})
     write_json(out_dir / "ranges.json", table)
     pca_figure({m: codes[m][0] for m in names}, splits.y_train, out_dir / "pca.png", out_dir / "pca.npz",
                titles={m: f"{labels[m]} ({m}), seed {seeds[0]}" for m in names})
@@ -197,50 +224,90 @@ def build_explorer(trained: dict[str, TrainedModel], splits, out_dir: Path, comm
     shot = None
     if take_screenshot:
         shot = screenshot(page, out_dir / "screenshot.png")
+        if shot is None:  # and as it opens on a phone (390 x 844)
+            shot = screenshot(page, out_dir / "screenshot_phone.png", size=(390, 844))
         if shot:
             log(f"no screenshot: {shot}")
-    readme = explorer_readme(command, dataset, n, seeds, names, labels, table, size, shot is None and take_screenshot)
+    readme = explorer_readme(command, dataset, n, seeds, names, labels, table, size, shot is None and take_screenshot,
+                             runs=runs_provenance(trained, out_dir), hidden=hidden, weight_format=weight_format)
     atomic_write_text(out_dir / "README.md", readme)
     return {"page": page, "page_bytes": size, "ranges": table, "screenshot": shot is None and take_screenshot,
             "codes": codes}
 
 
+def runs_provenance(trained: dict[str, TrainedModel], out_dir: Path) -> list[dict]:
+    """Per model: its run folder (relative to out_dir), and the revision and command its config.json records."""
+    import json
+    import os
+    out = []
+    for name, tm in trained.items():
+        rec = {}
+        if tm.run_dir is not None and (Path(tm.run_dir) / "config.json").is_file():
+            rec = json.loads((Path(tm.run_dir) / "config.json").read_text())
+        out.append({"model": name, "run": Path(tm.run_dir).name if tm.run_dir is not None else None,
+                    "path": (os.path.relpath(tm.run_dir, out_dir).replace(os.sep, "/") if tm.run_dir is not None
+                             else None),
+                    "revision": rec.get("revision"), "command": rec.get("command")})
+    return out
+
+
 def explorer_readme(command: str, dataset: str, n: int, seeds: Sequence[int], names: Sequence[str],
-                    labels: dict, table: dict, page_bytes: int, has_screenshot: bool) -> str:
+                    labels: dict, table: dict, page_bytes: int, has_screenshot: bool, runs: Sequence[dict] = (),
+                    hidden: dict | None = None, weight_format: str = WEIGHT_FORMAT) -> str:
     """README.md of the explorer folder."""
-    rows = ["| model | shown inputs, ours (mean ± std over seeds) | per seed | original article |", "|---|---|---|---|"]
+    rows = ["| model | shown inputs, ours (mean ± std over seeds) | per seed | farthest shown input, sd from the "
+            "training centre (mean ± std) | original article |", "|---|---|---|---|---|"]
     for m in names:
         t = table["models"][m]
         lo, hi = t["over_seeds"]["shown_inputs"]["lo"], t["over_seeds"]["shown_inputs"]["hi"]
         per = ", ".join(_fmt_range(e["shown_inputs"]) for e in t["per_seed"])
         orig = _fmt_range(t["original_shown_range"]) if "original_shown_range" in t else "—"
         pm = lambda a: f"{a['mean']:.2f}" + (f" ± {a['std']:.2f}" if len(seeds) > 1 else "")  # noqa: E731
-        rows.append(f"| {labels[m]} ({m}) | [{pm(lo)}, {pm(hi)}] | {per} | {orig} |")
+        rows.append(f"| {labels[m]} ({m}) | [{pm(lo)}, {pm(hi)}] | {per} | "
+                    f"{pm(t['over_seeds']['farthest_mahalanobis'])} | {orig} |")
     bits = 32 * n
+    made = ["Made with:", "", f"    {command}" if command else "    (build_explorer)", ""]
+    if runs:
+        made += ["from these training runs (reused when they are complete, trained by the same command otherwise):", "",
+                 "| model | run | trained by revision | command |", "|---|---|---|---|"]
+        for r in runs:
+            link = f"[`{r['run']}`]({r['path']})" if r["path"] else "—"
+            made.append(f"| {labels.get(r['model'], r['model'])} ({r['model']}) | {link} | "
+                        f"`{r['revision'] or 'not recorded'}` | `{r['command'] or 'not recorded'}` |")
+        made.append("")
     parts = [
-        f"# Latent explorer: {' vs '.join(labels[m] for m in names)} on {dataset}, n = {n}", "",
-        "Made with:", "", f"    {command}" if command else "    (build_explorer)", "",
+        f"# Latent explorer: {' vs '.join(labels[m] for m in names)} on {dataset}, n = {n}", "", *made,
         "**Open `index.html` in a browser** (double-click it, or `file://` + its path): it is one self-contained "
         f"file ({page_bytes / 1e6:.1f} MB) with the weights of every model and seed inline; it needs no server, no "
-        "network and nothing installed. The encoder and decoder run in the page's JavaScript from the trained "
-        "weights (BatchNorm folded into the dense layers) and agree with JAX to 1e-4 per pixel "
-        "(`reference.json` holds JAX's answers the tests check them against).", "",
-        "Controls: click inputs on the left to show their codes as coloured lines; draw your own on the pad; drag a "
-        "point of the black line to change the code the decoder sees (the image on the right follows); "
-        "double-click a coloured line to put the black line on it; **Random** draws the black line from N(0, 1) "
-        "clipped to the visible range; the model switch shows one model's lines in colour and the others in grey; "
-        "the seed switch picks one of the seeds (dimensions of different seeds are unrelated); **Inverted** shows "
-        "images black on white.", "",
+        "network and nothing installed, and it fits a phone's screen. The encoder and decoder run in the page's "
+        f"JavaScript from the trained weights (BatchNorm folded into the dense layers), stored as "
+        f"{format_text(weight_format)} and "
+        "computed in float32: every decoded pixel is within one 8-bit grey level (1/255) of JAX's, so the images "
+        "drawn are JAX's to the eye; `reference.json` holds JAX's answers the browser tests check the page against.",
+        "",
+        "The two models side by side, each on its own axes (their code values are in unrelated units): **drag a "
+        "black point** up or down to change one value of the code that model's decoder reads, and its image "
+        "changes; the other model's image stays in view. Click inputs to show their codes (the same colour in both "
+        "plots); draw your own on the pad; double-click a coloured line (tap it, on a touch screen) to decode that "
+        "input with both models; "
+        "**Random** draws both black lines from each dimension's training mean and spread; **Average** puts them "
+        "back on the training codes' mean, where they start; the seed switch picks one training run of both "
+        "models (dimensions of different seeds are unrelated); **Inverted** shows images black on white.", "",
     ]
     if has_screenshot:
-        parts += ["![the page as it opens](screenshot.png)", ""]
+        parts += ["The page as it opens, on a 1400×900 screen and on a 390×844 phone:", "",
+                  "![the page as it opens](screenshot.png)", "", "![the page on a phone](screenshot_phone.png)", ""]
     parts += [
         "## Value ranges of the codes", "",
-        "Over the inputs the page shows (the test digits and the three glyphs; the VAE's code is its mean):", "",
+        "Over the inputs the page shows (the test digits and the three glyphs; the VAE's code is its mean). Raw "
+        "values are in each model's own units, which for the AE are arbitrary (see the claims below); the "
+        "Mahalanobis distance (how far a code lies from the training codes' mean, in their own standard "
+        "deviations) is not:", "",
         *rows, "",
         ranges_markdown(table, {m: f"{labels[m]} ({m})" for m in names}),
-        "`ranges.json` holds every seed's per-dimension min, max and percentiles (1, 5, 25, 50, 75, 95, 99).", "",
-        claims_markdown(table),
+        "`ranges.json` holds every seed's per-dimension min, max and percentiles (1, 5, 25, 50, 75, 95, 99) and "
+        "each shown input's Mahalanobis distance.", "",
+        claims_markdown(table, hidden=hidden),
         "## PCA of the training codes", "",
         f"![PCA of each model's codes of the training set, seed {seeds[0]}](pca.png)", "",
         "`pca.npz`: the first two principal components of every training image's code (`<model>_pc`), the digit "
