@@ -286,21 +286,21 @@ def test_same_model_note_states_the_measured_agreement():
 
 
 def test_study_report_pairs_its_runs_by_seed(study):
-    """Every run of the study shares its seeds and code version: the tables and claims use the paired t-test."""
+    """Every run of the study shares its seeds and source revision: the tables and claims use the paired t-test."""
     text = (study.folder / "README.md").read_text()
     assert "paired t-test p = " in text and "Welch p = " not in text
 
 
 def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(tmp_path):
-    """A pair key is a run's seed list and code version (the β groups share their run's); _cmp then gives scipy's
+    """A pair key is a run's seed list and source revision (the β groups share their run's); _cmp then gives scipy's
     paired p-value, and Welch's when the keys differ."""
     from scipy import stats
     from ae_jax.io import write_json
     from ae_jax.studies.ae_vs_vae import _cmp, pairing_keys
 
-    def run(name, seeds, version, betas=None):
+    def run(name, seeds, revision, betas=None):
         (tmp_path / name).mkdir()
-        write_json(tmp_path / name / "config.json", {"version": version})
+        write_json(tmp_path / name / "config.json", {"version": "0.2.0", "revision": revision})
         cfg = types.SimpleNamespace(seed_list=seeds, betas=betas, model="vae", latent=2)
         return types.SimpleNamespace(run_dir=tmp_path / name, planned=types.SimpleNamespace(cfg=cfg))
 
@@ -331,13 +331,13 @@ def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller(
               "snap_isotropy": entry([0.95, 0.90, 0.96, 0.97, 0.92])}}
     pairing = {b0: "k", b1: "k"}
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3] == "**confirmed**" and "paired t-test" in row[2]
+    assert row[3].startswith("**confirmed**") and "paired t-test" in row[2]
     s[b1]["snap_isotropy"] = entry([0.70, 0.95, 0.60, 1.00, 0.88])  # rounder on average, but not consistently
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3] == ("**partly confirmed** (holds: β = 0 codes further out, clusters with or without β; "
-                      "fails: β = 1 cloud rounder)")
+    assert row[3].startswith("**not shown**") and "β = 1 cloud rounder: not shown" in row[3]
+    assert "β = 0 codes further out: confirmed" in row[3] and "refuted" not in row[3]
     # one seed a side: the two tests cannot be made, and the verdict says so rather than counting them as failed
     one = {k: {m: {"mean": e["values"][0], "std": None, "values": e["values"][:1]} for m, e in v.items()}
            for k, v in s.items()}
     [row] = [r for r in claims(one, pairing) if r[0] == "7"]
-    assert row[3] == "**confirmed where testable** (untested: β = 0 codes further out, β = 1 cloud rounder)"
+    assert row[3].startswith("**not shown**") and row[3].count("no test possible") == 2

@@ -184,27 +184,31 @@ def test_code_summary_and_ranges():
     assert m["per_seed"][0]["shown_inputs"] == [codes[0, :5].min(), codes[0, :5].max()]
 
 
-def test_the_range_claims_hold_only_when_the_ae_is_significantly_wider_over_seeds():
+def test_the_range_claims_are_not_testable_here_whatever_the_widths_say():
+    """The AE's code scale is not identified under Linear (no bias) -> BatchNorm: even a 6x wider AE, significant
+    over seeds, confirms nothing, and a narrower one (p < 0.05) refutes nothing; the widths and tests are shown."""
     rng = np.random.default_rng(6)
     seeds = [0, 1, 2, 3]
     narrow = np.stack([rng.normal(0, 1, (2000, 4)) for _ in seeds])
     wide = np.stack([rng.normal(0, 1, (2000, 4)) * (6 + 0.1 * i) for i in seeds])
     t = range_table({"vanilla": wide, "vae": narrow}, seeds, shown={"vanilla": wide[:, :13], "vae": narrow[:, :13]},
                     original={"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)})
-    rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
-    assert [r.split("|")[-2].strip() for r in rows] == ["**confirmed**", "**confirmed**", "not tested here"]
-    assert "97.05 vs 11.91 (8.1×)" in rows[0]
+    text = claims_markdown(t)
+    rows = [r for r in text.splitlines() if r.startswith("| ") and "verdict" not in r]
+    assert len(rows) == 3 and all(r.split("|")[-2].strip().startswith("**not testable here**") for r in rows)
+    assert "BatchNorm" in text and "confirmed" not in text and "refuted" not in text
+    assert "97.05 vs 11.91 (8.1×)" in rows[0] and "paired t-test p = " in rows[0]
     widths = [e["all"]["p99"] - e["all"]["p1"] for e in t["models"]["vanilla"]["per_seed"]]
     assert f"{np.mean(widths):.3g}" in rows[1]  # the AE's mean 1-99 % width over seeds
     t = range_table({"vanilla": narrow, "vae": wide}, seeds, shown={"vanilla": narrow[:, :13], "vae": wide[:, :13]})
     rows = [r for r in claims_markdown(t).splitlines() if r.startswith("| ") and "verdict" not in r]
-    assert [r.split("|")[-2].strip() for r in rows[:2]] == ["**refuted**"] * 2 and "| — |" in rows[0]
+    assert all("**not testable here**" in r and "refuted" not in r for r in rows) and "| — |" in rows[0]
     assert claims_markdown(range_table({"vanilla": wide}, seeds)) == ""  # no VAE: nothing to compare
     unshown = claims_markdown(range_table({"vanilla": wide, "vae": narrow}, seeds))  # no page inputs: that claim left
-    assert "shown inputs" not in unshown and "training codes" in unshown and "**confirmed**" in unshown
+    assert "shown inputs)" not in unshown and "training codes" in unshown
     one = claims_markdown(range_table({"vanilla": wide[:1], "vae": narrow[:1]}, seeds[:1],  # one seed: no test
                                       shown={"vanilla": wide[:1, :13], "vae": narrow[:1, :13]}))
-    assert one.count("×; no test possible)") == 2 and one.count("not testable") == 2 and "refuted" not in one
+    assert one.count("×; no test possible)") == 2 and "refuted" not in one
 
 
 def test_pca_2d():

@@ -13,7 +13,7 @@ figures (``bakeoff_figures``) go to the results root itself
 (``results/<dataset>/``).
 
 Best against runner-up: a paired t-test over seeds when both columns are runs
-trained on the same seeds by the same version of the code (a seed fixes the
+trained on the same seeds by the same source revision (a seed fixes the
 minibatch order and the noise draws for every model alike, so seed s of one
 model and seed s of another are a pair); Welch's t-test otherwise (the
 baselines use other key streams than the probe, so they pair with nothing).
@@ -38,7 +38,8 @@ from ..trainer import ExperimentConfig
 from ..trainer.run import device_text
 from . import bakeoff_figures as bf
 from .driver import PlannedRun, RunResult, SplitCache, Study, StudyOptions
-from .report import PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, provenance_notes, run_pair_key, task_table
+from .report import (PAIRED_NAME, SIGNIFICANCE, WELCH_NAME, _fmt, pairs_note, provenance_notes, run_pair_key,
+                     task_table)
 
 QUALITY_TASKS = ("sample_quality", "interp_quality", "label_budget")
 FULL_TASKS = ("reconstruction", "interpolation", "samples", "latent_structure", "probe") + QUALITY_TASKS
@@ -218,18 +219,21 @@ def published_table(summary: dict) -> str:
 def pairing_keys(results: Sequence[RunResult], summary: dict) -> dict[str, tuple | None]:
     """{column: key}: equal keys mark columns whose seeds are paired (see the module docstring).
 
-    A model's key is its seed list and the package versions of its runs
-    (config.json); a model whose runs disagree on the seeds gets None. The
-    baselines draw their own key streams, so each gets a key of its own.
+    A model's key is its seed list and the source revisions of its runs
+    (config.json; ``report.run_pair_key``): two models are pairs only when
+    their runs were trained by the same revisions. A model whose runs disagree
+    on the seeds, or one of whose runs has no committed revision recorded, gets
+    None. The baselines draw their own key streams, so each gets a key of its own.
     """
     keys: dict[str, tuple | None] = {}
     for r in results:
         m = r.planned.cfg.model
-        seeds, version = run_pair_key(r)
-        if m in keys and (keys[m] is None or keys[m][0] != seeds):
+        k = run_pair_key(r)
+        if k is None or (m in keys and (keys[m] is None or keys[m][0] != k[0])):
             keys[m] = None
             continue
-        keys[m] = (seeds, tuple(sorted(set((keys.get(m) or ((), ()))[1]) | {version})))
+        seeds, rev = k
+        keys[m] = (seeds, tuple(sorted(set((keys.get(m) or ((), ()))[1]) | {rev})))
     for b in (SCRATCH, RANDOM_ENCODER):
         if b in summary:
             keys[b] = ("baseline", b)
@@ -239,13 +243,13 @@ def pairing_keys(results: Sequence[RunResult], summary: dict) -> dict[str, tuple
 def _tests_used(table: str) -> str:
     used = [t for t in (PAIRED_NAME, WELCH_NAME) if f": {t} p = " in table]
     if used == [PAIRED_NAME]:
-        return ("Best vs runner-up: paired t-test over seeds (both trained on the same seeds by the same ae_jax "
-                "version, so each seed gives both the same minibatch order and noise draws).")
+        return ("Best vs runner-up: paired t-test over seeds (both trained on the same seeds by the same source "
+                "revision, so each seed gives both the same minibatch order and noise draws).")
     if used == [WELCH_NAME]:
         return "Best vs runner-up: Welch's t-test (the two columns are not paired by seed)."
     if used:
         return ("Best vs runner-up: a paired t-test over seeds between models trained on the same seeds by the "
-                "same ae_jax version, Welch's t-test where a baseline or an unpaired run is involved; each cell "
+                "same source revision, Welch's t-test where a baseline or an unpaired run is involved; each cell "
                 "names its test.")
     return ""
 
@@ -403,8 +407,8 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
              + load_note(results),
              "- Best mean in **bold**; the last column tests the best against the runner-up over seeds "
              f"(significant at p < {SIGNIFICANCE}): a paired t-test where both were trained on the same seeds by "
-             "the same ae_jax version (a seed gives every model the same minibatch order and noise draws), Welch's "
-             "t-test otherwise (the baselines, and runs of different versions); each cell names its test and each "
+             "the same source revision (a seed gives every model the same minibatch order and noise draws), "
+             "Welch's t-test otherwise (the baselines, and runs of different revisions); each cell names its test and each "
              "table says which it used.",
              "- Per-seed values: `summary.json`; per-model details: `<model>/metrics.json`, "
              "`<model>/tasks/<task>.json`, `<model>/curves.jsonl`."]
@@ -412,6 +416,7 @@ def write_report(root: Path, summary: dict, results, opts, dirs: dict, session_s
     lines += _unavailable_note(results)
     order = [m for m in CONTESTANTS if m in models] + [m for m in models if m not in CONTESTANTS]
     pairing = pairing_keys(results, summary)
+    lines += pairs_note({m: k for m, k in pairing.items() if m in models or m in summary}) + [""]
     n_labelled = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][2]
     fill = {"n_labelled": n_labelled, "steps": -(-n_labelled // 32)}
     for title, rows, note in TABLES:
