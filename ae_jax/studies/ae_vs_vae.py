@@ -209,10 +209,13 @@ def judge_saved(runs: dict, ref, y_test: np.ndarray) -> dict[str, dict]:
             else:
                 e["plane_ref_label"] = _entry([float((pr.argmax(-1) == labs[:, None]).mean())], seed, src)
         d = _load(r, "arithmetic.npz")
-        if d is not None and "arith_digit_kept" not in r.entry():
+        if d is not None:
             w, imgs = d["weights"], d["images"]                                     # [F, W, 32, 32]
             y = y_test[:imgs.shape[0]]
             pr = ref.probs(imgs.reshape(-1, 32, 32)).reshape(imgs.shape[0], len(w), -1)
+            e["arith_reads"] = pr.argmax(-1).tolist()     # [F, W], for the figure
+            e["arith_labels"] = [int(v) for v in y]
+        if d is not None and "arith_digit_kept" not in r.entry():  # the run's task did not measure every seed
             kept = digit_kept(pr, y, w)
             src = (f"the figure seed's first {imgs.shape[0]} test images (the other seeds' decodes were not saved "
                    "and no checkpoint is kept)")
@@ -282,8 +285,10 @@ def fig_prior(out: Path, runs: dict) -> list[str]:
 
 
 def fig_latent_plane(out: Path, runs: dict) -> str | None:
+    """Top: each model's decoded grid (a conditional model: one per label kept); bottom: each model's test codes
+    once, over its first grid's box (a conditional model's codes do not depend on the plane's label)."""
     plt = figures.plt
-    panels = []  # (title, image [G*32, G*32], extent, codes, labels)
+    panels = []  # (title, image [G*32, G*32], extent, codes, labels, model)
     for m in MODELS:
         d = _load(runs.get(f"{m}_n{N_PLANE}"), "latent_plane.npz")
         if d is None:
@@ -293,23 +298,35 @@ def fig_latent_plane(out: Path, runs: dict) -> str | None:
         extent = (u[0] - step_u, u[-1] + step_u, v[0] - step_v, v[-1] + step_v)
         for p, lab in zip(d["images"], d["plane_labels"]):
             title = f"{LABELS[m]}, seed {int(d['seed'])}" + (f", label {lab}" if lab >= 0 else "")
-            panels.append((title, figures.tile(p), extent, d["codes"], d["labels"]))
+            panels.append((title, figures.tile(p), extent, d["codes"], d["labels"], m))
     if not panels:
         return None
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.4 * len(panels), 9.0), squeeze=False)
-    for j, (title, img, ext, codes, y) in enumerate(panels):
+    scatters = [next(p for p in panels if p[5] == m) for m in dict.fromkeys(p[5] for p in panels)]
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.0 * len(panels) + 0.8, 8.6), squeeze=False,
+                             layout="constrained")
+    for j, (title, img, ext, codes, y, m) in enumerate(panels):
         axes[0, j].imshow(img, cmap="gray", vmin=0, vmax=1, extent=ext, interpolation="nearest", aspect="auto")
         axes[0, j].set_title(title, fontsize=9)
         axes[0, j].set_box_aspect(1)
-        sc = axes[1, j].scatter(codes[:, 0], codes[:, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=1.5, alpha=0.6,
-                                rasterized=True)
-        axes[1, j].set_xlim(ext[0], ext[1]), axes[1, j].set_ylim(ext[2], ext[3])
-        axes[1, j].set_box_aspect(1)
-        axes[1, j].set_title("test codes (μ) by digit", fontsize=8)
-        axes[0, j].tick_params(labelsize=7), axes[1, j].tick_params(labelsize=7)
-    fig.colorbar(sc, ax=axes[1, :].tolist(), ticks=range(10), fraction=0.02)
-    fig.suptitle(f"n = {N_PLANE}: a regular grid over the latent plane decoded (top) and the test set's codes over "
-                 "the same box (bottom)", fontsize=10)
+        axes[0, j].set_xlabel("z1", fontsize=8), axes[0, j].set_ylabel("z2", fontsize=8)
+        axes[0, j].tick_params(labelsize=7)
+    for ax in axes[1]:
+        ax.set_axis_off()
+    for j, (title, img, ext, codes, y, m) in enumerate(scatters):
+        ax = axes[1, j]
+        ax.set_axis_on()
+        sc = ax.scatter(codes[:, 0], codes[:, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=1.5, alpha=0.6,
+                        rasterized=True)
+        ax.set_xlim(ext[0], ext[1]), ax.set_ylim(ext[2], ext[3])
+        ax.set_box_aspect(1)
+        ax.set_title(f"{LABELS[m]}: test codes (μ) by digit", fontsize=9)
+        ax.set_xlabel("z1", fontsize=8), ax.set_ylabel("z2", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(sc, ax=axes.ravel().tolist(), ticks=range(10), fraction=0.015, shrink=0.45, anchor=(0.0, 0.1)
+                 ).set_label("digit of the test image (bottom row)", fontsize=9)
+    fig.suptitle(f"n = {N_PLANE}: a regular grid over the latent plane decoded (top; AE over its codes' 0.5-99.5 "
+                 "percentile box, VAE and CVAE over [−3, 3]²) and each model's test codes over the same box (bottom)",
+                 fontsize=10)
     figures.save(fig, out / "latent_plane.png")
     write_npz(out / "latent_plane.npz", titles=np.asarray([p[0] for p in panels]),
               images=np.stack([p[1] for p in panels]), extents=np.asarray([p[2] for p in panels]),
@@ -328,7 +345,8 @@ def fig_codes(out: Path, runs: dict) -> str | None:
     ratio = np.stack([data[m]["pca_ratio"][s] for m, s in zip(have, seeds)])
     tsne = np.stack([data[m]["tsne"] for m in have])                                   # [M, T, 2]
     y, yt = data[have[0]]["labels"], data[have[0]]["labels"][data[have[0]]["tsne_index"]]
-    fig, axes = plt.subplots(3, len(have), figsize=(4.2 * len(have), 12), squeeze=False)
+    fig, axes = plt.subplots(3, len(have), figsize=(4.4 * len(have) + 0.8, 13.5), squeeze=False,
+                             layout="constrained")
     for j, m in enumerate(have):
         sd = int(data[m]["tsne_seed"])
         ax = axes[0, j]
@@ -344,14 +362,15 @@ def fig_codes(out: Path, runs: dict) -> str | None:
         g = np.linspace(-4, 4, 200)
         ax.plot(g, np.exp(-g ** 2 / 2) / np.sqrt(2 * np.pi), "k:", lw=1, label="N(0, 1)")
         ax.set_xlim(-4, 4)
-        ax.set_title("density of each component, standardised", fontsize=9)
+        ax.set_title("density of PC1 and PC2, each standardised", fontsize=9)
+        ax.set_xlabel("component / its std", fontsize=8), ax.set_ylabel("density", fontsize=8)
         ax.legend(fontsize=7)
         ax = axes[2, j]
         ax.scatter(tsne[j, :, 0], tsne[j, :, 1], c=yt, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.7,
                    rasterized=True)
-        ax.set_title(f"t-SNE of the first {len(yt)} test codes (random_state = {sd})", fontsize=9)
+        ax.set_title(f"t-SNE of the first {len(yt)} test codes\n(random_state = {sd})", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(sc, ax=axes[0, :].tolist(), ticks=range(10), fraction=0.02)
+    fig.colorbar(sc, ax=axes[0, :].tolist(), ticks=range(10), fraction=0.02).set_label("digit", fontsize=9)
     figures.save(fig, out / "codes_2d.png")
     write_npz(out / "codes_2d.npz", pca=pca, pca_ratio=ratio, tsne=tsne, labels=y, tsne_labels=yt,
               models=np.asarray(have), seeds=np.asarray([int(data[m]["tsne_seed"]) for m in have]))
@@ -377,10 +396,9 @@ def fig_dynamics(out: Path, run: RunResult | None) -> list[str]:
     radius = np.sqrt((sigma ** 2).sum(-1))                                                # [E, 2, K]
     write_npz(out / "dynamics.npz", mu=mu, sigma=sigma, radius=radius, labels=y, epochs=epochs,
               betas=np.asarray(order), seed=pick)
-    lims = []  # per panel, fixed over the epochs: at least the prior's [-3, 3]^2
-    for j in range(2):
-        m = mu[:, j][np.isfinite(mu[:, j]).all(-1)]
-        lims.append(max(float(np.percentile(np.abs(m), 99.5)) * 1.15 if m.size else 0.0, 3.0))
+    # one range for both panels and every epoch (β = 1 and β = 0 on the same axes): at least the prior's [-3, 3]^2
+    m = mu[np.isfinite(mu).all(-1)]
+    lims = [max(float(np.percentile(np.abs(m), 99.5)) * 1.15 if m.size else 0.0, 3.0)] * 2
     colours = plt.get_cmap("tab10")(y % 10)
 
     def draw(axes, e):
@@ -424,7 +442,18 @@ def fig_dynamics(out: Path, run: RunResult | None) -> list[str]:
     return ["dynamics.gif", "dynamics.png"]
 
 
-def fig_arithmetic(out: Path, runs: dict) -> list[str]:
+def _kept_text(summary: dict, key: str) -> str:
+    """"digit kept at |w| = 2: seed 0 0.33, seed 1 …" from the summary's arith_digit_kept (every seed it holds)."""
+    e = (summary or {}).get(key, {}).get("arith_digit_kept")
+    if not e:
+        return "digit kept: not measured"
+    seeds = e.get("seeds") or list(range(len(e["values"])))
+    vals = ", ".join(f"seed {sd}: {v:.2f}" for sd, v in zip(seeds, e["values"]) if v is not None)
+    return f"source digit kept at |w| = 2 ({'figure seed only' if len(e['values']) == 1 else 'every seed'}): {vals}"
+
+
+def fig_arithmetic(out: Path, runs: dict, summary: dict | None = None) -> list[str]:
+    plt = figures.plt
     data = {m: _load(runs.get(f"{m}_n{N_BIG}"), "arithmetic.npz") for m in MODELS}
     have = [m for m in MODELS if data[m] is not None]
     made = []
@@ -432,13 +461,34 @@ def fig_arithmetic(out: Path, runs: dict) -> list[str]:
         w = data[have[0]]["weights"]
         x = data[have[0]]["x"]
         imgs = np.stack([data[m]["images"] for m in have])                                 # [M, F, W, 32, 32]
+        reads = np.stack([np.asarray((summary or {}).get(f"{m}_n{N_BIG}", {}).get("arith_reads",
+                                                                                  np.full(imgs.shape[1:3], -1)))
+                          for m in have])                                                  # [M, F, W]
         write_npz(out / "arithmetic.npz", x=x, images=imgs, weights=w, models=np.asarray(have),
-                  seeds=np.asarray([int(data[m]["seed"]) for m in have]))
-        tiles = [figures.tile(np.concatenate([x[:, None], im], axis=1), pad=1) for im in imgs]
-        figures.panels(tiles, out / "arithmetic.png", [f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}"
-                                                        for m in have], size=4.4,
-                       suptitle="each row: a test image, then its code + w·v decoded for w = "
-                                + ", ".join(f"{a:g}" for a in w) + "; v = mean code of thick strokes − thin strokes")
+                  seeds=np.asarray([int(data[m]["seed"]) for m in have]), reads=reads)
+        F, W = imgs.shape[1:3]
+        labels = [(summary or {}).get(f"{m}_n{N_BIG}", {}).get("arith_labels") or [-2] * F for m in have]
+        fig, axes = plt.subplots(1, len(have), figsize=(4.6 * len(have), 5.6), squeeze=False, layout="constrained")
+        for j, m in enumerate(have):
+            ax = axes[0, j]
+            ax.imshow(figures.tile(np.concatenate([x[:, None], imgs[j]], axis=1), pad=1), cmap="gray", vmin=0,
+                      vmax=1, interpolation="nearest")
+            ax.set_xticks([34 * (c + 0.5) for c in range(W + 1)], ["test\nimage"] + [f"w = {a:+g}" for a in w],
+                          fontsize=8)
+            ax.xaxis.tick_top()
+            ax.set_yticks([])
+            for f in range(F):   # what the reference classifier reads in each decode (green: the source digit)
+                for c in range(W):
+                    r = int(reads[j, f, c])
+                    if r >= 0:
+                        ax.text(34 * (c + 2) - 4, 34 * (f + 1) - 4, str(r), ha="right", va="bottom", fontsize=8,
+                                color="limegreen" if r == labels[j][f] else "red", fontweight="bold")
+            ax.set_xlabel(f"{LABELS[m]} (n = {N_BIG}), seed {int(data[m]['seed'])}\n"
+                          + _kept_text(summary, f"{m}_n{N_BIG}"), fontsize=8)
+        fig.suptitle("each row: a test image, then its code + w·v decoded; v = mean code of the thickest quarter − "
+                     "the thinnest quarter of training images;\nnumber in a corner: the digit the reference classifier "
+                     "reads (green: the source digit, red: another)", fontsize=9)
+        figures.save(fig, out / "arithmetic.png")
         made.append("arithmetic.png")
     d = data.get("cvae")
     if d is not None and "style" in d:
@@ -524,14 +574,14 @@ def _seed_note(e: dict | None) -> str:
     return f" ({e['source']})" if e and e.get("source") else ""
 
 
-def difficulty_part(summary: dict, key: str, side: str, pairing: dict | None = None) -> Part:
+def difficulty_part(summary: dict, key: str, side: str, pairing: dict | None = None, name: str | None = None) -> Part:
     """Claim 3 for one run: {1, 7} the two easiest digits (side "easy") or {2, 8} the two hardest ("hard").
 
     The worse of the claimed pair is compared with the nearest other digit by a paired t-test over seeds (one
     model, so seed s's per-digit errors are pairs): confirmed when the pair is on its side and that gap is
     significant, refuted when another digit is significantly past it, not shown otherwise."""
     from scipy import stats
-    label = f"{LABELS[key.split('_')[0]]}: " + ("1 and 7 easiest" if side == "easy" else "2 and 8 hardest")
+    label = f"{name or LABELS[key.split('_')[0]]}: " + ("1 and 7 easiest" if side == "easy" else "2 and 8 hardest")
     pair = (1, 7) if side == "easy" else (2, 8)
     vals = {d: (_get(summary, key, f"test_mse_class{d}") or {}).get("values") for d in range(NUM_CLASSES)}
     if any(v is None for v in vals.values()):
@@ -727,16 +777,22 @@ N20_ROWS = [("test_mse", "test MSE (summed per image)", False), ("test_bce", "te
             ("prior_classes", "digits among N(0, I) decodes", True),
             ("prior_label_accuracy", "N(0, I) decodes showing the label asked for", True),
             ("cvae_label_accuracy", "samples the reference classifier reads as the label asked for", True),
+            ("prior_ref_legible", f"N(0, I) decodes the reference classifier reads with probability ≥ {LEGIBLE}",
+             True),
             ("code_silhouette", "silhouette of the codes by digit", None),
             ("code_gauss_ks", "KS distance of the codes' components to N(0, 1)", None),
             ("arith_ink_gain", "thickness arithmetic: ink gain", None),
             ("arith_offdata_fraction", "thickness arithmetic: decodes at w = ±2 off the data", False),
+            ("arith_digit_kept", "thickness arithmetic: decodes at w = ±2 the reference classifier reads as the "
+             "source digit (where one value: the figure seed's 6 images)", None),
             ("style_label_accuracy", "style transfer: decodes showing the label asked for", True),
             TIME_ROW]
 N2_ROWS = [("test_mse", "test MSE (summed per image)", False), ("test_bce", "test BCE (summed per image)", False),
            ("plane_offdata_fraction", "plane decodes off the data", False),
            ("plane_classes", "digits on the plane", True),
            ("plane_label_accuracy", "plane decodes showing their label", True),
+           ("plane_ref_legible", f"plane decodes the reference classifier reads with probability ≥ {LEGIBLE} (the "
+            "figure seed's grid; AE over its own box, the others over [−3, 3]²)", None),
            ("snap_rms_mu", "last epoch: RMS ‖μ‖ of 1000 test codes", None),
            ("snap_isotropy", "last epoch: roundness of the μ cloud", None),
            ("snap_knn_accuracy", "last epoch: 5-NN digit accuracy from μ", True),
@@ -798,7 +854,7 @@ def same_model_note(summary: dict, a: str, b: str, metric: str = "test_mse") -> 
 def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, session_s: float) -> None:
     made = []
     for f in (fig_reconstructions(out, runs), *fig_prior(out, runs), fig_latent_plane(out, runs),
-              fig_codes(out, runs), *fig_dynamics(out, runs.get("betas")), *fig_arithmetic(out, runs)):
+              fig_codes(out, runs), *fig_dynamics(out, runs.get("betas")), *fig_arithmetic(out, runs, summary)):
         if f:
             made.append(f)
     results = list(runs.values())

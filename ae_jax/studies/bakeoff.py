@@ -349,7 +349,27 @@ def quality_sections(summary: dict, results: Sequence[RunResult], order: Sequenc
                                               "550, 5,500 and 55,000 labels)" if tuple(budgets) != full else "")),
                   "",
                   t, ""] + ([_tests_used(t), ""] if _tests_used(t) else [])
+        lines += two_label_sets_note(summary, cols, opts.dataset)
     return lines
+
+
+def two_label_sets_note(summary: dict, cols: Sequence[str], dataset: str) -> list[str]:
+    """Why the classification table and the label-budget row of the same size give two accuracies: two label
+    sets (the protocol's labelled split, and the budget study's nested class-balanced prefix); both shown."""
+    n = SPLIT_SIZES["digits" if dataset == "digits" else "idx"][2]
+    metric = f"probe_accuracy_{n}labels"
+    both = [m for m in cols if "probe_accuracy" in summary.get(m, {}) and metric in summary.get(m, {})]
+    if not both:
+        return []
+    pairs = "; ".join(f"{m} {_fmt(summary[m]['probe_accuracy']['mean'])} vs {_fmt(summary[m][metric]['mean'])}"
+                      for m in both)
+    return [f"**Two label sets of {n:,} images.** The classification table above and the {n:,}-label row here "
+            f"use different labelled images: the table, the protocol's labelled split (the first {n:,} images of "
+            "the split permutation, as the published numbers were made); this row, the budget study's class-"
+            "balanced prefix, which the smaller and larger budgets contain or extend (the protocol's split is not "
+            "such a prefix, so it cannot be a point of the nested curve). Everything else is the same recipe, so "
+            "the two accuracies differ only by which images carry labels (table vs this row): " + pairs + ". "
+            "Neither std includes that variation.", ""]
 
 
 def figure_sections(root: Path, summary: dict, order: Sequence[str], dirs: dict) -> list[str]:

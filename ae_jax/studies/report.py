@@ -333,11 +333,11 @@ def overall(parts: Sequence[Part]) -> str:
 
 
 def verdict_cell(parts: Sequence[Part]) -> str:
-    """A report's verdict cell: the overall verdict in bold, then each part's verdict (and why) when there are
-    several parts or the one part has a reason."""
+    """A report's verdict cell: the overall verdict in bold, then each part's verdict and why (a claim of one part:
+    its why)."""
     head = f"**{overall(parts)}**"
-    if len(parts) == 1 and not parts[0].why:
-        return head
+    if len(parts) == 1:
+        return head + (f" ({parts[0].why})" if parts[0].why else "")
     body = "; ".join(f"{p.label}: {p.verdict}" + (f" ({p.why})" if p.why else "") for p in parts)
     return f"{head} ({body})"
 
