@@ -140,3 +140,18 @@ def test_digit_kept_reads_the_source_digit_at_each_weight():
     k = digit_kept(probs, labels, w)
     assert k["kept"] == pytest.approx(1 / 4) and k["kept_w-2"] == 0.0 and k["kept_w2"] == 0.5
     assert k["kept_w0"] == 0.5 and k["conf"] == pytest.approx((0 + 0 + 0 + 0.8) / 4)
+
+
+def test_a_published_single_run_is_refuted_only_outside_the_prediction_interval():
+    """The bake-off's published numbers: inside our seeds' range confirms "an ordinary seed gives it"; just outside
+    it is not shown (p >= 0.05); far outside refutes."""
+    from ae_jax.studies.bakeoff import PUBLISHED, published_table
+    pub = PUBLISHED["test_bce"]["vanilla"]
+    rows = {}
+    for shift in ("inside", "near", "far"):
+        v = [pub + {"inside": x, "near": 0.3 + x, "far": 5.0 + x}[shift] for x in (-0.2, -0.1, 0.0, 0.1, 0.2)]
+        s = {"vanilla": {"test_bce": entry(v)}}
+        rows[shift] = next(r for r in published_table(s).splitlines() if r.startswith("| vanilla |"))
+    assert "**confirmed** (inside our 5 seeds' range)" in rows["inside"]
+    assert "**not shown**" in rows["near"] and "≥ 0.05" in rows["near"]
+    assert "**refuted**" in rows["far"]
