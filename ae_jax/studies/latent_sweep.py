@@ -415,7 +415,7 @@ def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str
     data = {m: _arr(summary, keys, dims, m) for m, _ in metrics}
     if not np.isfinite(data["test_mse"]["mean"]).any():
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(dict.fromkeys(key_model(k) for k in keys))}
     vae_keys = [k for k in keys if key_model(k) != "vanilla"]
     for ax, (m, title) in zip(axes, metrics):
@@ -436,9 +436,9 @@ def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str
         ax.set_xlabel("latent size n")
         ax.set_title(title + ", mean ± std over seeds", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[1].set_title("VAE only: validation loss after the last epoch = reconstruction + KL (its training\n"
-                      "objective; the AE's is its reconstruction alone, so it is not drawn here), mean ± std", fontsize=9)
-    axes[0].set_title("test MSE from the reconstruction (the VAE's from a sampled z), mean ± std over seeds",
+    axes[1].set_title("VAE only: validation loss after the last epoch = reconstruction + KL\n(its training "
+                      "objective; the AE's is reconstruction alone, not drawn here), mean ± std", fontsize=9)
+    axes[0].set_title("test MSE (summed per image; the VAE's from a sampled z),\nmean ± std over seeds",
                       fontsize=9)
     axes[0].legend(fontsize=8)
     if vae_keys:
