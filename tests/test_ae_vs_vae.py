@@ -317,8 +317,10 @@ def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(
     assert f"Welch p = {stats.ttest_ind(a, c, equal_var=False).pvalue:.2g}" in said
 
 
-def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller():
-    """The claim says "a round region": β = 1 must be significantly rounder (paired over seeds), not only nearer."""
+def test_claim_7_scale_parts_are_not_testable_here_and_clusters_are_judged():
+    """Without the KL term the code's per-axis scale and shift are not identified (Linear without bias → BatchNorm
+    after the code): "further out" and "rounder" are not testable here, whatever the paired tests say; the 5-NN
+    clusters are judged."""
     from ae_jax.studies.ae_vs_vae import claims
 
     def entry(values):
@@ -331,13 +333,9 @@ def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller(
               "snap_isotropy": entry([0.95, 0.90, 0.96, 0.97, 0.92])}}
     pairing = {b0: "k", b1: "k"}
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3].startswith("**confirmed**") and "paired t-test" in row[2]
-    s[b1]["snap_isotropy"] = entry([0.70, 0.95, 0.60, 1.00, 0.88])  # rounder on average, but not consistently
+    assert row[3].startswith("**not shown**") and "paired t-test" in row[2]
+    assert row[3].count("not testable here (the β = 0 code's per-axis scale") == 2
+    assert "measured: confirmed" in row[3] and "clusters with or without β: confirmed" in row[3]
+    s[b0]["snap_knn_accuracy"] = entry([0.10, 0.12, 0.11, 0.09, 0.10])  # no clusters without β: refuted
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3].startswith("**not shown**") and "β = 1 cloud rounder: not shown" in row[3]
-    assert "β = 0 codes further out: confirmed" in row[3] and "refuted" not in row[3]
-    # one seed a side: the two tests cannot be made, and the verdict says so rather than counting them as failed
-    one = {k: {m: {"mean": e["values"][0], "std": None, "values": e["values"][:1]} for m, e in v.items()}
-           for k, v in s.items()}
-    [row] = [r for r in claims(one, pairing) if r[0] == "7"]
-    assert row[3].startswith("**not shown**") and row[3].count("no test possible") == 2
+    assert row[3].startswith("**refuted**")
