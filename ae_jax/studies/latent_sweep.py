@@ -686,8 +686,9 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
               "the run); another digit significantly past the pair refutes.", "",
               "**Which error.** Every error in this report is the test MSE of the reconstruction as evaluation "
               "forms it: from a sampled z for the VAE (its noise adds to the error), from the code for the AE. The "
-              "VAE's error from its mean μ is not shown: the runs saved no μ reconstructions, and their checkpoints "
-              "are not kept, so it would need the runs trained again.", ""]
+              "VAE's error from its mean μ (`test_mse_mu`, recorded by the reconstruction task since this report "
+              "asked for it) is not shown for runs evaluated before then: their checkpoints are not kept, so it "
+              "would need the runs trained again.", ""]
     if len(widths) > 1:
         beyond = _beyond_direction(summary, models, widths)
         lines += ["**The two width settings** " + _agreement(rows, widths) + (" " + beyond if beyond else ""), ""]
