@@ -647,7 +647,9 @@ def claims(summary: dict, pairing: dict | None = None) -> list[tuple[str, str, s
                       acc["mean"] >= 0.8 if acc else None, bool(acc) and acc["mean"] < 0.5,
                       f"read as the label asked for: {_ms(summary, cvae, 'cvae_label_accuracy')}")
     rows.append(("4", "z ~ N(0, I) decoded: AE unreadable; VAE legible digits of random class; CVAE the digit asked for",
-                 f"decodes the reference classifier reads with probability ≥ {LEGIBLE}, VAE vs AE: {leg_txt} "
+                 "every model decodes the same kind of draw z ~ N(0, I), so both measures cover one region for all "
+                 f"(the prior's); decodes the reference classifier reads with probability ≥ {LEGIBLE}, VAE vs AE: "
+                 f"{leg_txt} "
                  f"(CVAE {_ms(summary, cvae, 'prior_ref_legible')}); digits among the VAE's legible decodes: "
                  f"{_ms(summary, vae, 'prior_ref_classes')}; fraction of decodes off the data (nearest training "
                  f"images), AE vs VAE: {off_txt}; CVAE samples the classifier reads as the label asked for: "
