@@ -245,7 +245,7 @@ def test_study_report_states_every_claim_and_the_command(study):
     assert "python experiments/ae_vs_vae.py --dataset=digits" in text
     for n in range(1, 10):
         assert f"\n| {n} | " in text, f"claim {n} missing"
-    assert text.count("not tested here, see latent_sweep") == 2
+    assert text.count("not testable here** (needs the latent-size sweep: see latent_sweep's report)") == 2
     assert "## Test MSE per digit" in text and "Welch" in text
     # wall-clock is shown, not ranked: no bold and no test in its rows
     clock = [ln for ln in text.splitlines() if ln.startswith("| training wall-clock s")]
