@@ -369,7 +369,7 @@ def two_label_sets_note(summary: dict, cols: Sequence[str], dataset: str) -> lis
                       for m in both)
     return [f"**Two label sets of {n:,} images.** The classification table above and the {n:,}-label row here "
             f"use different labelled images: the table, the protocol's labelled split (the first {n:,} images of "
-            "the split permutation, as the published numbers were made); this row, the budget study's class-"
+            "the split permutation); this row, the budget study's class-"
             "balanced prefix, which the smaller and larger budgets contain or extend (the protocol's split is not "
             "such a prefix, so it cannot be a point of the nested curve). Everything else is the same recipe, so "
             "the two accuracies differ only by which images carry labels (table vs this row): " + pairs + ". "

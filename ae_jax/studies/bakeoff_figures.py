@@ -330,5 +330,5 @@ def fig_label_budget(root: Path, models: Sequence[str], baselines: Sequence[str]
                 baseline=np.asarray([n in baselines for n in names]))
     return _lines(title, png, "Solid: linear probe on each model's frozen codes; dashed and dotted: the baselines "
                               "(no autoencoder). Bars: ± one std over seeds. Each series is shifted sideways a "
-                              "little so that models with equal accuracy (vanilla and vq) stay apart; the points "
+                              "little so that models with equal accuracy stay apart; the points "
                               "are at the budgets on the axis.")

@@ -1,8 +1,8 @@
 """More seeds for the published numbers that fell outside the bake-off's band.
 
 With five seeds, two published single-run MNIST numbers lay outside our
-mean ± 3 std: shallow's test BCE (123.2) and beta_vae_strict's probe accuracy
-(0.4536). Five seeds say little about a distribution's tails, so this study
+seeds' 95 % prediction interval: shallow's test BCE (123.2) and
+beta_vae_strict's probe accuracy (0.4536). Five seeds say little about a distribution's tails, so this study
 trains each of those models once more at the protocol's n = 20, with 20 seeds
 in one program, and reports where every published number of the model falls
 among the 20 seeds (rank, range). A ReLU code can lose units for good: a unit
@@ -226,7 +226,8 @@ def write_report(out: Path, summary: dict, results: list[RunResult], opts: Study
     made = fig_seeds(out, summary, opts.dataset)
     devices = sorted({device_text(r.metrics["device"]) for r in results})
     lines = [f"# More seeds on {opts.dataset}: where the published single runs fall", "",
-             "Two published MNIST numbers lay outside the bake-off's 5-seed mean ± 3 std (shallow's test BCE, "
+             "Two published MNIST numbers lay outside the bake-off's 5-seed 95 % prediction interval (shallow's "
+             "test BCE, "
              "beta_vae_strict's probe accuracy). Here each model is trained again at n = 20 with "
              f"{opts.seeds} seeds in one program, under the bake-off's protocol (its linear probe included). Produced by (rerun it to reproduce; "
              "finished runs are reused, `--force` redoes them):", "",

@@ -167,6 +167,7 @@ def task_table(summary: dict, rows: list, models: Sequence[str], pairing: dict |
     cols = [m for m in models if any(r[0] in summary.get(m, {}) for r in rows)]
     if not cols:
         return ""
+    rows = [r for r in rows if any(r[0] in summary.get(m, {}) for m in cols)]  # no row that no column has
     sub = {m: summary[m] for m in cols}  # rank only the table's own columns
     out = ["| metric | " + " | ".join(cols) + " | best vs runner-up |",
            "|---|" + "---|" * (len(cols) + 1)]
