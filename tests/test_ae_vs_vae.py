@@ -246,7 +246,7 @@ def test_study_report_states_every_claim_and_the_command(study):
     assert "python experiments/ae_vs_vae.py --dataset=digits" in text
     for n in range(1, 10):
         assert f"\n| {n} | " in text, f"claim {n} missing"
-    assert text.count("not tested here, see latent_sweep") == 2
+    assert text.count("not testable here** (needs the latent-size sweep: see latent_sweep's report)") == 2
     assert "## Test MSE per digit" in text and "Welch" in text
     # wall-clock is shown, not ranked: no bold and no test in its rows
     clock = [ln for ln in text.splitlines() if ln.startswith("| training wall-clock s")]
@@ -287,21 +287,21 @@ def test_same_model_note_states_the_measured_agreement():
 
 
 def test_study_report_pairs_its_runs_by_seed(study):
-    """Every run of the study shares its seeds and code version: the tables and claims use the paired t-test."""
+    """Every run of the study shares its seeds and source revision: the tables and claims use the paired t-test."""
     text = (study.folder / "README.md").read_text()
     assert "paired t-test p = " in text and "Welch p = " not in text
 
 
 def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(tmp_path):
-    """A pair key is a run's seed list and code version (the β groups share their run's); _cmp then gives scipy's
+    """A pair key is a run's seed list and source revision (the β groups share their run's); _cmp then gives scipy's
     paired p-value, and Welch's when the keys differ."""
     from scipy import stats
     from ae_jax.io import write_json
     from ae_jax.studies.ae_vs_vae import _cmp, pairing_keys
 
-    def run(name, seeds, version, betas=None):
+    def run(name, seeds, revision, betas=None):
         (tmp_path / name).mkdir()
-        write_json(tmp_path / name / "config.json", {"version": version})
+        write_json(tmp_path / name / "config.json", {"version": "0.2.0", "revision": revision})
         cfg = types.SimpleNamespace(seed_list=seeds, betas=betas, model="vae", latent=2)
         return types.SimpleNamespace(run_dir=tmp_path / name, planned=types.SimpleNamespace(cfg=cfg))
 
@@ -318,8 +318,10 @@ def test_comparisons_are_paired_exactly_between_runs_of_the_same_seeds_and_code(
     assert f"Welch p = {stats.ttest_ind(a, c, equal_var=False).pvalue:.2g}" in said
 
 
-def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller():
-    """The claim says "a round region": β = 1 must be significantly rounder (paired over seeds), not only nearer."""
+def test_claim_7_scale_parts_are_not_testable_here_and_clusters_are_judged():
+    """Without the KL term the code's per-axis scale and shift are not identified (Linear without bias → BatchNorm
+    after the code): "further out" and "rounder" are not testable here, whatever the paired tests say; the 5-NN
+    clusters are judged."""
     from ae_jax.studies.ae_vs_vae import claims
 
     def entry(values):
@@ -332,13 +334,9 @@ def test_claim_7_needs_the_kl_term_to_make_the_cloud_rounder_as_well_as_smaller(
               "snap_isotropy": entry([0.95, 0.90, 0.96, 0.97, 0.92])}}
     pairing = {b0: "k", b1: "k"}
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3] == "**confirmed**" and "paired t-test" in row[2]
-    s[b1]["snap_isotropy"] = entry([0.70, 0.95, 0.60, 1.00, 0.88])  # rounder on average, but not consistently
+    assert row[3].startswith("**not shown**") and "paired t-test" in row[2]
+    assert row[3].count("not testable here (the β = 0 code's per-axis scale") == 2
+    assert "measured: confirmed" in row[3] and "clusters with or without β: confirmed" in row[3]
+    s[b0]["snap_knn_accuracy"] = entry([0.10, 0.12, 0.11, 0.09, 0.10])  # no clusters without β: refuted
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
-    assert row[3] == ("**partly confirmed** (holds: β = 0 codes further out, clusters with or without β; "
-                      "fails: β = 1 cloud rounder)")
-    # one seed a side: the two tests cannot be made, and the verdict says so rather than counting them as failed
-    one = {k: {m: {"mean": e["values"][0], "std": None, "values": e["values"][:1]} for m, e in v.items()}
-           for k, v in s.items()}
-    [row] = [r for r in claims(one, pairing) if r[0] == "7"]
-    assert row[3] == "**confirmed where testable** (untested: β = 0 codes further out, β = 1 cloud rounder)"
+    assert row[3].startswith("**refuted**")

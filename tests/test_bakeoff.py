@@ -981,17 +981,6 @@ def test_the_report_names_each_runs_source_revision_grouped(tmp_path):
     assert report.revisions_note([]) == []
 
 
-def test_a_partly_confirmed_verdict_names_the_checks_that_hold_and_those_that_fail():
-    assert report.claim_verdict([("a", True), ("b", True)]) == "**confirmed**"
-    assert report.claim_verdict([("a", True), ("b", None)]) == "**confirmed where testable** (untested: b)"
-    assert report.claim_verdict([("a", False), ("b", None)]) == "**refuted** (untested: b)"
-    assert report.claim_verdict([("a", False), ("b", False)]) == "**refuted**"
-    assert report.claim_verdict([("a", None)]) == \
-        "not testable (runs missing, or no test possible: one seed, or no spread across seeds)"
-    assert report.claim_verdict([("a", True), ("b", False), ("c", True), ("d", None)]) == \
-        "**partly confirmed** (holds: a, c; fails: b; untested: d)"
-
-
 def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bakeoff, summary, tmp_path):
     from ae_jax.studies.bakeoff import pairing_keys
     from ae_jax.studies.driver import PlannedRun, RunResult
@@ -1001,11 +990,11 @@ def test_pairing_keys_pair_models_of_the_same_seeds_and_code_and_no_baseline(bak
     keys = pairing_keys(results, summary)
     assert keys["vanilla"] == keys["vae"] is not None
     assert keys[SCRATCH] != keys[RANDOM_ENCODER] and keys[SCRATCH] != keys["vanilla"]
-    # a model whose run was made by another version of the code is not paired with the others
+    # a model whose run was made by another source revision (of the same version) is not paired with the others
     other = tmp_path / "vae_old"
     other.mkdir()
     cfg = read_json(bakeoff.root / bakeoff.dirs["vae"]["full"] / "config.json")
-    write_json(other / "config.json", {**cfg, "version": "0.0.1"})
+    write_json(other / "config.json", {**cfg, "revision": "0" * 40})
     moved = [RunResult(r.planned, other, {}, {}) if r.run_dir.name == bakeoff.dirs["vae"]["full"] else r
              for r in results]
     keys = pairing_keys(moved, summary)

@@ -97,6 +97,13 @@ def test_summary_places_the_published_mnist_numbers_and_says_so(tmp_path):
     text = "\n".join(conclusions(summary))
     assert "worse than every one of our 20 seeds" in text and "falls inside our 20 seeds' range" in text
     assert "dead per seed" in text and "exactly its dead ones" in text
+    # 123.2 against seeds spread 95..115 (mean 105, std 6.3): +2.8 std, outside the prediction interval: refuted;
+    # 0.4511 inside the range: confirmed
+    assert "gives? **refuted** (outside our 20 seeds' range; prediction-interval t-test p = " in text
+    assert "gives? **confirmed** (inside our 20 seeds' range)" in text
+    from ae_jax.studies.more_seeds import ordinary_seed_part
+    near = placement(np.asarray(bce), 116.0, higher=False)  # just past the worst seed: not significant
+    assert ordinary_seed_part(near).verdict == "not shown"
     # the fitted line BCE = a + b * dead units, solved for the published 123.2: beyond our largest count of 6
     k = (123.2 - rel["intercept"]) / rel["slope"]
     assert k > 6 and f"corresponds to about {k:.1f} dead units, more than any of our seeds (0 to 6)." in text

@@ -760,3 +760,14 @@ def test_anomaly_task_refuses_conditional_models_whose_label_would_leak_the_answ
     from ae_jax.tasks import TASKS
     assert not TASKS["anomaly"].applies(MODELS["cvae"])
     assert TASKS["anomaly"].applies(MODELS["vae"]) and TASKS["anomaly"].applies(MODELS["vanilla"])
+
+
+def test_the_error_from_the_mean_code_is_the_evaluated_error_for_a_plain_autoencoder(fresh, digits):
+    """A plain autoencoder's code has no noise: its error from the mean code is the evaluated test MSE; a VAE's
+    differs from its sampled-z error (its noise), and the task records it as test_mse_mu."""
+    from ae_jax.tasks.reconstruction import mean_code_mse
+    *_, ctx = fresh("vanilla")
+    np.testing.assert_allclose(mean_code_mse(ctx), np.asarray(ctx.test["mse"], np.float64).mean(1), rtol=1e-4)
+    *_, vctx = fresh("vae")
+    mu = mean_code_mse(vctx)
+    assert np.isfinite(mu).all() and not np.allclose(mu, np.asarray(vctx.test["mse"], np.float64).mean(1))

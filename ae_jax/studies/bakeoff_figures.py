@@ -174,8 +174,10 @@ def fig_interpolations(root: Path, models: Sequence[str], dirs: dict, summary: d
     labels = data[have[0]]["pair_labels"][:n_pairs]
     f = frames.shape[2]
     n_all = data[have[0]]["pairs"].shape[0]
-    fig, axes = plt.subplots(len(have), n_pairs, figsize=(0.42 * f * n_pairs + 0.3, 0.66 * len(have)),
+    height = 0.66 * len(have) + 0.35
+    fig, axes = plt.subplots(len(have), n_pairs, figsize=(0.42 * f * n_pairs + 0.3, height),
                              squeeze=False, gridspec_kw=dict(wspace=0.04, hspace=0.55))
+    fig.subplots_adjust(top=1 - 0.42 / height, bottom=0.02)  # the title right above the first row's titles
     for r, m in enumerate(have):
         step, _ = _mean_std(summary, m, "interp_max_step")
         conf, _ = _mean_std(summary, m, "interp_confident_frac")
@@ -188,7 +190,7 @@ def fig_interpolations(root: Path, models: Sequence[str], dirs: dict, summary: d
                              f"(means over seeds and {n_all} pairs)", fontsize=7, loc="left", pad=2)
     fig.suptitle("  ·  ".join(f"pair {c + 1}: test images {int(pairs[c, 0])} (a {int(labels[c, 0])}) → "
                               f"{int(pairs[c, 1])} (a {int(labels[c, 1])})" for c in range(n_pairs)),
-                 fontsize=8, y=1.0 + 0.25 / len(have))
+                 fontsize=8, y=1 - 0.06 / height, va="top")
     png = _save(root, "fig_interpolations", fig, frames=frames, models=np.asarray(have), seeds=np.asarray(seeds),
                 pairs=pairs, pair_labels=labels, frame_index=data[have[0]]["frame_index"])
     return _lines(title, png, missing=[m for m in models if m not in have])
@@ -219,7 +221,7 @@ def fig_latent(root: Path, models: Sequence[str], dirs: dict, variant: str) -> l
         if bool(d["umap"]):
             ax.set_xticks([]), ax.set_yticks([])
         else:
-            ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=8)
         ax.set_title(f"{m} (seed {int(d['seed'])})", fontsize=9)
     fig.colorbar(sc, ax=axes.ravel().tolist(), ticks=range(10), fraction=0.025, label="digit")
     png = _save(root, f"fig_{name}", fig, emb=np.stack([data[m]["emb"] for m in have]),
@@ -244,8 +246,8 @@ def fig_roc(root: Path, models: Sequence[str], dirs: dict, summary: dict) -> lis
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(seeds)}
     cols = min(3, len(have))
     rows = -(-len(have) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.9 * rows + 0.4), squeeze=False, sharex=True,
-                             sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.4), squeeze=False, sharex=True,
+                             sharey=True, gridspec_kw=dict(hspace=0.35, wspace=0.15))
     for ax in axes.flat[len(have):]:
         ax.set_axis_off()
     for ax, m in zip(axes.flat, have):
@@ -256,15 +258,15 @@ def fig_roc(root: Path, models: Sequence[str], dirs: dict, summary: dict) -> lis
                 ax.plot(fpr, tpr, lw=0.9, color=colours[int(s)])
         ax.plot([0, 1], [0, 1], "k:", lw=0.7)
         mean, std = _mean_std(summary, m, "anomaly_auc")
-        ax.set_title(f"{m}: AUC {mean:.3f} ± {std:.3f}", fontsize=8)
-        ax.tick_params(labelsize=6)
+        ax.set_title(f"{m}: AUC {mean:.3f} ± {std:.3f}", fontsize=9)
+        ax.tick_params(labelsize=8, labelbottom=True, labelleft=True)
     for ax in axes[-1, :]:
-        ax.set_xlabel("false positive rate", fontsize=7)
+        ax.set_xlabel("false positive rate", fontsize=8)
     for ax in axes[:, 0]:
-        ax.set_ylabel("true positive rate", fontsize=7)
+        ax.set_ylabel("true positive rate", fontsize=8)
     from matplotlib.lines import Line2D
     fig.legend([Line2D([], [], color=colours[s]) for s in seeds], [f"seed {s}" for s in seeds], loc="lower center",
-               ncol=len(seeds), fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
+               ncol=len(seeds), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.subplots_adjust(bottom=0.12 / rows + 0.05)
     png = _save(root, "fig_roc", fig, models=np.asarray(have),
                 scores=np.stack([data[m]["scores"].astype(np.float32) for m in have]),
@@ -295,17 +297,22 @@ def fig_label_budget(root: Path, models: Sequence[str], baselines: Sequence[str]
     budgets, curves = budget_curves(summary, list(models) + list(baselines))
     if not curves:
         return []
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
+    # every model its own colour and marker (tab10 without its grey, then tab20's darker shades); the baselines
+    # black, dashed and dotted; each series shifted sideways a little so equal accuracies stay apart
+    palette = [c for j, c in enumerate(plt.get_cmap("tab10").colors) if j != 7] + list(plt.get_cmap("Dark2").colors)
+    markers = "osD^vP*Xhp<>"
+    n_series = len(curves)
     for i, (n, v) in enumerate(curves.items()):
         with np.errstate(invalid="ignore"):
             mean = np.nanmean(v, 1)
             std = np.asarray([np.std(r[np.isfinite(r)], ddof=1) if np.isfinite(r).sum() > 1 else 0.0 for r in v])
         base = n in baselines
-        colour = "black" if n == baselines[0] else ("dimgray" if base else cmap(i % 10))
-        ax.plot(budgets, mean, ls="--" if base else "-", marker="o", ms=3, lw=1.2, color=colour,
-                label=f"{n} (baseline)" if base else n)
-        ax.fill_between(budgets, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+        colour = "black" if base else palette[i % len(palette)]
+        x = np.asarray(budgets, float) * 1.045 ** (i - (n_series - 1) / 2)
+        ax.errorbar(x, mean, yerr=std, ls=(("--" if n == baselines[0] else ":") if base else "-"),
+                    marker=markers[i % len(markers)], ms=4, lw=1.2, color=colour, capsize=2, elinewidth=0.8,
+                    label=f"{n} (baseline)" if base else n)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.minorticks_off()
@@ -321,5 +328,7 @@ def fig_label_budget(root: Path, models: Sequence[str], baselines: Sequence[str]
         values[i, :, :curves[n].shape[1]] = curves[n]
     png = _save(root, "fig_label_budget", fig, budgets=np.asarray(budgets), names=np.asarray(names), values=values,
                 baseline=np.asarray([n in baselines for n in names]))
-    return _lines(title, png, "Solid: linear probe on each model's frozen codes; dashed: the baselines (no "
-                              "autoencoder). Bands: ± one std over seeds.")
+    return _lines(title, png, "Solid: linear probe on each model's frozen codes; dashed and dotted: the baselines "
+                              "(no autoencoder). Bars: ± one std over seeds. Each series is shifted sideways a "
+                              "little so that models with equal accuracy stay apart; the points "
+                              "are at the budgets on the axis.")

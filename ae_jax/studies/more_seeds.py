@@ -1,8 +1,8 @@
 """More seeds for the published numbers that fell outside the bake-off's band.
 
 With five seeds, two published single-run MNIST numbers lay outside our
-mean ± 3 std: shallow's test BCE (123.2) and beta_vae_strict's probe accuracy
-(0.4536). Five seeds say little about a distribution's tails, so this study
+seeds' 95 % prediction interval: shallow's test BCE (123.2) and
+beta_vae_strict's probe accuracy (0.4536). Five seeds say little about a distribution's tails, so this study
 trains each of those models once more at the protocol's n = 20, with 20 seeds
 in one program, and reports where every published number of the model falls
 among the 20 seeds (rank, range). A ReLU code can lose units for good: a unit
@@ -32,7 +32,7 @@ from ..models import MODELS as REGISTRY, PUBLISHED_DATASET
 from ..trainer import ExperimentConfig
 from ..trainer.results import device_text
 from .driver import PlannedRun, RunResult, Study, StudyOptions
-from .report import _fmt, provenance_notes
+from .report import Part, _fmt, provenance_notes
 
 MODELS = ("shallow", "beta_vae_strict")
 SEEDS = 20
@@ -226,7 +226,8 @@ def write_report(out: Path, summary: dict, results: list[RunResult], opts: Study
     made = fig_seeds(out, summary, opts.dataset)
     devices = sorted({device_text(r.metrics["device"]) for r in results})
     lines = [f"# More seeds on {opts.dataset}: where the published single runs fall", "",
-             "Two published MNIST numbers lay outside the bake-off's 5-seed mean ± 3 std (shallow's test BCE, "
+             "Two published MNIST numbers lay outside the bake-off's 5-seed 95 % prediction interval (shallow's "
+             "test BCE, "
              "beta_vae_strict's probe accuracy). Here each model is trained again at n = 20 with "
              f"{opts.seeds} seeds in one program, under the bake-off's protocol (its linear probe included). Produced by (rerun it to reproduce; "
              "finished runs are reused, `--force` redoes them):", "",
@@ -290,7 +291,13 @@ def write_report(out: Path, summary: dict, results: list[RunResult], opts: Study
               "Left panels: each seed as a dot, our mean ± std shaded, the published run as a red line. Right: each "
               "seed's code units against the metric its published number is about.", ""]
     lines += bakeoff_check(out, models)
-    lines += ["## What this says", ""] + conclusions(summary) + [""]
+    lines += ["## What this says", "",
+              "Verdicts: confirmed (the rule met), refuted (a significant effect against the claim), not shown (not "
+              "significant, or the measure cannot decide). The claim judged for each published number: an ordinary "
+              "seed of this model, under this protocol, gives it. Confirmed when it lies inside our seeds' range; "
+              "refuted when it lies outside the seeds' 95 % prediction interval (t-test of one new draw against the "
+              "seeds' mean and std, S − 1 degrees of freedom, p < 0.05); not shown otherwise.", ""]
+    lines += conclusions(summary) + [""]
     atomic_write_text(out / "README.md", "\n".join(lines))
 
 
@@ -327,8 +334,31 @@ def _on_the_line(r: dict, p: dict | None, counts: dict, what: str) -> str:
             f"{'any of ' if beyond else 'within the range of '}our seeds ({min(v):.0f} to {max(v):.0f}).")
 
 
+def ordinary_seed_part(p: dict) -> Part:
+    """The claim "the published single run is what an ordinary seed of this model gives under this protocol".
+
+    Confirmed: inside our seeds' range (some seed gave a number at least as far out). Refuted: outside it and
+    outside the seeds' 95 % prediction interval (the t-test of one new draw against the seeds' mean, df S − 1:
+    t = (published − mean) / (std √(1 + 1/S)), p < 0.05). Not shown: outside the range with p ≥ 0.05.
+    """
+    from scipy import stats
+    from .report import CONFIRMED, NOT_SHOWN, REFUTED
+    label = "an ordinary seed gives the published number"
+    if p["inside_range"]:
+        return Part(label, CONFIRMED, f"inside our {p['seeds']} seeds' range")
+    s, std = p["seeds"], p["std"]
+    if not (s > 1 and std > 0):
+        return Part(label, NOT_SHOWN, "no spread over seeds")
+    t = (p["published"] - p["mean"]) / (std * math.sqrt(1 + 1 / s))
+    pv = float(2 * stats.t.sf(abs(t), s - 1))
+    why = f"outside our {s} seeds' range; prediction-interval t-test p = {pv:.2g}"
+    return Part(label, REFUTED if pv < 0.05 else NOT_SHOWN, why + ("" if pv < 0.05 else " ≥ 0.05"))
+
+
 def conclusions(summary: dict) -> list[str]:
-    """A sentence per published number, and one per model on its code units."""
+    """A sentence per published number (with its verdict, ``ordinary_seed_part``), and one per model on its code
+    units."""
+    from .report import verdict_cell
     out = []
     for m, a in summary["analysis"].items():
         for metric, label, higher in METRICS:
@@ -344,7 +374,8 @@ def conclusions(summary: dict) -> list[str]:
                 verdict = (f"is {side} than every one of our {s} seeds ({_fmt(p['min'])} to {_fmt(p['max'])}, "
                            f"{abs(p['z']):.1f} std away): under this protocol a seed gives it less often than once "
                            f"in {s}, if at all")
-            out.append(f"- {m}, {label}: the published {p['published']:g} {verdict}.")
+            out.append(f"- {m}, {label}: the published {p['published']:g} {verdict}. Is it what an ordinary seed "
+                       f"gives? {verdict_cell([ordinary_seed_part(p)])}.")
         e = summary["models"][m]
         d = e.get("dead_units")
         if d and d["mean"] is not None and max(x for x in d["values"] if x is not None) > 0:

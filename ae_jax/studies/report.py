@@ -1,6 +1,7 @@
 """What every study's report shares: mean ± std cells, significance over seeds, tables, provenance."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -62,14 +63,43 @@ def paired(a: Sequence[float | None], b: Sequence[float | None]) -> float:
 PAIRED_NAME, WELCH_NAME = "paired t-test", "Welch"
 
 
-def run_pair_key(run) -> tuple:
-    """What makes the seeds of two runs pairs: the run's seed list and the version of the code that trained it.
+def run_pair_key(run) -> tuple | None:
+    """What makes the seeds of two runs pairs: the run's seed list and the source revision that trained it.
 
     A seed fixes the minibatch order and the noise draws of every model alike,
-    so seed s of one run and seed s of another, trained by the same version, are
-    a pair (``compare``).
+    so seed s of one run and seed s of another, trained by the same source
+    revision, are a pair (``compare``). The package version is not enough: it
+    stays the same across revisions that move per-seed numbers (beta_vae_strict's
+    test BCE moved by up to 0.077 between two revisions of one version). A run
+    whose revision is not recorded pairs with nothing (None): Welch's test is
+    used for it. Uncommitted code ("<rev>+dirty", which the report names) pairs
+    only with runs that recorded the same string.
     """
-    return tuple(run.planned.cfg.seed_list), str(recorded_version(run.run_dir))
+    rev = recorded_revision(run.run_dir)
+    if not rev:
+        return None
+    return tuple(run.planned.cfg.seed_list), rev
+
+
+def recorded_revision(run_dir) -> str | None:
+    """The source revision a run folder's config.json records (None: not recorded)."""
+    return _recorded(run_dir).get("revision") or None
+
+
+def pairs_note(pairing: dict) -> list[str]:
+    """One line naming which columns the report treats as pairs (same seeds and source revision), or none."""
+    groups: dict = {}
+    for col, key in pairing.items():
+        if key is not None:
+            groups.setdefault(key, []).append(col)
+    made = [cols for cols in groups.values() if len(cols) > 1]
+    alone = sorted(col for col, key in pairing.items() if key is None or len(groups.get(key, ())) < 2)
+    text = ("- Pairs for the paired t-test (trained on the same seeds by the same source revision): "
+            + ("; ".join(", ".join(f"`{c}`" for c in cols) for cols in made) if made else "none"))
+    if alone:
+        text += "; compared by Welch's test (no other column of the same revision): " + ", ".join(
+            f"`{c}`" for c in alone)
+    return [text + "."]
 
 
 def recorded_version(run_dir) -> str | None:
@@ -137,6 +167,7 @@ def task_table(summary: dict, rows: list, models: Sequence[str], pairing: dict |
     cols = [m for m in models if any(r[0] in summary.get(m, {}) for r in rows)]
     if not cols:
         return ""
+    rows = [r for r in rows if any(r[0] in summary.get(m, {}) for m in cols)]  # no row that no column has
     sub = {m: summary[m] for m in cols}  # rank only the table's own columns
     out = ["| metric | " + " | ".join(cols) + " | best vs runner-up |",
            "|---|" + "---|" * (len(cols) + 1)]
@@ -218,25 +249,101 @@ def provenance_notes(results, compile_times: bool = True) -> list[str]:
             + (compile_cache_note(results) if compile_times else []))
 
 
-def claim_verdict(parts: list[tuple[str, bool | None]]) -> str:
-    """A claim's verdict from the (label, outcome) checks its rule makes (None: a check the runs could not make).
+# --------------------------------------------------------------------------- verdicts
+# One vocabulary for every claim of every report (docs/studies.md):
+#   confirmed          every part's rule met, each comparison significant;
+#   refuted            a significant effect in the opposite direction, or a measured effect that contradicts the claim;
+#   not shown          the test is not significant, or the measure cannot decide (e.g. both models share the property);
+#   not testable here  the architecture or data cannot answer it (the part says why).
+# A test that is not significant never refutes.
+CONFIRMED, REFUTED, NOT_SHOWN, NOT_TESTABLE = "confirmed", "refuted", "not shown", "not testable here"
+VERDICTS = (CONFIRMED, REFUTED, NOT_SHOWN, NOT_TESTABLE)
 
-    A claim not wholly confirmed or refuted names the checks that hold, fail or
-    could not be made, so a reader need not work out which part of the claim
-    the runs contradict, or which part they leave open.
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One part of a claim: what it says (label), its verdict, and why (the measure and what it showed)."""
+    label: str
+    verdict: str
+    why: str = ""
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"a verdict is one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+
+
+def directional(label: str, mean_a: float | None, mean_b: float | None, p: float, test: str = "") -> Part:
+    """The part "a is above b" judged by a test's p: confirmed when a > b with p < SIGNIFICANCE, refuted when
+    a < b with p < SIGNIFICANCE, otherwise not shown (p ≥ SIGNIFICANCE, no test possible, or a side missing).
+
+    For "a is below b" pass the means negated, or swap a and b.
     """
-    made = [(label, ok) for label, ok in parts if ok is not None]
-    if not made:
-        return "not testable (runs missing, or no test possible: one seed, or no spread across seeds)"
-    untested = [label for label, ok in parts if ok is None]
-    holds = [label for label, ok in made if ok]
-    fails = [label for label, ok in made if not ok]
-    if not fails:
-        verdict = "**confirmed**" if not untested else "**confirmed where testable**"
-    elif not holds:
-        verdict = "**refuted**"
-    else:
-        verdict = "**partly confirmed**"
-    notes = [f"{k}: {', '.join(v)}" for k, v in (("holds", holds), ("fails", fails), ("untested", untested))
-             if v and (verdict == "**partly confirmed**" or k == "untested")]
-    return verdict + (f" ({'; '.join(notes)})" if notes else "")
+    if mean_a is None or mean_b is None or not (math.isfinite(mean_a) and math.isfinite(mean_b)):
+        return Part(label, NOT_SHOWN, "not run")
+    name = f"{test} " if test else ""
+    if not math.isfinite(p):
+        return Part(label, NOT_SHOWN, "no test possible (one seed, or no spread across seeds)")
+    if p >= SIGNIFICANCE:
+        return Part(label, NOT_SHOWN, f"{name}p = {p:.2g} ≥ {SIGNIFICANCE}")
+    if mean_a > mean_b:
+        return Part(label, CONFIRMED, f"{name}p = {p:.2g}")
+    if mean_a < mean_b:
+        return Part(label, REFUTED, f"the opposite, {name}p = {p:.2g}")
+    return Part(label, NOT_SHOWN, "equal means")
+
+
+def contrast(label: str, has_a: bool | None, has_b: bool | None, a: str = "the first model",
+             b: str = "the second model") -> Part:
+    """The part "a has the property and b lacks it" from one measure applied to both: confirmed when a has it and
+    b not; refuted when a lacks it (a measured effect against the claim); not shown when both have it (the
+    measure does not tell the two apart) or a side could not be measured."""
+    if has_a is None:
+        return Part(label, NOT_SHOWN, f"not measured for {a}")
+    if not has_a:
+        return Part(label, REFUTED, f"{a} lacks it")
+    if has_b is None:
+        return Part(label, NOT_SHOWN, f"{a} has it; not measured for {b}")
+    if has_b:
+        return Part(label, NOT_SHOWN, f"{a} and {b} both have it: the measure does not tell them apart")
+    return Part(label, CONFIRMED, f"{a} has it, {b} does not")
+
+
+def threshold(label: str, value: float | None, meets: bool | None, fails: bool | None, why: str = "") -> Part:
+    """A part judged by a measured value against a bound: confirmed when ``meets``, refuted when ``fails`` (the
+    measured value contradicts the claim), not shown in between or when nothing was measured (value None)."""
+    if value is None or meets is None:
+        return Part(label, NOT_SHOWN, why or "not measured")
+    if meets:
+        return Part(label, CONFIRMED, why)
+    return Part(label, REFUTED if fails else NOT_SHOWN, why)
+
+
+def overall(parts: Sequence[Part]) -> str:
+    """A claim's verdict from its parts: refuted when any part is refuted (a claim is all its parts); confirmed
+    when every part is; not testable here when no part can be tested here; otherwise not shown."""
+    v = [p.verdict for p in parts]
+    if not v:
+        return NOT_TESTABLE
+    if REFUTED in v:
+        return REFUTED
+    if all(x == CONFIRMED for x in v):
+        return CONFIRMED
+    if all(x == NOT_TESTABLE for x in v):
+        return NOT_TESTABLE
+    return NOT_SHOWN
+
+
+def verdict_cell(parts: Sequence[Part]) -> str:
+    """A report's verdict cell: the overall verdict in bold, then each part's verdict and why (a claim of one part:
+    its why)."""
+    head = f"**{overall(parts)}**"
+    if len(parts) == 1:
+        return head + (f" ({parts[0].why})" if parts[0].why else "")
+    body = "; ".join(f"{p.label}: {p.verdict}" + (f" ({p.why})" if p.why else "") for p in parts)
+    return f"{head} ({body})"
+
+
+def binomial_below(k: int, n: int, rate: float) -> float:
+    """One-sided exact binomial p-value that the true rate is below ``rate``, having seen k successes of n."""
+    from scipy import stats
+    return float(stats.binomtest(k, n, rate, alternative="less").pvalue) if n else float("nan")

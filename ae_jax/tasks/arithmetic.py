@@ -15,6 +15,11 @@ Numbers per seed:
 - ``arith_offdata_fraction``: the fraction of the |w| = 2 decodes that are off
   the data (``pixels``: further from every training image than the model's own
   reconstructions are), i.e. whether the shifted codes stay on the data manifold;
+- ``arith_digit_kept``: the fraction of the |w| = 2 decodes that the reference classifier
+  (``reference``) still reads as the source image's digit, and ``arith_digit_kept_w<w>`` the same at each w,
+  ``arith_digit_conf``: its mean probability of the source digit over the |w| = 2 decodes. Ink gain and
+  "off the data" cannot see a change of class; this can: the attribute carries over only where the
+  digit is kept (``digit_kept``);
 - conditional models: ``style_label_accuracy``, the fraction of the first
   N_TEST test images' codes, decoded with each of the ten labels, whose
   nearest-neighbour label is the one asked for.
@@ -32,7 +37,7 @@ from .. import figures
 from ..data import Data
 from ..io import write_npz
 from ..models import NUM_CLASSES
-from . import pixels
+from . import pixels, reference
 from .base import EvalContext, Task, TaskResult
 
 WEIGHTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -44,6 +49,23 @@ FILE = "arithmetic.npz"
 def ink(images: np.ndarray) -> np.ndarray:
     """[..., 32, 32] -> [...]: the sum of the pixels."""
     return images.sum((-2, -1))
+
+
+def digit_kept(probs: np.ndarray, labels: np.ndarray, weights) -> dict[str, float]:
+    """How often decodes of code + w·v still show the source digit, by the reference classifier.
+
+    probs: [N, W, 10], the classifier's probabilities of each decode; labels: [N] the source digits; weights: [W].
+    Returns "kept" (fraction of |w| = 2 decodes read as the source digit), "conf" (their mean probability of the
+    source digit), and "kept_w<w>" for each w.
+    """
+    w = np.asarray(weights, float)
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    read = probs.argmax(-1) == labels[:, None]                                              # [N, W]
+    p_src = np.take_along_axis(probs, labels[:, None, None].repeat(probs.shape[1], 1), -1)[..., 0]
+    far = np.abs(w) == 2.0
+    out = {"kept": float(read[:, far].mean()), "conf": float(p_src[:, far].mean())}
+    out.update({f"kept_w{a:g}": float(read[:, j].mean()) for j, a in enumerate(w)})
+    return out
 
 
 def ink_quarters(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +89,10 @@ class Arithmetic(Task):
         x, y = data.x_test[:N_TEST], data.y_test[:N_TEST]
         w = np.asarray(WEIGHTS, np.float32)
         R = len(ctx.seeds)
-        names = ("arith_ink_gain", "arith_offdata_fraction") + (("style_label_accuracy",) if cond else ())
+        kept_names = ["arith_digit_kept", "arith_digit_conf"] + [f"arith_digit_kept_w{a:g}" for a in WEIGHTS]
+        names = (("arith_ink_gain", "arith_offdata_fraction", *kept_names)
+                 + (("style_label_accuracy",) if cond else ()))
+        ref = reference.reference_classifier(ctx)
         metrics = {k: np.full(R, np.nan) for k in names}
         fig = None
         for i in range(R):
@@ -83,6 +108,9 @@ class Arithmetic(Task):
             metrics["arith_ink_gain"][i] = np.mean((ink_w[:, w == 1.0] - ink_w[:, w == -1.0]) / 2) / ink_gap
             off, _ = pixels.judge(ctx, i, imgs[:, np.abs(w) == 2.0].reshape(-1, 32, 32))
             metrics["arith_offdata_fraction"][i] = off.mean()
+            kept = digit_kept(ref.probs(imgs.reshape(-1, 32, 32)).reshape(len(x), len(w), -1), y, w)
+            for k, val in kept.items():
+                metrics["arith_digit_" + k][i] = val
             style = None
             if cond:
                 labels = np.tile(np.arange(NUM_CLASSES), len(x))
