@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from ae_jax.cli import (  # noqa: E402
     ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, go_on_hint, guarded, join_processes,
-    out_dir, recorded_command, run_script)
+    out_dir, recorded_command, run_script, supervised)
 
 
 def parse(argv=None):
@@ -53,10 +53,16 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from ae_jax.supervisor import resume_hint
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
     from ae_jax.trainer.run import interrupted_note, run_dir_for
     check_dataset(args.dataset)
-    join_processes(args)
+    status = supervised(os.path.abspath(__file__), argv, args)  # several processes: this one watches its worker
+    if status is not None:
+        return status
+    if join_processes(args):
+        distributed.describe_run("run.py", resume_hint("run.py", list(sys.argv[1:] if argv is None else argv),
+                                                       args.coordinator is not None, args.force))
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
                            latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,

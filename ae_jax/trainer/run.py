@@ -279,6 +279,16 @@ def _forget_unstarted(run_dir: Path) -> None:
         aside.rmdir()
 
 
+def _abandoned(run_dir: Path) -> None:
+    """What ``_forget_unstarted`` and ``folder_lock`` do on the way out, for a process that ends without
+    unwinding (``distributed.Watch`` ends it from another thread when a peer is lost)."""
+    if distributed.is_writer():
+        _forget_unstarted(run_dir)
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
 def run_dir_for(cfg: ExperimentConfig, out: str | Path | None) -> Path:
     return Path(out) if out is not None else Path("results") / cfg.dataset / cfg.name()
 
@@ -497,8 +507,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
         snap = snapshot_data(splits, cfg.snapshots) if cfg.snapshots > 0 else None
         try:
-            result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
-                                ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
+            with distributed.if_abandoned(lambda: _abandoned(run_dir)):  # a lost process ends the run mid-way
+                result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
+                                    ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
         except BaseException:  # out of memory, Ctrl-C before the first checkpoint, ...: a folder with nothing to
             if distributed.is_writer():  # resume must not refuse the next command (fewer runs, other settings)
                 _forget_unstarted(run_dir)
