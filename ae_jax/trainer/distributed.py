@@ -323,7 +323,12 @@ class WriterCheckpoints:
     def save(self, step: int, args, force: bool = False):
         import orbax.checkpoint as ocp
         tree = to_host(args.item)  # collective: every process takes part in the gather
-        saved = on_writer(lambda: self._manager.save(step, args=ocp.args.StandardSave(tree), force=force))
+
+        def write():
+            saved = self._manager.save(step, args=ocp.args.StandardSave(tree), force=force)
+            _kept(step, self._path)  # before the others learn of it: a peer lost meanwhile must not hide it
+            return saved
+        saved = on_writer(write)
         _kept(step, self._path)
         return saved
 
