@@ -98,7 +98,7 @@ def resume_hint(script: str, argv: list[str], explicit: bool, force: bool) -> st
 
 def lost_line(prog: str, lost: str, why: str, kept: str, resume: str) -> str:
     """The one line a process prints when the run stops because another process was lost."""
-    return f"{prog}: error: lost {lost} ({why}); {kept}; {resume}"
+    return f"{prog}: error: lost {lost}: {why}; {kept}; {resume}"
 
 
 NOTHING_KEPT = "no epoch was saved yet (a checkpoint comes every 5 epochs)"
@@ -136,7 +136,7 @@ def supervise(script_path: str, argv: list[str], *, explicit: bool, process: tup
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, **{WORKER_FD_ENV: str(write_fd)})
     worker = subprocess.Popen([sys.executable, script_path, *argv], env=env, stderr=subprocess.PIPE,
-                              pass_fds=(write_fd,), start_new_session=True, preexec_fn=_die_with_parent)
+                              pass_fds=(write_fd,), start_new_session=True, preexec_fn=_die_with_parent())
     os.close(write_fd)
     state = _Worker()
     held: list[str] = []
@@ -203,7 +203,7 @@ def supervise(script_path: str, argv: list[str], *, explicit: bool, process: tup
     who = f"process {index} of {count}" if index is not None else "this process"
     if forwarded:
         name = "interrupted" if forwarded[0] == signal.SIGINT else "terminated"
-        print(f"\n{name}: {kept}; {resume}", file=sys.stderr, flush=True)
+        print(f"{name}: {kept}; {resume}", file=sys.stderr, flush=True)
         return 130 if forwarded[0] == signal.SIGINT else 143
     if not joined:
         missing = ("process 1" if count == 2 and index == 0 else
@@ -220,7 +220,7 @@ def supervise(script_path: str, argv: list[str], *, explicit: bool, process: tup
         else:
             tasks = _unhealthy(held)
             lost = f"process {tasks}" if tasks else "another process"
-            why = "it stopped sending heartbeats: it died, was preempted or hangs"
+            why = "it stopped sending heartbeats (it died, was preempted or hangs)"
         print(lost_line(prog, lost, why, kept, resume), file=sys.stderr, flush=True)
         return EXIT_LOST
     sig = -rc if rc < 0 else signal.SIGABRT
@@ -246,11 +246,15 @@ def _unhealthy(held: list[str]) -> str:
     return ", ".join(dict.fromkeys(found))
 
 
-def _die_with_parent() -> None:
-    """In the worker, before it starts: SIGKILL when the supervisor dies (Linux's PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
+def _die_with_parent():
+    """A function for the worker to run before it starts: SIGKILL when the supervisor dies (Linux's
+    PR_SET_PDEATHSIG), or None elsewhere. libc is loaded here, in the parent: between fork and exec the child
+    must not import anything (another thread of the parent may have held the import lock at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1

@@ -397,7 +397,8 @@ def describe_run(prog: str, resume: str) -> None:
 
 
 def _kept(step: int | None, path: Path) -> None:
-    """The checkpoint the run would resume from: every process learns of it (process 0 writes it)."""
+    """The checkpoint the run would resume from. Process 0 records it as soon as it is written, the others once
+    process 0 has told them (a process stopped in those milliseconds names the checkpoint before)."""
     if step is not None:
         _story["kept"] = f"process 0 kept the checkpoint after epoch {step} in {path}"
         supervisor.report("kept", _story["kept"])
@@ -481,7 +482,7 @@ class Watch:
         threading.Thread(target=watch._watch, name="ae_jax watch", daemon=True).start()
 
     def record(self, why: str) -> None:
-        """Write why this process ends in the store (given up after a second: the store may be gone)."""
+        """Write why this process ends in the store (given up after half a second: the store may be gone)."""
         def write():
             try:
                 self.client.key_value_set(f"{_KEYS}/end/{self.index}", why, allow_overwrite=True)
@@ -489,7 +490,7 @@ class Watch:
                 pass
         t = threading.Thread(target=write, daemon=True)
         t.start()
-        t.join(1.0)
+        t.join(0.5)
 
     def _heartbeat(self) -> None:
         beat, last = 0, time.monotonic()
@@ -526,8 +527,8 @@ class Watch:
         lost = [p for p in self.peers if p not in self.ends and now - self.seen[p] > limit]
         if lost:
             self._lost(lost, f"no sign of life for {limit:g} s"
-                       + (" after an exchange with it failed: it died or its host is gone" if self.failed
-                          else ": it died, was preempted or hangs"))
+                       + (" after an exchange with it failed (it died or its host is gone)" if self.failed
+                          else " (it died, was preempted or hangs)"))
 
     def _watch(self) -> None:
         import select
@@ -550,7 +551,7 @@ class Watch:
             pending = self.in_call
             if (not starved and self.index != 0 and pending is not None
                     and now - pending > LOST_AFTER_S):
-                self._lost([0], f"no answer from it for {LOST_AFTER_S:g} s: it died, was preempted or hangs")
+                self._lost([0], f"no answer from it for {LOST_AFTER_S:g} s (it died, was preempted or hangs)")
 
     def _name(self, processes) -> str:
         names = ", ".join(str(p) for p in processes)
@@ -569,6 +570,11 @@ class Watch:
         """Another process ended: end the same way."""
         if why.startswith("lost "):
             lost = [int(p) for p in why[5:].split(",") if p.isdigit()]
+            if self.index in lost:  # this process was stopped or starved for longer than the others would wait
+                line = (f"{_story['prog']}: error: process {who} gave this process ({self._name([self.index])}) up: "
+                        f"it did not answer for {LOST_AFTER_S:g} s (a stopped or overloaded host); {_story['kept']}; "
+                        f"{_story['resume']}")
+                return self._end(why, supervisor.EXIT_LOST, line, lost=lost)
             line = supervisor.lost_line(_story["prog"], self._name(lost), f"process {who} lost it",
                                         _story["kept"], _story["resume"])
             return self._end(why, supervisor.EXIT_LOST, line, lost=lost)
