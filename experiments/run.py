@@ -5,6 +5,10 @@
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=5   # seeds x betas, one program
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
+Over several processes (--coordinator or --distributed), a process that is lost, or never joins within
+--join-timeout, ends the run in every other one with a line naming it, the checkpoint kept and the command
+that resumes; exit status 75 (README: More than one host).
+
 Expected (MNIST, full protocol, 5 seeds): test BCE near docs/protocol.md's published
 single-run numbers, e.g. vanilla ~64, vae ~76. See results/<dataset>/ for real runs.
 """
