@@ -209,7 +209,9 @@ def test_distributed_where_the_environment_names_no_processes_is_a_one_line_erro
     (["--coordinator=127.0.0.1:1234", "--num-processes=0", "--process-id=0"], "--num-processes"),
     (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=2"], "between 0 and 1"),
     (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=-1"], "--process-id"),
-], ids=["id_alone", "no_id", "no_port", "no_processes", "id_out_of_range", "negative_id"])
+    (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=0", "--join-timeout=0"], "--join-timeout"),
+    (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=0", "--join-timeout=nan"], "--join-timeout"),
+], ids=["id_alone", "no_id", "no_port", "no_processes", "id_out_of_range", "negative_id", "no_wait", "nan_wait"])
 def test_impossible_process_flags_are_refused_before_joining(capsys, args, fragment):
     p = ArgParser(prog="run.py")
     add_distributed_args(p)

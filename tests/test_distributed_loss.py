@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from _helpers import assert_runs_equal, cli_command
+from ae_jax import supervisor
 from test_distributed import (ARGS, CFG, DEADLINE_S, _finish, _free_port, _launch, _ok, _output, _pair, _per_run,
                               _without_gloo)
 
@@ -179,3 +180,31 @@ def test_a_process_that_never_joins_ends_the_other_after_join_timeout(tmp_path):
     line = _one_line(r)
     assert "process 1 did not join within 3 s" in line and "--join-timeout" in line, line
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["--model=vae", "--coordinator=10.0.0.1:1234", "--num-processes=4", "--process-id=2", "--join-timeout=60"],
+     "python experiments/run.py --model=vae"),
+    (["--coordinator", "10.0.0.1:1234", "--num-processes", "4", "--process-id", "2", "--seeds=3", "--force"],
+     "python experiments/run.py --seeds=3"),
+    (["--distributed", "--beta=0.5,1", "--out=my run"], "python experiments/run.py --beta=0.5,1 '--out=my run'"),
+], ids=["equals", "spaces_and_force", "distributed"])
+def test_the_single_host_command_drops_the_flags_that_join_processes(argv, command):
+    assert supervisor.single_host_command("run.py", argv) == command
+    hint = supervisor.resume_hint("run.py", argv, explicit="--distributed" not in argv, force="--force" in argv)
+    assert hint.endswith(command) and ("without --force" in hint) == ("--force" in argv)
+
+
+def test_the_runtime_s_own_end_is_held_back_and_read_for_the_lost_process():
+    """The lines JAX's runtime prints when it aborts a process are recognised, and name the lost task."""
+    abort = ["E1207 16:33:20.358712   10200 coordination_service.cc:1549] [1] Use error polling to propagate the "
+             "following error to all tasks: UNAVAILABLE: The following tasks are unhealthy (stopped sending "
+             "heartbeats):\n", "1\n", "The tasks have crashed. Check the task logs\n",
+             "F1207 16:33:20.359187   10069 client.h:80] Terminating process because the JAX distributed service "
+             "detected fatal errors. This most likely indicates that another task died\n",
+             "*** Check failure stack trace: ***\n", "    @     0x7f6a1aa40634  absl::log_internal::LogMessage\n",
+             "2026-12-07 16:36:41.371557: F external/xla/xla/pjrt/distributed/client.h:80] Terminating process\n"]
+    assert all(supervisor._NATIVE.match(line.rstrip("\n")) for line in abort)
+    assert supervisor._fatal(abort) and supervisor._unhealthy(abort) == "1"
+    assert not supervisor._NATIVE.match("Traceback (most recent call last):")
+    assert not supervisor._NATIVE.match("run.py: error: --seeds must be at least 1, got 0")
