@@ -131,7 +131,7 @@ def join_processes(args) -> bool:
 
 def join_timeout(args) -> float:
     """--join-timeout, or its default; refused (exit 2) unless a positive number of seconds."""
-    from .trainer.distributed import JOIN_TIMEOUT_S
+    from .supervisor import JOIN_TIMEOUT_S
     value = getattr(args, "join_timeout", None)
     if value is None:
         return JOIN_TIMEOUT_S
@@ -146,19 +146,26 @@ def joins_processes(args) -> bool:
                 or getattr(args, "num_processes", None) is not None or getattr(args, "process_id", None) is not None)
 
 
-def supervised(script_path: str, argv, args) -> int | None:
+def supervised(script_path: str, argv=None) -> int | None:
     """In the process a user started with flags that join processes: run the script again as its worker under
     ``ae_jax.supervisor`` and return the status to end with. None where there is nothing to supervise (no such
-    flags, or this is the worker)."""
+    flags, or this is the worker). Call it first: it reads only those flags, imports nothing of JAX, and leaves
+    every other flag to the worker (which refuses bad input with its one-line error, passed through)."""
     from . import supervisor
-    if not joins_processes(args) or supervisor.is_worker():
+    if supervisor.is_worker():
+        return None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = ArgParser(prog=os.path.basename(script_path), add_help=False, allow_abbrev=False)
+    add_distributed_args(p)
+    p.add_argument("--force", action="store_true")
+    args, _ = p.parse_known_args(argv)
+    if not joins_processes(args):
         return None
     timeout = join_timeout(args)  # refused here, before a worker starts
     explicit = args.coordinator is not None
     process = (args.process_id, args.num_processes) if explicit and args.process_id is not None else None
-    return supervisor.supervise(script_path, list(sys.argv[1:] if argv is None else argv), explicit=explicit,
-                                process=process, coordinator=args.coordinator, join_timeout=timeout,
-                                force=bool(getattr(args, "force", False)))
+    return supervisor.supervise(script_path, argv, explicit=explicit, process=process, coordinator=args.coordinator,
+                                join_timeout=timeout, force=args.force)
 
 
 def check_environment() -> None:

@@ -44,6 +44,7 @@ import time
 # The status of a run ended because a process was lost or never joined: EX_TEMPFAIL of sysexits.h ("a temporary
 # failure; the user is invited to retry"): the run resumes from its last checkpoint when started again.
 EXIT_LOST = 75
+JOIN_TIMEOUT_S = 120.0  # default of --join-timeout: every process must have joined by then
 WORKER_FD_ENV = "AE_JAX_SUPERVISOR_FD"  # the worker's end of the pipe to its supervisor (file descriptor)
 FORWARD_GRACE_S = 30.0  # after a forwarded signal, for the worker to end itself before it is killed
 

@@ -56,14 +56,14 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
+    status = supervised(os.path.abspath(__file__), argv)  # several processes: this one watches its worker
+    if status is not None:
+        return status
     args = parse(argv)
     from ae_jax.supervisor import resume_hint
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
     from ae_jax.trainer.run import interrupted_note, run_dir_for
     check_dataset(args.dataset)
-    status = supervised(os.path.abspath(__file__), argv, args)  # several processes: this one watches its worker
-    if status is not None:
-        return status
     if join_processes(args):
         distributed.describe_run("run.py", resume_hint("run.py", list(sys.argv[1:] if argv is None else argv),
                                                        args.coordinator is not None, args.force))

@@ -52,8 +52,7 @@ import jax
 import numpy as np
 
 from .. import supervisor
-
-JOIN_TIMEOUT_S = 120.0  # default of --join-timeout: every process must have joined by then
+from ..supervisor import JOIN_TIMEOUT_S
 
 
 class DistributedError(Exception):
