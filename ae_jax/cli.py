@@ -274,8 +274,8 @@ def run_script(main: Callable[[], int]) -> None:
     except SystemExit as e:
         status = e.code
     distributed = sys.modules.get("ae_jax.trainer.distributed")
-    if distributed is not None and status in (0, 2, None):  # done, or a refusal every process shares
-        distributed.finish()
+    if distributed is not None and status in (0, 2, None):  # done, or a one-line error (in every process, mostly)
+        distributed.finish(status or 0)
     if not _abandoned:
         sys.exit(status)
     import atexit

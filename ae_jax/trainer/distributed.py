@@ -382,6 +382,7 @@ HEARTBEAT_S = 1.0
 LOST_AFTER_S = 10.0
 LOST_AFTER_FAILED_S = 3.0
 ACK_WAIT_S = 3.0  # process 0, ending: how long it waits for the others to read why (its exit ends the store)
+ERROR_GRACE_S = 3.0  # a peer's one-line error: for this process's own (the same, mostly) to come first
 WRITE_WAIT_S = 10.0  # for a checkpoint being written to be complete before ending
 _KEYS = "ae_jax/run"
 
@@ -414,13 +415,13 @@ def if_abandoned(fn: Callable[[], None]):
         _abandon.remove(fn)
 
 
-def finish() -> None:
-    """This process ends normally (its results complete, or a one-line error every process shares): the others
-    must not take its silence for a loss."""
+def finish(status: int = 0) -> None:
+    """This process ends by itself: done (status 0), or with a one-line error (2). The others must not take its
+    silence for a loss; an error they do not share themselves ends them too (``Watch._follow``)."""
     watch = Watch.current
     if watch is not None and not watch.stopping:
         watch.stopping = True
-        watch.record("done")
+        watch.record("done" if status == 0 else "error")
 
 
 def take_signals() -> bool:
@@ -468,6 +469,7 @@ class Watch:
         self.seen = {p: now for p in self.peers}  # when each peer's counter last moved
         self.beats: dict[int, str] = {}
         self.ends: dict[int, str] = {}  # why a peer ended, as it wrote it
+        self.errors: dict[int, float] = {}  # when this process learnt of a peer's one-line error
         self.in_call: float | None = None  # when the pending request to the store was sent
         self.failed = False  # a collective failed in this process
         self.stopping = False
@@ -521,6 +523,10 @@ class Watch:
         if starved:  # this process was not scheduled for a while: its view of the others is stale, not theirs
             self.seen = {p: now for p in self.peers}
         for who, why in sorted(self.ends.items()):
+            if why == "error":  # most often shared by every process: this one's own line comes first, then
+                self.errors.setdefault(who, now)  # finish() stops the watch; otherwise the line says where it was
+                if now - self.errors[who] < ERROR_GRACE_S:
+                    continue
             if why != "done":
                 return self._follow(who, why)
         limit = LOST_AFTER_FAILED_S if self.failed else LOST_AFTER_S
@@ -578,6 +584,9 @@ class Watch:
             line = supervisor.lost_line(_story["prog"], self._name(lost), f"process {who} lost it",
                                         _story["kept"], _story["resume"])
             return self._end(why, supervisor.EXIT_LOST, line, lost=lost)
+        if why == "error":
+            return self._end(why, 2, f"{_story['prog']}: error: process {who} of {self.count} stopped with an error "
+                                      f"(its output says which); {_story['kept']}")
         status = {"interrupted": 130, "terminated": 143}.get(why, supervisor.EXIT_LOST)
         self._end(why, status, f"{why} (on process {who}): {_story['kept']}; {_story['resume']}")
 
