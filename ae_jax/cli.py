@@ -245,8 +245,8 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
             raise
         fail(f"{e.filename}: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a hint; the rest re-raises
-        if watched:  # a lost peer (a failed collective): the watch ends this process with its one line
-            distributed.failed_here(e)
+        if watched and not is_out_of_memory(e):  # a lost peer (a failed collective): the watch ends this
+            distributed.failed_here(e)  # process with its one line
         if not is_out_of_memory(e):
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
