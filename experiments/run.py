@@ -5,6 +5,10 @@
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=5   # seeds x betas, one program
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
+Over several processes (--coordinator or --distributed), a process that is lost, or never joins within
+--join-timeout, ends the run in every other one with a line naming it, the checkpoint kept and the command
+that resumes; exit status 75 (README: More than one host).
+
 Expected (MNIST, full protocol, 5 seeds): test BCE near docs/protocol.md's published
 single-run numbers, e.g. vanilla ~64, vae ~76. A run lands in runs/<dataset>/<name>; the committed
 reference runs are in results/<dataset>/.
@@ -16,7 +20,7 @@ import argparse
 
 from ae_jax.cli import (
     ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, go_on_hint, guarded, join_processes,
-    out_dir, recorded_command, run_script)
+    out_dir, recorded_command, run_script, supervised)
 
 
 def parse(argv=None):
@@ -50,12 +54,18 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
+    status = supervised(os.path.abspath(__file__), argv)  # several processes: this one watches its worker
+    if status is not None:
+        return status
     args = parse(argv)
+    from ae_jax.supervisor import resume_hint
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
     from ae_jax.trainer.folder import REUSED, interrupted_note
     from ae_jax.trainer.config import run_dir_for
     check_dataset(args.dataset)
-    join_processes(args)
+    if join_processes(args):
+        distributed.describe_run("run.py", resume_hint("run.py", list(sys.argv[1:] if argv is None else argv),
+                                                       args.coordinator is not None, args.force))
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
                            latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
                            betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,

@@ -82,10 +82,10 @@ def _ok(results: dict) -> None:
         assert r.returncode == 0, f"{name} exited with {r.returncode}:\n{r.stderr[-3000:]}"
 
 
-def _output(run_dir: Path) -> types.SimpleNamespace:
+def _output(run_dir: Path, cfg: ExperimentConfig = CFG) -> types.SimpleNamespace:
     """A run folder as the trainer's output: curves [E, R] from curves.jsonl, the state of the last checkpoint."""
     curves = read_curves(run_dir)
-    state = load_final_state(MODELS[CFG.model], CFG.train_config(), CFG.seeds, run_dir / "checkpoints")
+    state = load_final_state(MODELS[cfg.model], cfg.train_config(), cfg.seeds, run_dir / "checkpoints")
     assert state is not None, f"no final checkpoint in {run_dir}"
     return types.SimpleNamespace(train_curve=np.array([c["train_loss"] for c in curves]),
                                  val_curve=np.array([c["val_loss"] for c in curves]), state=state)
@@ -210,7 +210,9 @@ def test_distributed_where_the_environment_names_no_processes_is_a_one_line_erro
     (["--coordinator=127.0.0.1:1234", "--num-processes=0", "--process-id=0"], "--num-processes"),
     (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=2"], "between 0 and 1"),
     (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=-1"], "--process-id"),
-], ids=["id_alone", "no_id", "no_port", "no_processes", "id_out_of_range", "negative_id"])
+    (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=0", "--join-timeout=0"], "--join-timeout"),
+    (["--coordinator=127.0.0.1:1234", "--num-processes=2", "--process-id=0", "--join-timeout=nan"], "--join-timeout"),
+], ids=["id_alone", "no_id", "no_port", "no_processes", "id_out_of_range", "negative_id", "no_wait", "nan_wait"])
 def test_impossible_process_flags_are_refused_before_joining(capsys, args, fragment):
     p = ArgParser(prog="run.py")
     add_distributed_args(p)

@@ -95,6 +95,9 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
                    help="join explicitly: the address of process 0 (with --num-processes and --process-id)")
     g.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
     g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 to --num-processes - 1")
+    g.add_argument("--join-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long the processes wait for each other to join (default 120); a process that has not "
+                        "joined by then ends the run, exit status 75")
 
 
 def join_processes(args) -> bool:
@@ -118,11 +121,51 @@ def join_processes(args) -> bool:
         if not 0 <= args.process_id < args.num_processes:
             fail(f"--process-id must be between 0 and {args.num_processes - 1}, got {args.process_id}")
     from ..trainer import distributed
+    timeout = join_timeout(args)
     try:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=timeout)
     except distributed.DistributedError as e:
         fail(str(e))
     return True
+
+
+def join_timeout(args) -> float:
+    """--join-timeout, or its default; refused (exit 2) unless a positive number of seconds."""
+    from ..supervisor import JOIN_TIMEOUT_S
+    value = getattr(args, "join_timeout", None)
+    if value is None:
+        return JOIN_TIMEOUT_S
+    if not 0 < value < float("inf"):
+        fail(f"--join-timeout must be a positive number of seconds, got {value:g}")
+    return value
+
+
+def joins_processes(args) -> bool:
+    """Whether the flags ask to join other processes (the run then goes through ``supervised``)."""
+    return bool(getattr(args, "distributed", False) or getattr(args, "coordinator", None) is not None
+                or getattr(args, "num_processes", None) is not None or getattr(args, "process_id", None) is not None)
+
+
+def supervised(script_path: str, argv=None) -> int | None:
+    """In the process a user started with flags that join processes: run the script again as its worker under
+    ``ae_jax.supervisor`` and return the status to end with. None where there is nothing to supervise (no such
+    flags, or this is the worker). Call it first: it reads only those flags, imports nothing of JAX, and leaves
+    every other flag to the worker (which refuses bad input with its one-line error, passed through)."""
+    from .. import supervisor
+    if supervisor.is_worker():
+        return None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = ArgParser(prog=os.path.basename(script_path), add_help=False, allow_abbrev=False)
+    add_distributed_args(p)
+    p.add_argument("--force", action="store_true")
+    args, _ = p.parse_known_args(argv)
+    if not joins_processes(args):
+        return None
+    timeout = join_timeout(args)  # refused here, before a worker starts
+    explicit = args.coordinator is not None
+    process = (args.process_id, args.num_processes) if explicit and args.process_id is not None else None
+    return supervisor.supervise(script_path, argv, explicit=explicit, process=process, coordinator=args.coordinator,
+                                join_timeout=timeout, force=args.force)
 
 
 def check_environment() -> None:
@@ -151,7 +194,10 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
     ``compilation_cache`` is False: a benchmark that times compilation leaves it off. On an NVIDIA GPU,
     XLA's Triton GEMMs are turned off first (``compile_cache.quick_gpu_gemms``: they cost ten times the
     compiling there and saved no training time). SIGTERM is
-    answered as Ctrl-C is, with exit status 143.
+    answered as Ctrl-C is, with exit status 143. In a run over several
+    processes both go to ``distributed.Watch``, which stops every process with
+    these lines, and an error met while a peer is being lost waits for the
+    watch's one line (``distributed.failed_here``) instead of a traceback.
 
     Running out of device memory is answered the same way: the trainer's
     ``OutOfMemory`` names the largest run count that fits; any other XLA
@@ -165,10 +211,14 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
 
     from ..data import DataError
     from ..io import DamagedFile
-    from ..trainer import ConfigError
+    from ..trainer import ConfigError, distributed
     from ..trainer.memory import OutOfMemory, is_out_of_memory
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    # several processes: Ctrl-C and SIGTERM stop every one of them, through the watch (distributed.take_signals)
+    watched = main_thread and distributed.take_signals()
+    if main_thread and not watched:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         check_environment()
         from ..cache import compilation as compile_cache
@@ -194,13 +244,17 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
             raise
         fail(f"{e.filename}: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a hint; the rest re-raises
+        if watched and not is_out_of_memory(e):  # a lost peer (a failed collective): the watch ends this
+            distributed.failed_here(e)  # process with its one line
         if not is_out_of_memory(e):
             raise
         fail(f"out of device memory ({type(e).__name__}); every seed x beta run trains at once, so use fewer "
              f"--seeds or --beta values, or a smaller --batch-size; {_note(on_interrupt)}")
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        if watched:
+            signal.set_wakeup_fd(-1)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _note(on_interrupt: str | Callable[[], str]) -> str:
@@ -224,6 +278,9 @@ def run_script(main: Callable[[], int]) -> None:
         print("stopped: the command reading this output closed it (e.g. `| head`); rerun the same command "
               "without it to go on from the last checkpoint, if one was saved", file=sys.stderr)
         status = 128 + 13  # as a process ended by SIGPIPE
+    distributed = sys.modules.get("ae_jax.trainer.distributed")
+    if distributed is not None and status in (0, 2, None):  # done, or a one-line error (in every process, mostly)
+        distributed.finish(status or 0)
     if not _abandoned:
         sys.exit(status)
     import atexit

@@ -201,6 +201,15 @@ class RunFolder:
         if distributed.is_writer():
             _forget_unstarted(self.path)
 
+    def abandon(self) -> None:
+        """What ``forget_unstarted`` and the lock's release do on the way out, for a process that ends without
+        unwinding (``distributed.Watch`` ends it from another thread when a peer is lost)."""
+        if distributed.is_writer():
+            _forget_unstarted(self.path)
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            if self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
+
     @writer_only
     def write_results(self, metrics: dict, result: TrainOutput, snap: Data | None, seeds: list[int],
                       runs: list) -> dict:

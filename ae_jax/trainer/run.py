@@ -89,8 +89,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
         snap = snapshot_data(splits, cfg.snapshots) if cfg.snapshots > 0 else None
         try:
-            result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
-                                ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
+            with distributed.if_abandoned(folder.abandon):  # a lost process ends the run mid-way
+                result = train_runs(spec, tcfg, seeds, hps, train_data(splits), val_data(splits),
+                                    ckpt_dir=run_dir / "checkpoints", log=log, run_labels=labels, snap=snap)
         except BaseException:  # out of memory, Ctrl-C before the first checkpoint, ...: a folder with nothing to
             folder.forget_unstarted()  # resume must not refuse the next command (fewer runs, other settings)
             raise
