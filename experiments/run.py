@@ -7,7 +7,7 @@
 
 Over several processes (--coordinator or --distributed), a process that is lost, or never joins within
 --join-timeout, ends the run in every other one with a line naming it, the checkpoint kept and the command
-that resumes; exit status 75 (README: More than one host).
+that resumes; exit status 75 (docs/hosts.md: More than one host).
 
 Expected (MNIST, full protocol, 5 seeds): test BCE near docs/protocol.md's published
 single-run numbers, e.g. vanilla ~64, vae ~76. A run lands in runs/<dataset>/<name>; the committed
@@ -16,7 +16,8 @@ reference runs are in results/<dataset>/.
 from __future__ import annotations
 
 import argparse
-
+import os
+import sys
 
 from ae_jax.cli import (
     ArgParser, add_data_dir_arg, add_distributed_args, check_dataset, float_list, go_on_hint, guarded, join_processes,
