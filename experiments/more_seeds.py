@@ -12,21 +12,23 @@ dead ReLU units to its error. Finished runs are reused; --force redoes them.
 """
 from __future__ import annotations
 
-
+from pathlib import Path
 
 from ae_jax.cli import check_study_args, recorded_command, run_script, run_study_script, study_parser
 
 
 def main(argv=None) -> int:
-    from ae_jax.studies.more_seeds import MODELS as OUTLIERS, SEEDS, default_root
+    from ae_jax.studies.more_seeds import FOLDER, MODELS as OUTLIERS, SEEDS, default_root
     p = study_parser("more_seeds.py", __doc__, seeds=SEEDS, models=list(OUTLIERS),
-                     out_help="where the runs and the report go (default runs/<dataset>/more_seeds)",
+                     out_help="results root, as every study's: the runs and the report go to ROOT/more_seeds "
+                              "(default runs/<dataset>; the committed one is results/<dataset>)",
                      force_help="retrain and re-evaluate every run")
     args = p.parse_args(argv)
     check_study_args(args, min_seeds=2, seeds_why=" (a distribution needs several)")
     from ae_jax.studies import StudyOptions
     opts = StudyOptions(dataset=args.dataset, models=args.models, seeds=args.seeds, epochs=args.epochs,
-                        data_dir=args.data_dir, out=args.out or default_root(args.dataset), force=args.force,
+                        data_dir=args.data_dir, force=args.force,
+                        out=Path(args.out) / FOLDER if args.out else default_root(args.dataset),
                         command=recorded_command("more_seeds.py", argv))
     return run_study_script("more_seeds", opts)
 

@@ -24,7 +24,7 @@ os.environ[CACHE_DIR_ENV] = CACHE_DIR
 # environment variables of the CLI subprocesses. Every program is stored, however quick its compile. The folder
 # is uncapped, as the scripts' own (ae_jax/cache/compilation.py): JAX's cap locks it and reads every entry
 # on each store, which took 255 s of the two workers' time in a suite of 531 tests (2026-12-04), and grows with
-# the folder. An entry read while another process writes it is compiled afresh (test_compile_cache).
+# the folder. An entry read while another process writes it is compiled afresh (test_compilation).
 CACHE_CONFIG = {
     "jax_compilation_cache_dir": CACHE_DIR,
     "jax_persistent_cache_min_compile_time_secs": 0.0,

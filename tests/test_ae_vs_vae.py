@@ -336,7 +336,8 @@ def test_claim_7_scale_parts_are_not_testable_here_and_clusters_are_judged():
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
     assert row[3].startswith("**not shown**") and "paired t-test" in row[2]
     assert row[3].count("not testable here (the β = 0 code's per-axis scale") == 2
-    assert "measured: confirmed" in row[3] and "clusters with or without β: confirmed" in row[3]
+    assert "measured: paired t-test p = " in row[3] and "clusters with or without β: confirmed" in row[3]
+    assert "measured: confirmed" not in row[3]  # one verdict word per part
     s[b0]["snap_knn_accuracy"] = entry([0.10, 0.12, 0.11, 0.09, 0.10])  # no clusters without β: refuted
     [row] = [r for r in claims(s, pairing) if r[0] == "7"]
     assert row[3].startswith("**refuted**")

@@ -114,20 +114,22 @@ def test_a_plane_property_both_models_share_is_not_shown_and_p_011_refutes_nothi
                     "plane_classes": entry([10] * 5)}}
     row = _claim(claims(s, {"vanilla_n2": "k", "vae_n2": "k"}), "5")
     assert row[3].startswith("**not shown**") and "refuted" not in row[3]
-    assert "both have it" in row[3] and "different regions" in row[3]
+    assert "both have it" in row[3] and "AE has holes and garbage: not testable here" in row[3]
 
 
-def test_silhouettes_near_zero_are_not_clusters_with_wide_gaps():
+def test_silhouettes_of_the_aes_raw_code_decide_no_gaps_either_way():
+    """Near zero or high, a silhouette of the AE's raw code coordinates is not identified (a linear map of the code is
+    invisible to its decoder): the part is not testable here, never confirmed or refuted, and the numbers are shown."""
     from ae_jax.studies.ae_vs_vae import claims
     s = {"vanilla_n20": {"code_silhouette": entry([0.089, 0.090, 0.088, 0.091, 0.0895])},
          "vae_n20": {"code_silhouette": entry([0.077, 0.080, 0.074, 0.078, 0.073])}}
-    row = _claim(claims(s, {"vanilla_n20": "k", "vae_n20": "k"}), "6")
-    assert "AE codes form per-digit clusters with wide gaps: not shown" in row[3] and "refuted" not in row[3]
-    assert "no substantial cluster structure" in row[3]
-    assert "AE vs VAE" in row[2] and "paired t-test p = " in row[2]
-    s["vanilla_n20"]["code_silhouette"] = entry([0.61, 0.63, 0.60, 0.62, 0.64])
-    row = _claim(claims(s, {"vanilla_n20": "k", "vae_n20": "k"}), "6")
-    assert "AE codes form per-digit clusters with wide gaps: confirmed" in row[3]
+    for ae in ([0.089, 0.090, 0.088, 0.091, 0.0895], [0.61, 0.63, 0.60, 0.62, 0.64]):
+        s["vanilla_n20"]["code_silhouette"] = entry(ae)
+        row = _claim(claims(s, {"vanilla_n20": "k", "vae_n20": "k"}), "6")
+        part = row[3].split("AE codes form per-digit clusters with wide gaps: ", 1)[1]
+        assert part.startswith("not testable here") and "not identified" in part
+        assert "AE vs VAE" in row[2] and "paired t-test p = " in row[2]
+        assert not row[3].startswith("**confirmed**") and not row[3].startswith("**refuted**")
 
 
 def test_digit_kept_reads_the_source_digit_at_each_weight():
@@ -144,8 +146,9 @@ def test_digit_kept_reads_the_source_digit_at_each_weight():
 
 
 def test_a_published_single_run_is_refuted_only_outside_the_prediction_interval():
-    """The bake-off's published numbers: inside our seeds' range confirms "an ordinary seed gives it"; just outside
-    it is not shown (p >= 0.05); far outside refutes."""
+    """The bake-off's published numbers: inside our seeds' range is consistent with "an ordinary seed gives it" but
+    a difference test confirms no sameness (not shown); just outside it is not shown (p >= 0.05); far outside
+    refutes."""
     from ae_jax.models import get_model
     from ae_jax.studies.bakeoff import published_table
     pub = get_model("vanilla").published["test_bce"]
@@ -154,6 +157,6 @@ def test_a_published_single_run_is_refuted_only_outside_the_prediction_interval(
         v = [pub + {"inside": x, "near": 0.3 + x, "far": 5.0 + x}[shift] for x in (-0.2, -0.1, 0.0, 0.1, 0.2)]
         s = {"vanilla": {"test_bce": entry(v)}}
         rows[shift] = next(r for r in published_table(s).splitlines() if r.startswith("| vanilla |"))
-    assert "**confirmed** (inside our 5 seeds' range)" in rows["inside"]
+    assert "**not shown** (inside our 5 seeds' range" in rows["inside"] and "confirmed" not in rows["inside"]
     assert "**not shown**" in rows["near"] and "≥ 0.05" in rows["near"]
     assert "**refuted**" in rows["far"]

@@ -35,6 +35,7 @@ from ..models import CONTESTANTS, get_model
 from ..tasks.quality_measures import CONFIDENT
 from ..tasks import interp_quality, sample_quality
 from ..tasks.reference import REFERENCE_DIR
+from ..tasks.label_subsets import BUDGET_PERMILLE
 from ..trainer import ExperimentConfig
 from ..trainer.results import device_text
 from . import bakeoff_figures as bf
@@ -128,7 +129,7 @@ SAMPLER_NOTE = (
     "**baseline**, not a sampler those models were trained for (row 'sampler').")
 BUDGET_NOTE = (
     "The linear probe (each model's frozen codes) and the two baselines, retrained on {budgets} labelled "
-    "training images: 0.1 %, 1 %, 10 % and 100 % of the {n_train}-image training split, rounded down, keeping "
+    "training images: {fractions} of the {n_train}-image training split, rounded down, keeping "
     "the budgets that give every digit at least one label{skipped}. Each budget's images are a class-balanced prefix of "
     "one fixed order of the training split, so the smaller sets are inside the larger ones; everything else is "
     "the probe's recipe (validation split, keys, early stopping). `probe_accuracy_<k>labels` holds the "
@@ -343,8 +344,11 @@ def quality_sections(summary: dict, results: Sequence[RunResult], order: Sequenc
             n_train = SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][0] \
                 - SPLIT_SIZES["digits" if opts.dataset == "digits" else "idx"][1]
         full = (55, 550, 5_500, 55_000)
+        kept = [f"{k / 10:g} %" for k in BUDGET_PERMILLE if n_train * k // 1000 in budgets]  # the fractions shown
+        fractions = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
         lines += ["## Label budget (test accuracy at every number of labels)", "",
                   BUDGET_NOTE.format(budgets=", ".join(f"{b:,}" for b in budgets), n_train=f"{n_train:,}",
+                                     fractions=fractions,
                                      skipped=(" (on MNIST's 55,000 training images the same fractions give 55, "
                                               "550, 5,500 and 55,000 labels)" if tuple(budgets) != full else "")),
                   "",
@@ -500,14 +504,23 @@ def anomaly_ink(results: Sequence[RunResult], opts: StudyOptions) -> dict | None
 def below_chance_note(summary: dict, order: Sequence[str], ink: dict | None = None) -> list[str]:
     """What an anomaly AUC below 0.5 means, with the per-class test BCE (and the ink) that show why; [] when
     no model's AUC is below 0.5."""
+    from scipy import stats
     auc = _means(summary, order, "anomaly_auc")
-    low = [m for m, v in auc.items() if v < 0.5]
+    low, counts = [], {}
+    for m, v in auc.items():  # below chance where a one-sample t-test over seeds says so, not by the mean alone
+        vals = [x for x in (summary[m].get("anomaly_auc") or {}).get("values", []) if x is not None and np.isfinite(x)]
+        p = float(stats.ttest_1samp(vals, 0.5).pvalue) if len(vals) > 1 and np.std(vals) > 0 else float("nan")
+        if v < 0.5 and p < SIGNIFICANCE:
+            low.append(m)
+            counts[m] = (sum(x < 0.5 for x in vals), len(vals), p)
     if not low:
         return []
     who = ("Every model ranks" if len(low) == len(auc) else
            f"{', '.join(low)} rank" if len(low) > 1 else f"{low[0]} ranks")
     text = (f"**AUCs below 0.5.** {who} the unseen 1s as *more* typical than the digits seen in training, "
-            "not less.")
+            "not less: the mean AUC over seeds is below 0.5 by a one-sample t-test against 0.5 (p < "
+            f"{SIGNIFICANCE}; " + "; ".join(f"{m}: {k} of {n} seeds below 0.5, p = {p:.2g}"
+                                            for m, (k, n, p) in counts.items()) + ").")
     gaps = []
     for m in low:
         c = [(summary[m].get(f"anomaly_test_bce_class{k}") or {}).get("mean") for k in range(10)]

@@ -398,8 +398,8 @@ def chosen_n(summary: dict, key: str) -> tuple[int, str] | None:
         p = welch(e["values"], ref["values"])
         sig = math.isfinite(p) and p < SIGNIFICANCE
         text += (f"; n = {STUDY_N}: {_fmt(ref['mean'], ref['std'])} ({_p(p)}): "
-                 + ("significantly worse, so our validation loss would not pick the study's n = 20"
-                    if sig else f"not told apart, so the study's n = {STUDY_N} is as good a choice by this measure"))
+                 + (f"significantly worse, so our validation loss would not pick the study's n = {STUDY_N}"
+                    if sig else f"not told apart (p ≥ {SIGNIFICANCE}): whether n = {STUDY_N} is worse is not shown"))
     else:
         text += f"; n = {STUDY_N} is not in the sweep"
     return best, text
@@ -680,7 +680,7 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
               f"from the smallest n to {STUDY_N} and (b) beyond {STUDY_N}, a meaningful fall (more than "
               f"{MEANINGFUL:.0%} with Welch p < {SIGNIFICANCE}) refutes; the part is confirmed when the change is "
               f"shown small (the Welch 95 % confidence interval of the difference within ±{MEANINGFUL:.0%} of the "
-              "smaller n's mean) or, beyond {STUDY_N}, when the error rises significantly (which the claim "
+              f"smaller n's mean) or, beyond {STUDY_N}, when the error rises significantly (which the claim "
               "allows). Claim 3: at each n, {1, 7} the two digits with the lowest mean error and {2, 8} the two "
               "with the highest, each gap to the nearest other digit significant (paired t-test over seeds within "
               "the run); another digit significantly past the pair refutes.", "",

@@ -337,15 +337,17 @@ def _on_the_line(r: dict, p: dict | None, counts: dict, what: str) -> str:
 def ordinary_seed_part(p: dict) -> Part:
     """The claim "the published single run is what an ordinary seed of this model gives under this protocol".
 
-    Confirmed: inside our seeds' range (some seed gave a number at least as far out). Refuted: outside it and
-    outside the seeds' 95 % prediction interval (the t-test of one new draw against the seeds' mean, df S − 1:
-    t = (published − mean) / (std √(1 + 1/S)), p < 0.05). Not shown: outside the range with p ≥ 0.05.
+    Refuted: outside the seeds' 95 % prediction interval (the t-test of one new draw against the seeds' mean,
+    df S − 1: t = (published − mean) / (std √(1 + 1/S)), p < 0.05). Not shown otherwise: inside our seeds'
+    range or the interval the number is consistent with an ordinary seed, but a difference that is not
+    significant confirms nothing (confirming would need an equivalence test with a stated margin).
     """
     from scipy import stats
-    from .report import CONFIRMED, NOT_SHOWN, REFUTED
+    from .report import NOT_SHOWN, REFUTED
     label = "an ordinary seed gives the published number"
     if p["inside_range"]:
-        return Part(label, CONFIRMED, f"inside our {p['seeds']} seeds' range")
+        return Part(label, NOT_SHOWN, f"inside our {p['seeds']} seeds' range: consistent with one, which "
+                                      "confirms nothing")
     s, std = p["seeds"], p["std"]
     if not (s > 1 and std > 0):
         return Part(label, NOT_SHOWN, "no spread over seeds")
@@ -372,8 +374,8 @@ def conclusions(summary: dict) -> list[str]:
             else:
                 side = "worse" if p["better"] == s else "better"
                 verdict = (f"is {side} than every one of our {s} seeds ({_fmt(p['min'])} to {_fmt(p['max'])}, "
-                           f"{abs(p['z']):.1f} std away): under this protocol a seed gives it less often than once "
-                           f"in {s}, if at all")
+                           f"{abs(p['z']):.1f} std away): 0 of {s} seeds, so under this protocol a seed gives it "
+                           f"in at most {1 - 0.05 ** (1 / s):.0%} of runs (the binomial 95 % upper bound)")
             out.append(f"- {m}, {label}: the published {p['published']:g} {verdict}. Is it what an ordinary seed "
                        f"gives? {verdict_cell([ordinary_seed_part(p)])}.")
         e = summary["models"][m]
