@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from _helpers import assert_runs_equal, cli_command
+from ae_jax.io import RUNS_ROOT
 from ae_jax import supervisor
 from test_distributed import (ARGS, CFG, DEADLINE_S, _finish, _free_port, _launch, _ok, _output, _pair, _per_run,
                               _without_gloo)
@@ -31,7 +32,7 @@ from test_distributed import (ARGS, CFG, DEADLINE_S, _finish, _free_port, _launc
 # before the end: 5 epochs after it, about 0.5 s each here, where the kill comes 0.3 s after the checkpoint.
 LONG = [a if not a.startswith("--epochs") else "--epochs=10" for a in ARGS]
 LONG_CFG = dataclasses.replace(CFG, epochs=10)
-LONG_RUN = Path("results") / "digits" / LONG_CFG.name()
+LONG_RUN = RUNS_ROOT / "digits" / LONG_CFG.name()
 # The limit the user is promised, from the kill to the survivor's exit: the survivor names the lost peer after
 # 3 s of silence once an exchange with it has failed, or 10 s in any case (distributed.LOST_AFTER_S), polled once
 # a second; it then waits for a checkpoint being written and exits. Measured 2 to 4 s on an idle 2-core machine.
@@ -131,7 +132,7 @@ def test_a_run_a_killed_process_left_resumes_on_one_process(killed, tmp_path):
     test_sigterm_to_one_process_stops_both_with_the_lines_of_one_process)."""
     dirs, results, _ = killed
     _ok({"reference": results["reference"]})
-    shutil.copytree(dirs.p0 / "results", tmp_path / "results")
+    shutil.copytree(dirs.p0 / RUNS_ROOT, tmp_path / RUNS_ROOT)
     resumed = _finish({"one process": _launch(cli_command(LONG), tmp_path, 1)})
     _ok(resumed)
     assert "resuming from the checkpoint after epoch" in resumed["one process"].stdout
@@ -179,7 +180,7 @@ def test_a_process_that_never_joins_ends_the_other_after_join_timeout(tmp_path):
     assert r.returncode == 75, (r.returncode, r.stderr[-3000:])
     line = _one_line(r)
     assert "process 1 did not join within 3 s" in line and "--join-timeout" in line, line
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / RUNS_ROOT).exists()
 
 
 @pytest.mark.parametrize("argv, command", [
