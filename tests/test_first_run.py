@@ -3,6 +3,7 @@ file permissions, an empty download, and runs kept apart from the committed resu
 from __future__ import annotations
 
 import gzip
+import re
 import os
 import stat
 import subprocess
@@ -95,3 +96,15 @@ def test_an_empty_download_says_so(tmp_path):
         pass  # a valid gzip stream with nothing in it
     with pytest.raises(DataError, match="holds no data; download it again"):
         read_idx(hollow, 3)
+
+
+def test_the_suite_says_when_each_test_file_starts_and_ends():
+    """A whole-suite run shows progress per file instead of minutes of silence (tests/conftest.py FileProgress)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                           "tests/test_label_budget.py"], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    out = proc.stdout
+    start = out.index("tests/test_label_budget.py: started (")
+    assert re.search(r"tests/test_label_budget\.py: started \(\d+ tests\)", out)
+    assert re.search(r"tests/test_label_budget\.py: done in \d+ s", out[start:])
