@@ -73,14 +73,13 @@ class EvalContext:
 
     @functools.cached_property
     def hps(self) -> list[Hparams]:
-        """Each seed's hyperparameters: the run's --beta where it set one, else the model's own."""
-        from ..trainer import spec_hparams
-        runs = self.cfg.runs()
-        if len(runs) != len(self.seeds):  # the state holds seeds x betas runs; tasks key everything by seed
-            raise ValueError(f"tasks evaluate one run per seed; {self.run_dir} trained {len(runs)} runs "
-                             f"(seeds x betas {', '.join(f'{b:g}' for b in self.cfg.betas)}): give each beta "
-                             "a run of its own to evaluate it")
-        return [spec_hparams(self.spec, beta, self.cfg.lr) for _, beta in runs]
+        """Each seed's hyperparameters: the run's values where it set them (--beta, --noise-std, ...), else the
+        model's own."""
+        if self.cfg.grid_size != 1:  # the state holds seeds x grid points runs; tasks key everything by seed
+            raise ValueError(f"tasks evaluate one run per seed; {self.run_dir} trained {len(self.cfg.runs())} runs "
+                             f"({self.cfg.grid_size} grid points): evaluate each point with its own context "
+                             "(ExperimentConfig.at, as sweep.py does)")
+        return self.cfg.run_hparams(self.spec)
 
     @functools.cached_property
     def data(self) -> Splits:
