@@ -3,6 +3,7 @@
     python experiments/run.py --model=beta_vae --beta=2 --seeds=5
     python experiments/run.py --model=vanilla --dataset=digits --epochs=3
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=5   # seeds x betas, one program
+    python experiments/run.py --model=denoising --noise-std=0.25,0.5 --lr=3e-4,1e-3 --seeds=3  # seeds x 2 x 2
     python experiments/run.py --model=beta_vae --beta=0.5,1,2,4 --seeds=16 --distributed   # every pod worker
 
 Over several processes (--coordinator or --distributed), a process that is lost, or never joins within
@@ -27,12 +28,14 @@ from ae_jax.cli import (
 def parse(argv=None):
     from ae_jax.data import DATASETS
     from ae_jax.models import MODELS
+    from ae_jax.models.hparams import TRACED
     from ae_jax.trainer import PRECISIONS
     from ae_jax.trainer.config import WIDTHS
     p = ArgParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--beta", type=float_list, default=None,
-                   help="bottleneck weight, or a comma list for a sweep (e.g. 0.5,1,2,4); default: the model's")
+    for t in TRACED:  # every traced hyperparameter: one value, or a comma list (a grid axis, same program)
+        p.add_argument(t.flag, type=float_list, default=None,
+                       help=t.help + "; a comma list (e.g. 0.5,1,2) trains every value in the same program")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
@@ -41,7 +44,6 @@ def parse(argv=None):
     p.add_argument("--anomaly", action="store_true", help="train on the anomaly split (no class 1), n = 2")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--loss", default="bce", help="reconstruction loss: bce (the protocol's) or mse")
     p.add_argument("--widths", default="protocol",
                    help=f"hidden widths: {' or '.join(WIDTHS)} (the n = 20 widths at every latent size)")
@@ -63,14 +65,15 @@ def main(argv=None) -> int:
     from ae_jax.trainer import ExperimentConfig, distributed, format_table, run_experiment
     from ae_jax.trainer.folder import REUSED, interrupted_note
     from ae_jax.trainer.config import run_dir_for
+    from ae_jax.models.hparams import TRACED
     check_dataset(args.dataset)
     if join_processes(args):
         distributed.describe_run("run.py", resume_hint("run.py", list(sys.argv[1:] if argv is None else argv),
                                                        args.coordinator is not None, args.force))
+    grid = {t.name: tuple(v) for t in TRACED if (v := getattr(args, t.flag[2:].replace("-", "_"))) is not None}
     cfg = ExperimentConfig(model=args.model, dataset=args.dataset, anomaly=args.anomaly,
-                           latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed,
-                           betas=tuple(args.beta) if args.beta is not None else None, epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, loss=args.loss, widths=args.widths,
+                           latent_dim=args.latent_dim, seeds=args.seeds, first_seed=args.seed, grid=grid,
+                           epochs=args.epochs, batch_size=args.batch_size, loss=args.loss, widths=args.widths,
                            precision=args.precision)
     command = recorded_command("run.py", argv)
 

@@ -52,6 +52,15 @@ class ModelSpec:
     def can_sample(self) -> bool:
         return self.bottleneck.can_sample
 
+    @property
+    def program(self) -> "ModelSpec":
+        """This model as its compiled programs see it: its name, words and traced hyperparameters' defaults
+        cleared. Two models with the same ``program`` are the same function up to traced hyperparameters
+        (vae, beta_vae_strict, beta_vae_loose, beta_vae: the Gaussian bottleneck with another beta), so they
+        train in one program and share every compiled program of evaluation (the caches key on it)."""
+        return dataclasses.replace(self, name="", beta=0.0, noise_std=0.0, sparsity=0.0, skip_tasks=(),
+                                   description="", label="", published={})
+
     def module(self, latent_dim: int, width_latent: int | None = None) -> Autoencoder:
         """The Flax module of this model at latent size n."""
         return Autoencoder(latent_dim=latent_dim, encoder_out=self.bottleneck.encoder_factor * latent_dim,

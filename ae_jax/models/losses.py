@@ -6,10 +6,10 @@ the divergences defined here.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
+
+from .hparams import Hparams  # noqa: F401  (the traced hyperparameters, built from hparams.TRACED)
 
 LOG_CLAMP = -100.0
 
@@ -67,14 +67,6 @@ def masked_mean(v: jax.Array, mask: jax.Array | None) -> jax.Array:
         return v.mean(0)
     w = mask.reshape((-1,) + (1,) * (v.ndim - 1))
     return (v * w).sum(0) / jnp.maximum(mask.sum(), 1.0)
-
-
-class Hparams(NamedTuple):
-    """Hyperparameters that change no shape: traced, so a sweep is a vmap."""
-    beta: jax.Array       # weight of the bottleneck term
-    noise_std: jax.Array  # denoising input noise (0 elsewhere)
-    sparsity: jax.Array   # sparse target activation p
-    lr: jax.Array         # Adam learning rate
 
 
 def add_input_noise(key, x: jax.Array, std: jax.Array) -> jax.Array:

@@ -81,7 +81,8 @@ TABLES = [
       ("seed_samples_per_s", "n = 20: seed-samples per s", None, 0),
       ("anomaly_train_time_s", "n = 2: wall-clock s, all seeds together", None, 1)],
      "All seeds of a model train together in one compiled program, so they share one wall-clock "
-     "(the std across seeds is therefore 0). Each model trained at its own time, under whatever else the "
+     "(the std across seeds is therefore 0); vae and the two β-VAEs, one program up to β, train together and "
+     "share theirs. Each program trained at its own time, under whatever else the "
      "machine was running then, so these figures are shown, not ranked: `benchmarks/` times models on an "
      "idle machine."),
 ]

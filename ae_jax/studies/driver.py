@@ -248,14 +248,48 @@ def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Calla
     return start_run(p, opts, splits, log)()
 
 
+def training_needed(p: PlannedRun, opts: StudyOptions) -> bool:
+    """Whether ``start_run`` would train p's run: its metrics are missing (or ``force``), or a task is missing and
+    its checkpoints are not at hand (a run of older code, reported as it is, is not retrained)."""
+    cfg = p.cfg
+    run_dir = opts.root / cfg.name()
+    tasks = applicable_tasks(p)
+    if opts.force or not (run_dir / "metrics.json").exists():
+        return True
+    if not any(not task_done(run_dir, t, cfg.seed_list) for t in tasks):
+        return False
+    if has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
+        return False
+    return _legacy(p, run_dir, tasks) is None
+
+
+def train_shared_programs(plan: Sequence[PlannedRun], opts: StudyOptions, splits: SplitCache,
+                          log: Callable[[str], None]) -> set[Path]:
+    """Train together the planned runs that need training and are one program (``trainer.together``: the
+    Gaussian models at their betas); the run folders trained, which ``start_run`` then finds complete."""
+    from ..trainer.together import group_by_program, train_together
+    need = [p for p in plan if p.cfg.snapshots == 0 and training_needed(p, opts)]
+    done: set[Path] = set()
+    for group in group_by_program([p.cfg for p in need]):
+        if len(group) < 2:
+            continue
+        cfgs = [need[i].cfg for i in group]
+        dirs = [opts.root / c.name() for c in cfgs]
+        with splits.ledger.timed("training"):
+            train_together(cfgs, dirs, splits(cfgs[0].variant), opts.root, opts.command, log, force=opts.force)
+        done.update(dirs)
+    return done
+
+
 def start_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None],
-              later: list | None = None) -> Callable[[], RunResult]:
+              later: list | None = None, trained: set[Path] = frozenset()) -> Callable[[], RunResult]:
     """``ensure_run``, returning what reads the run's numbers.
 
     `later`: a list where a task that leaves work running in the background
     (the UMAP fits on an accelerator: ``Task.start``) puts what finishes it;
     the numbers can be read once ``finish_later`` has run them. None: every
-    task runs whole now.
+    task runs whole now. `trained`: run folders trained in this invocation
+    already (``train_shared_programs``), not to be trained again.
     """
     cfg, spec = p.cfg, get_model(p.cfg.model)
     timed = splits.ledger.timed
@@ -274,7 +308,9 @@ def start_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callab
             + (f"; not available for it: {', '.join(legacy.unavailable)}" if legacy.unavailable else ""))
         return lambda: legacy
     how = None  # run_experiment's arguments when the run is (re)trained
-    if opts.force or not has_metrics:
+    if run_dir in trained:
+        log(f"{tag} trained together with the models of its program")
+    elif opts.force or not has_metrics:
         log(f"{tag} training")
         how = {"force": opts.force}
     elif not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):
@@ -438,7 +474,8 @@ def run_study(study: Study, opts: StudyOptions, log: Callable[[str], None] = pri
         with folder_lock(out_dir):  # one run of a study per results folder at a time
             with ledger.timed("starting UMAP workers"):
                 later = [] if warm_umap(plan, opts, splits, log) else None
-            collect = [start_run(p, opts, splits, log, later) for p in plan]
+            trained = train_shared_programs(plan, opts, splits, log)
+            collect = [start_run(p, opts, splits, log, later, trained) for p in plan]
             if later is not None:
                 finish_later(later, ledger, log)
             results = [c() for c in collect]

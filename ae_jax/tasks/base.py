@@ -15,6 +15,7 @@ from ..io import read_json
 from ..models.losses import Hparams
 from ..models import ModelSpec
 from ..trainer import ExperimentConfig, TrainConfig, TrainState, evaluate_runs, make_model, run_keys
+from ..trainer.program import traced_with_precision
 
 
 @dataclasses.dataclass
@@ -73,14 +74,13 @@ class EvalContext:
 
     @functools.cached_property
     def hps(self) -> list[Hparams]:
-        """Each seed's hyperparameters: the run's --beta where it set one, else the model's own."""
-        from ..trainer import spec_hparams
-        runs = self.cfg.runs()
-        if len(runs) != len(self.seeds):  # the state holds seeds x betas runs; tasks key everything by seed
-            raise ValueError(f"tasks evaluate one run per seed; {self.run_dir} trained {len(runs)} runs "
-                             f"(seeds x betas {', '.join(f'{b:g}' for b in self.cfg.betas)}): give each beta "
-                             "a run of its own to evaluate it")
-        return [spec_hparams(self.spec, beta, self.cfg.lr) for _, beta in runs]
+        """Each seed's hyperparameters: the run's values where it set them (--beta, --noise-std, ...), else the
+        model's own."""
+        if self.cfg.grid_size != 1:  # the state holds seeds x grid points runs; tasks key everything by seed
+            raise ValueError(f"tasks evaluate one run per seed; {self.run_dir} trained {len(self.cfg.runs())} runs "
+                             f"({self.cfg.grid_size} grid points): evaluate each point with its own context "
+                             "(ExperimentConfig.at, as sweep.py does)")
+        return self.cfg.run_hparams(self.spec)
 
     @functools.cached_property
     def data(self) -> Splits:
@@ -128,29 +128,50 @@ class EvalContext:
         """The trained state of seed index `index` (an index into ``seeds``; None: the figure seed)."""
         return self.one if index is None or index == self.fig else jax.tree.map(lambda a: a[index], self.state)
 
-    def _apply(self, method, *args, index: int | None = None):
-        model = make_model(self.spec, self.tcfg)
+    def _run(self, what: str, *args, index: int | None = None):
+        """One of the trained model's calls (``_model_program``), compiled once per model program and shape."""
         st = self.state_of(index)
-        return model.apply({"params": st.params, "batch_stats": st.batch_stats}, *args, method=method)
+        return _model_program(self.spec.program, self.tcfg, what)(st.params, st.batch_stats, *args)
 
     def decode(self, z, cond=None, index: int | None = None) -> np.ndarray:
         """z: [B, n] (labels [B] for a conditional model) -> images [B, 32, 32] in [0, 1], BatchNorm in eval mode."""
-        logits = self._apply(lambda m, z, c: m.decode(z, c, train=False), jnp.asarray(z), _cond(self.spec, cond),
-                             index=index)
-        return np.asarray(jax.nn.sigmoid(logits))
+        return np.asarray(self._run("decode", jnp.asarray(z), _cond(self.spec, cond), index=index))
 
     def encode_h(self, x, cond=None, index: int | None = None) -> jax.Array:
         """x: [B, 32, 32] -> encoder outputs h [B, e] (before the bottleneck)."""
-        return self._apply(lambda m, x, c: m.encode(x, c, train=False), jnp.asarray(x), _cond(self.spec, cond),
-                           index=index)
+        return self._run("encode", jnp.asarray(x), _cond(self.spec, cond), index=index)
 
     def bottleneck(self, h, key, index: int | None = None) -> jax.Array:
         """h -> the code z, as training and evaluation form it (samples for the VAE family)."""
-        return self.spec.bottleneck(h, key, self.hps[0], self.state_of(index).params).z
+        return self._run("bottleneck", jnp.asarray(h), key, self.hps[0], index=index)
 
     def mean_code(self, h, index: int | None = None) -> np.ndarray:
         """h [B, e] -> the code without its noise [B, n] (the VAE's μ; z itself for a plain autoencoder)."""
-        return np.asarray(self.spec.bottleneck.mean_code(jnp.asarray(h), self.state_of(index).params))
+        return np.asarray(self._run("mean_code", jnp.asarray(h), index=index))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_program(spec: ModelSpec, tcfg: TrainConfig, what: str):
+    """fn(params, batch_stats, *args), jitted: one compiled program per (model program, shapes) instead of one
+    dispatch per operation (each its own small program, and a kernel compile each on an accelerator). Keyed
+    on ``ModelSpec.program``, so every model of one program shares them (vae, beta_vae_strict, ...)."""
+    model = make_model(spec, tcfg)
+    params_of = lambda p, b: {"params": p, "batch_stats": b}  # noqa: E731
+    if what == "decode":
+        def fn(p, b, z, c):
+            return jax.nn.sigmoid(model.apply(params_of(p, b), z, c, method=lambda m, z, c: m.decode(z, c, train=False)))
+    elif what == "encode":
+        def fn(p, b, x, c):
+            return model.apply(params_of(p, b), x, c, method=lambda m, x, c: m.encode(x, c, train=False))
+    elif what == "bottleneck":
+        def fn(p, b, h, key, hp):
+            return spec.bottleneck(h, key, hp, p).z
+    elif what == "mean_code":
+        def fn(p, b, h):
+            return spec.bottleneck.mean_code(h, p)
+    else:
+        raise ValueError(what)
+    return traced_with_precision(tcfg, jax.jit(fn))
 
 
 def _cond(spec: ModelSpec, cond):

@@ -183,8 +183,8 @@ def linear_probe(spec: ModelSpec, latent_dim: int, params: dict, seeds, hparams,
     noisy = code_form(spec, latent_dim)
     if noisy is None:
         per_run = (keys, stack_hparams(hparams), bparams, h["train"], h["val"], h["test"])
-        return map_runs(_probe_program(spec), per_run, ys)
-    moments = {split: map_runs(_moments_program(spec), (bparams, h[split])) for split in ("train", "val", "test")}
+        return map_runs(_probe_program(spec.program), per_run, ys)
+    moments = {split: map_runs(_moments_program(spec.program), (bparams, h[split])) for split in ("train", "val", "test")}
     per_run = (keys, moments["train"], moments["val"], moments["test"])
     return map_runs(_MOMENTS_PROBE, per_run, (np.bool_(noisy), *ys))
 

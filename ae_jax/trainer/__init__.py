@@ -6,11 +6,14 @@
                 orbax checkpoints and exact resume, batched evaluation
     memory.py   how many runs fit a device (XLA's memory analysis of the compiled program), and the
                 one-line out-of-memory error that names that count
-    config.py   one experiment's request (model, data, seeds x betas, settings) and its folder name
+    config.py   one experiment's request (model, data, seeds x a grid of traced hyperparameters, settings)
+                and its folder name
     provenance.py  config.json: where a run came from, and what makes two runs different
     folder.py   a run folder's lock and life, and every write into it (process 0's alone)
     results.py  metrics.json's content (mean ± std over seeds) and the closing table
     run.py      one experiment in one run folder: config, folder, training and results put together
+    together.py  experiments of one program (models equal up to traced hyperparameters) trained together,
+                each written to its own run folder
     distributed.py  more than one process (jax.distributed): joining, gathering, process 0 writes
 """
 from .loop import (RunAxis, TrainOutput, epoch_memory, eval_memory, evaluate_runs, has_final_checkpoint,

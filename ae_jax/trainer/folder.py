@@ -220,8 +220,9 @@ class RunFolder:
                          + "\n" for e in range(epochs))  # non-finite losses become null
         atomic_write_text(run_dir / "curves.jsonl", curves)
         if result.snapshots is not None:
+            others = {k: np.asarray([p[k] for _, p in runs]) for k in self.cfg.axes() if k != "beta"}
             write_npz(run_dir / SNAPSHOTS_FILE, h=result.snapshots, labels=snap.y, epochs=np.arange(1, epochs + 1),
-                      seeds=np.asarray(seeds), betas=np.asarray([np.nan if b is None else b for _, b in runs]))
+                      seeds=np.asarray(seeds), betas=np.asarray([p.get("beta", np.nan) for _, p in runs]), **others)
         write_json(run_dir / "metrics.json", metrics)
         shutil.rmtree(run_dir / REPLACED_DIR, ignore_errors=True)  # what a ``force`` run set aside: now replaced
         return metrics

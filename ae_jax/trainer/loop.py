@@ -177,7 +177,7 @@ def epoch_memory(spec: ModelSpec, cfg: TrainConfig, n_runs: int, train: Data, va
 def eval_memory(spec: ModelSpec, cfg: TrainConfig, n_runs: int, data: Data) -> ProgramMemory | None:
     """XLA's memory analysis of the evaluation program for n_runs runs on one device (abstract shapes)."""
     state, keys, hp = _abstract_runs(spec, cfg, n_runs)
-    return program_memory(_eval_program(spec, cfg).lower(state, keys, hp, _abstract(data)).compile())
+    return program_memory(_eval_program(spec.program, cfg).lower(state, keys, hp, _abstract(data)).compile())
 
 
 def _devices_for(n_runs: int) -> int:
@@ -427,11 +427,12 @@ def evaluate_runs(spec: ModelSpec, cfg: TrainConfig, state: TrainState, seeds: S
     """Per-run, per-image evaluation in one program: {"bce": [R, N], "mse", "loss", "h", "z", "signed_error"}."""
     keys = jnp.stack([run_keys(s)[purpose] for s in seeds])
     hp = stack_hparams(hparams)
-    return map_runs(_eval_program(spec, cfg), (state, keys, hp), (data,))
+    return map_runs(_eval_program(spec.program, cfg), (state, keys, hp), (data,))
 
 
 @functools.lru_cache(maxsize=32)
 def _eval_program(spec: ModelSpec, cfg: TrainConfig):
-    """One jitted evaluation per (model, config): later calls with the same shapes reuse its compilation."""
+    """One jitted evaluation per (model's program, config): later calls with the same shapes reuse its
+    compilation, for every model of that program (``ModelSpec.program``)."""
     fn = make_eval(spec, cfg)
     return jax.jit(jax.vmap(lambda state, key, hp, data: fn(state, data, key, hp), in_axes=(0, 0, 0, None)))

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from ..data import Data
+from ..models.hparams import LR_DEFAULT, TRACED
 from ..models.losses import RECON_LOSSES, Hparams, add_input_noise, bce_from_logits, mse_from_logits
 from ..models import Autoencoder, Code, ModelSpec
 
@@ -109,9 +110,15 @@ def make_model(spec: ModelSpec, cfg: TrainConfig) -> Autoencoder:
     return spec.module(cfg.latent_dim, cfg.width_latent)
 
 
-def spec_hparams(spec: ModelSpec, beta: float | None = None, lr: float = 1e-3) -> Hparams:
-    return Hparams(beta=np.float32(spec.beta if beta is None else beta), noise_std=np.float32(spec.noise_std),
-                   sparsity=np.float32(spec.sparsity), lr=np.float32(lr))
+def spec_hparams(spec: ModelSpec, beta: float | None = None, lr: float | None = LR_DEFAULT, **values) -> Hparams:
+    """The model's traced hyperparameters (``hparams.TRACED``), each replaced by the value given here (None: the
+    model's own)."""
+    given = {"beta": beta, "lr": lr, **values}
+    unknown = set(given) - set(Hparams._fields)
+    if unknown:
+        raise KeyError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}; traced ones: {', '.join(Hparams._fields)}")
+    return Hparams(**{t.name: np.float32(t.default_for(spec) if given.get(t.name) is None else given[t.name])
+                      for t in TRACED})
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:

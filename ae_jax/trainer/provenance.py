@@ -19,7 +19,7 @@ from .. import __version__
 from ..data import Splits
 from ..io import read_json
 from ..models import ModelSpec
-from ..models.losses import Hparams
+from ..models.hparams import TRACED
 from .config import ConfigError, ExperimentConfig, get_model_or_error
 
 def source_revision() -> str | None:
@@ -77,19 +77,28 @@ def config_record(cfg: ExperimentConfig, command: str, splits: Splits | None = N
     spec = spec or get_model_or_error(cfg.model)
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas) if cfg.betas is not None else None
+    d["lr"] = list(cfg.lr) if isinstance(cfg.lr, tuple) else cfg.lr
+    d["grid"] = {k: list(v) for k, v in cfg.grid}
     d.update(latent_dim=cfg.latent, variant=cfg.variant, seed_list=cfg.seed_list,
-             runs=[{"seed": s, "beta": b} for s, b in cfg.runs()], width_latent=cfg.width_latent,
-             # the model's own hyperparameters as trained (a --beta list replaces its beta): "betas": null alone
-             # would leave a reader to look the default up in today's registry
-             model_hparams={k: getattr(spec, k) for k in Hparams._fields if k != "lr"})  # lr is a run flag
+             runs=[run_entry(s, p) for s, p in cfg.point_runs()], width_latent=cfg.width_latent,
+             # the model's own hyperparameters (the grid's axes replace theirs): "betas": null alone would leave
+             # a reader to look the default up in today's registry
+             model_hparams={t.name: t.default_for(spec) for t in TRACED if t.name != "lr"})  # lr is a run flag
     return {**d, **provenance(command, splits)}
 
 
+def run_entry(seed: int, point: dict) -> dict:
+    """One run as config.json and metrics.json list it: its seed, its beta (None: the model's own) and the
+    other axes of its grid point (only those given, so a run without them reads as older code wrote it)."""
+    return {"seed": seed, "beta": point.get("beta"), **{k: v for k, v in point.items() if k != "beta"}}
+
+
 # What makes two runs different. A config.json written before a key existed counts as the value that
-# code always used (an older run trained with BCE, the protocol's widths, full float32 on a CPU, no snapshots).
+# code always used (an older run trained with BCE, the protocol's widths, full float32 on a CPU, no snapshots,
+# and no grid over a traced hyperparameter other than beta and lr: the model's own values).
 IDENTITY = {"model": None, "dataset": None, "anomaly": None, "latent_dim": None, "seeds": None, "first_seed": None,
             "betas": None, "epochs": None, "batch_size": None, "lr": None, "loss": "bce", "width_latent": None,
-            "precision": "float32", "snapshots": 0}
+            "precision": "float32", "snapshots": 0, "grid": {}}
 
 
 def differences(old: dict, new: dict) -> list[str]:

@@ -9,6 +9,7 @@ from ..io import aggregate, fmt_mean_std
 from ..models import NUM_CLASSES
 from .config import ExperimentConfig
 from .loop import TrainOutput
+from .provenance import run_entry
 
 def snapshot_data(splits: Splits, k: int) -> Data:
     """The images whose codes a run with snapshots keeps: the first min(k, test size) test images."""
@@ -22,12 +23,15 @@ def per_class(values: np.ndarray, labels: np.ndarray, name: str) -> dict[str, np
 
 
 def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test: dict[str, np.ndarray], y_test: np.ndarray) -> dict:
-    """metrics.json content: per run group (one per beta), each metric's values, mean and std.
+    """metrics.json content: per run group (one per grid point), each metric's values, mean and std over seeds.
+
+    A group holds its "beta" (None: the model's own, as older code wrote it), its "hparams" (the point's value
+    of every axis of the grid, {} without one) and its seeds.
 
     ``test`` holds per-run, per-image "bce" and "mse" [R, N]; both are
     reported overall and per class, whatever the model trained with.
     """
-    runs = cfg.runs()
+    runs = cfg.point_runs()
     E = cfg.epochs
     per_run = {  # copies: the NaN-masking below must not write into the curves
         "final_train_loss": out.train_curve[E - 1].copy(),
@@ -43,17 +47,16 @@ def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test: dict[str, np.n
     train_time = float(out.epoch_time.sum())
     samples = len(runs) * out.samples_per_epoch * E
     groups = []
-    betas = cfg.betas if cfg.betas is not None else (None,)
-    for b in betas:
-        idx = [i for i, (_, rb) in enumerate(runs) if rb == b]
-        g = {"beta": b, "seeds": [runs[i][0] for i in idx],
+    for point in cfg.points():
+        idx = [i for i, (_, p) in enumerate(runs) if p == point]
+        g = {"beta": point.get("beta"), "hparams": point, "seeds": [runs[i][0] for i in idx],
              "metrics": {k: aggregate(v[idx]) for k, v in per_run.items()}}
         g["metrics"]["train_time_s"] = aggregate([train_time] * len(idx))
         groups.append(g)
     return {
         "model": cfg.model, "dataset": cfg.dataset, "variant": cfg.variant, "latent_dim": cfg.latent,
-        "runs": [{"seed": s, "beta": b} for s, b in runs],
-        "diverged": [{"run": r, "seed": runs[r][0], "beta": runs[r][1], "epoch": e} for r, e in out.diverged.items()],
+        "runs": [run_entry(s, p) for s, p in runs],
+        "diverged": [{"run": r, **run_entry(*runs[r]), "epoch": e} for r, e in out.diverged.items()],
         "groups": groups,
         "metrics": groups[0]["metrics"] if len(groups) == 1 else None,
         "timing": {"train_time_s": train_time, "compile_time_s": out.compile_time_s,
@@ -66,6 +69,14 @@ def result_metrics(cfg: ExperimentConfig, out: TrainOutput, test: dict[str, np.n
     }
 
 
+def point_text(entry: dict) -> str:
+    """'beta = 2, lr = 0.001': the grid point of a group, run or diverged entry ('' for none; older files: beta)."""
+    point = entry.get("hparams")
+    if point is None:
+        point = {k: v for k, v in entry.items() if k not in ("run", "seed", "seeds", "epoch", "metrics") and v is not None}
+    return ", ".join(f"{k} = {v:g}" for k, v in point.items())
+
+
 def device_text(device: dict | str) -> str:
     """'8 x tpu (TPU v2)' from a metrics.json device record (older runs stored the text)."""
     if isinstance(device, str):
@@ -74,12 +85,11 @@ def device_text(device: dict | str) -> str:
 
 
 def format_table(metrics: dict) -> str:
-    """metric | mean ± std | per-seed values, one block per beta."""
+    """metric | mean ± std | per-seed values, one block per grid point."""
     lines = []
     for g in metrics["groups"]:
         head = f"{metrics['model']} on {metrics['dataset']} ({metrics['variant']}, n = {metrics['latent_dim']})"
-        if g["beta"] is not None:
-            head += f", beta = {g['beta']:g}"
+        head += ", " + point_text(g) if point_text(g) else ""
         lines.append(head + f", seeds {g['seeds']}")
         rows = [("metric", "mean ± std", "per-seed values")]
         for k, m in g["metrics"].items():
@@ -95,6 +105,7 @@ def format_table(metrics: dict) -> str:
     lines.append(f"train {t['train_time_s']:.1f} s for all runs together (+ {t['compile_time_s']:.1f} s compile), "
                  f"{t['seed_samples_per_s'] or 0:,.0f} seed-samples/s on {device_text(metrics['device'])}")
     for d in metrics["diverged"]:
-        lines.append(f"WARNING: seed {d['seed']}" + (f" (beta {d['beta']:g})" if d["beta"] is not None else "")
+        at = point_text(d)
+        lines.append(f"WARNING: seed {d['seed']}" + (f" ({at})" if at else "")
                      + f" diverged at epoch {d['epoch']}: excluded from mean and std")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""One experiment = one model, one dataset variant, several seeds (x betas), in one run folder.
+"""One experiment = one model, one dataset variant, several seeds (x a grid of traced hyperparameters), in one
+run folder.
 
 Layout of a run directory (default ``runs/<dataset>/<name>``; ``--out`` names another)::
 
@@ -6,7 +7,8 @@ Layout of a run directory (default ``runs/<dataset>/<name>``; ``--out`` names an
     curves.jsonl     one line per epoch: per-run train and validation loss, seconds
     metrics.json     per metric: per-run values, mean, std (written last: it marks the run done)
     snapshots.npz    only with ``snapshots`` > 0: "h" [E, R, K, e], the encoder outputs of the first K test
-                     images after every epoch; "labels" [K], "epochs" [E], "seeds" and "betas" [R] of the runs
+                     images after every epoch; "labels" [K], "epochs" [E], "seeds" and "betas" [R] of the runs (and
+                     one array per other axis of the grid)
     tasks/<task>.json  each task's per-seed numbers (written by the studies, one file per task)
     checkpoints/     orbax checkpoints of the batched train state (not committed)
     replaced/        only while a ``force`` run is unfinished: the results it replaces (restored if it stops
@@ -39,9 +41,8 @@ from . import distributed
 from .config import ConfigError, ExperimentConfig, run_dir_for
 from .folder import RunFolder
 from .loop import evaluate_runs, train_runs
-from .program import spec_hparams
 from .provenance import config_record
-from .results import result_metrics, snapshot_data
+from .results import point_text, result_metrics, snapshot_data
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_dir: str | None = None,
@@ -76,17 +77,17 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, data_di
         raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the {splits.x_train.shape[0]} training images")
     with folder.lock():
         folder.start(record, force)
-        runs = cfg.runs()
-        hps = [spec_hparams(spec, b, cfg.lr) for _, b in runs]
+        runs = cfg.point_runs()
+        hps = cfg.run_hparams(spec)
         seeds = [s for s, _ in runs]
         tcfg = cfg.train_config()
         own_beta = f", beta = {spec.beta:g} (the model's own)" if cfg.betas is None and spec.bottleneck.has_beta else ""
         log(f"training {cfg.model} on {cfg.dataset} ({cfg.variant}: {splits.x_train.shape[0]} train / "
             f"{splits.x_val.shape[0]} val images), n = {cfg.latent}{own_beta}, {len(runs)} run(s) "
-            f"{'(seeds x betas) ' if cfg.betas and len(cfg.betas) > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
+            f"{'(seeds x grid points) ' if cfg.grid_size > 1 else ''}for {cfg.epochs} epochs -> {run_dir}")
         t0 = time.perf_counter()
         load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        labels = [f"seed {s}" + (f" (beta {b:g})" if b is not None else "") for s, b in runs]
+        labels = [f"seed {s}" + (f" ({point_text(p)})" if p else "") for s, p in runs]
         snap = snapshot_data(splits, cfg.snapshots) if cfg.snapshots > 0 else None
         try:
             with distributed.if_abandoned(folder.abandon):  # a lost process ends the run mid-way
