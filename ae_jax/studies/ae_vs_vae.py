@@ -356,9 +356,10 @@ def fig_codes(out: Path, runs: dict) -> str | None:
                      f"PC1 {ratio[j, 0]:.0%}, PC2 {ratio[j, 1]:.0%} of the variance", fontsize=9)
         ax.set_xlabel("PC1", fontsize=8), ax.set_ylabel("PC2", fontsize=8)
         ax = axes[1, j]
-        for c, name in ((0, "PC1"), (1, "PC2")):
+        for c, name, style in ((0, "PC1", "-"), (1, "PC2", "--")):  # black and grey: the digit colours are above
             z = pca[j, :, c] / pca[j, :, c].std()
-            ax.hist(z, bins=int(np.clip(len(z) // 10, 10, 80)), density=True, histtype="step", label=name)
+            ax.hist(z, bins=int(np.clip(len(z) // 10, 10, 80)), density=True, histtype="step", label=name,
+                    color="black" if c == 0 else "dimgrey", linestyle=style)
         g = np.linspace(-4, 4, 200)
         ax.plot(g, np.exp(-g ** 2 / 2) / np.sqrt(2 * np.pi), "k:", lw=1, label="N(0, 1)")
         ax.set_xlim(-4, 4)

@@ -220,8 +220,10 @@ def fig_latent(root: Path, models: Sequence[str], dirs: dict, variant: str) -> l
         ax.set_axis_on()
         if bool(d["umap"]):
             ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlabel("UMAP 1", fontsize=8), ax.set_ylabel("UMAP 2", fontsize=8)
         else:
             ax.tick_params(labelsize=8)
+            ax.set_xlabel("code value z1", fontsize=8), ax.set_ylabel("code value z2", fontsize=8)
         ax.set_title(f"{m} (seed {int(d['seed'])})", fontsize=9)
     fig.colorbar(sc, ax=axes.ravel().tolist(), ticks=range(10), fraction=0.025, label="digit")
     png = _save(root, f"fig_{name}", fig, emb=np.stack([data[m]["emb"] for m in have]),

@@ -416,7 +416,7 @@ def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str
     if not np.isfinite(data["test_mse"]["mean"]).any():
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(dict.fromkeys(key_model(k) for k in keys))}
+    colours = {k: plt.get_cmap("tab10")(i) for i, k in enumerate(keys)}  # each series its own colour (and style)
     vae_keys = [k for k in keys if key_model(k) != "vanilla"]
     for ax, (m, title) in zip(axes, metrics):
         for i, k in enumerate(keys):
@@ -425,7 +425,7 @@ def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str
             mean, std = data[m]["mean"][i], data[m]["std"][i]
             ok = np.isfinite(mean)
             x = np.asarray(dims, float)[ok]
-            c = colours[key_model(k)]
+            c = colours[k]
             ax.plot(x, mean[ok], STYLE[key_widths(k)], marker="o", ms=3, color=c, label=label(k))
             s = np.nan_to_num(std[ok])
             ax.fill_between(x, mean[ok] - s, mean[ok] + s, color=c, alpha=0.18, lw=0)
@@ -434,6 +434,7 @@ def fig_error(out: Path, summary: dict, keys: list[str], dims: list[int]) -> str
         ax.set_xticklabels([str(n) for n in dims])
         ax.minorticks_off()
         ax.set_xlabel("latent size n")
+        ax.set_ylabel(title)
         ax.set_title(title + ", mean ± std over seeds", fontsize=9)
         ax.grid(alpha=0.3)
     axes[1].set_title("VAE only: validation loss after the last epoch = reconstruction + KL\n(its training "
@@ -476,10 +477,15 @@ def fig_per_class(out: Path, summary: dict, keys: list[str], dims: list[int]) ->
             for j in range(len(dims)):
                 if np.isfinite(m[d, j]):
                     bright = norm(m[d, j]) > 0.6  # viridis is light at the top
-                    ax.text(j, d, f"{m[d, j]:.1f}", ha="center", va="center", fontsize=6.5,
+                    ax.text(j, d, f"{m[d, j]:.1f}", ha="center", va="center", fontsize=7.5,
                             color="black" if bright else "white")
     cax = fig.add_axes([0.89, 0.15, 0.02, 0.7])
-    fig.colorbar(im, cax=cax).set_label("mean test MSE (one log scale for every panel)", fontsize=9)
+    ticker = figures.plt.matplotlib.ticker
+    cb = fig.colorbar(im, cax=cax)
+    cb.set_label("mean test MSE (one log scale for every panel)", fontsize=9)
+    cb.ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5 per decade: a log bar readable
+    cb.ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    cb.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     fig.suptitle("mean test MSE per digit (summed per image), digits × latent size", fontsize=10, y=0.95)
     figures.save(fig, out / "per_class.png")
     write_npz(out / "per_class.npz", keys=np.asarray(keys), n=np.asarray(dims), digits=np.arange(NUM_CLASSES),

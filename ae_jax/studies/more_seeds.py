@@ -205,6 +205,7 @@ def fig_seeds(out: Path, summary: dict, dataset: str) -> str:
         metric, unit = FOCUS.get(m, ("test_bce", "dead_units"))
         ax.scatter(values(e, unit), values(e, metric), s=18, color="C2")
         ax.set_xlabel(dict(UNITS)[unit] + " (per seed)")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # a count of units
         ax.set_ylabel(dict((mt, lb) for mt, lb, _ in METRICS)[metric])
         ax.set_title(f"{m}: {dict(UNITS)[unit]} against {dict((mt, lb) for mt, lb, _ in METRICS)[metric]}",
                      fontsize=9)
