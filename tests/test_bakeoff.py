@@ -308,8 +308,12 @@ def test_a_spread_that_would_round_to_zero_is_shown_with_two_significant_digits(
 
 
 def _anomaly_summary(aucs, class1, others):
-    """A summary with each model's anomaly AUC and per-class test BCE (class 1 at class1, the rest at others)."""
-    return {m: {"anomaly_auc": {"mean": a},
+    """A summary with each model's anomaly AUC (a mean, spread over five seeds by ±0.02) and per-class test BCE
+    (class 1 at class1, the rest at others)."""
+    def auc(a):
+        v = [a + d for d in (-0.02, -0.01, 0.0, 0.01, 0.02)] if np.isscalar(a) else list(a)
+        return {"mean": float(np.mean(v)), "values": v}
+    return {m: {"anomaly_auc": auc(a),
                 **{f"anomaly_test_bce_class{k}": {"mean": c1 if k == 1 else o} for k in range(10)}}
             for m, a, c1, o in zip(("vanilla", "vae"), aucs, class1, others)}
 
@@ -319,6 +323,7 @@ def test_aucs_below_chance_get_a_note_with_the_per_class_error_and_the_ink_that_
     ink = {"class_ink": [130.0, 60.0] + [100.0] * 8, "corr": {"vanilla": [0.4, 0.5], "vae": [0.3]}}
     (text, blank) = bakeoff_mod.below_chance_note(summary, ["vanilla", "vae"], ink)
     assert blank == "" and text.startswith("**AUCs below 0.5.** Every model ranks the unseen 1s as *more* typical")
+    assert "one-sample t-test against 0.5" in text and "vanilla: 5 of 5 seeds below 0.5, p = " in text
     assert "lower than the other nine classes' mean, by 10 to 30" in text
     assert "mean pixel sum 60, the others 100 to 130" in text and "correlation is 0.30 to 0.50" in text
     assert "not a working detector" in text
@@ -328,6 +333,10 @@ def test_aucs_below_chance_get_a_note_with_the_per_class_error_and_the_ink_that_
     assert text.startswith("**AUCs below 0.5.** vanilla ranks") and "On this model" in text
     assert "ink" not in text and "detector" not in text
     assert bakeoff_mod.below_chance_note(_anomaly_summary((0.6, 0.9), (1, 1), (2, 2)), ["vanilla", "vae"]) == []
+    # a mean below 0.5 that the seeds do not tell from chance (p >= 0.05) is not named
+    mixed = _anomaly_summary(([0.2, 0.7, 0.45, 0.6, 0.3], 0.9), (120.0, 130.0), (150.0, 140.0))
+    assert mixed["vanilla"]["anomaly_auc"]["mean"] < 0.5
+    assert bakeoff_mod.below_chance_note(mixed, ["vanilla", "vae"]) == []
 
 
 def test_the_ink_evidence_pairs_each_seeds_anomaly_scores_with_the_pixel_sums_of_the_same_test_images(bakeoff):
