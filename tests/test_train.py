@@ -263,11 +263,11 @@ def test_evaluation_compiles_once_per_model_and_shape(train, digits):
     spec = MODELS["vae"]
     out = train("vae")
     hps = [spec_hparams(spec)] * 2
-    evaluation = _eval_program(spec, CFG)
+    evaluation = _eval_program(spec.program, CFG)
     first = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, Data(digits.x_test, digits.y_test))
     compiled = evaluation._cache_size()
     again = evaluate_runs(spec, CFG, out.state, list(SEEDS), hps, Data(digits.x_test, digits.y_test))
-    assert _eval_program(spec, CFG) is evaluation
+    assert _eval_program(spec.program, CFG) is evaluation
     assert compiled >= 1 and evaluation._cache_size() == compiled  # the second call traced nothing new
     np.testing.assert_array_equal(first["bce"], again["bce"])  # same keys, same draws
 

@@ -332,7 +332,7 @@ def test_a_stopped_study_stops_the_fits_left_running_at_once(monkeypatch, tmp_pa
         def plan(self, opts):
             return plan
 
-    def stopped(p, opts, splits, log, later):
+    def stopped(p, opts, splits, log, later, trained=None):
         lock = contextlib.ExitStack()
         lock.callback(lambda: unlocked.append(p.cfg.name()))
         later.append(driver.Unfinished("[run]", tmp_path, [("latent_structure", lambda: None)], lock))
