@@ -912,7 +912,7 @@ def write_report(out: Path, summary: dict, runs: dict, opts: StudyOptions, sessi
              "their error; every error in this report is that one unless a row says \"from the mean code μ\". "
              + ("The error from μ is shown where the runs recorded it." if any(
                  "test_mse_mu" in summary.get(k, {}) for k in summary) else
-                "The error from μ is not shown: these runs were evaluated before the reconstruction task "
+                "The error from μ is not recorded for these runs: they were evaluated before the reconstruction task "
                 "recorded it, and their checkpoints are not kept, so it would need the runs trained again.")]
     lines += pairs_note(pairing)
     lines += provenance_notes(results, compile_times=False)

@@ -311,7 +311,7 @@ def fig_label_budget(root: Path, models: Sequence[str], baselines: Sequence[str]
             std = np.asarray([np.std(r[np.isfinite(r)], ddof=1) if np.isfinite(r).sum() > 1 else 0.0 for r in v])
         base = n in baselines
         colour = "black" if base else palette[i % len(palette)]
-        x = np.asarray(budgets, float) * 1.045 ** (i - (n_series - 1) / 2)
+        x = np.asarray(budgets, float) * 1.02 ** (i - (n_series - 1) / 2)  # at most ±10 % of a budget
         ax.errorbar(x, mean, yerr=std, ls=(("--" if n == baselines[0] else ":") if base else "-"),
                     marker=markers[i % len(markers)], ms=4, lw=1.2, color=colour, capsize=2, elinewidth=0.8,
                     label=f"{n} (baseline)" if base else n)

@@ -682,7 +682,7 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
               f"two sizes apart (p < {SIGNIFICANCE}); otherwise it is flat. Claim 1: (a) the test MSE falls at every "
               "step of n (a significant rise refutes, a flat step is not shown); (b) every digit's error falls from "
               "the smallest to the largest n and rises significantly at no step (a rise refutes). Claim 2, on the "
-              "test MSE from a sampled z (as trained; the error from the mean μ is not shown, see below): (a) "
+              "test MSE from a sampled z (as trained; the error from the mean μ is not recorded, see below): (a) "
               f"from the smallest n to {STUDY_N} and (b) beyond {STUDY_N}, a meaningful fall (more than "
               f"{MEANINGFUL:.0%} with Welch p < {SIGNIFICANCE}) refutes; the part is confirmed when the change is "
               f"shown small (the Welch 95 % confidence interval of the difference within ±{MEANINGFUL:.0%} of the "
@@ -693,7 +693,7 @@ def write_report(out: Path, summary: dict, runs: dict, results: list[RunResult],
               "**Which error.** Every error in this report is the test MSE of the reconstruction as evaluation "
               "forms it: from a sampled z for the VAE (its noise adds to the error), from the code for the AE. The "
               "VAE's error from its mean μ (`test_mse_mu`, recorded by the reconstruction task since this report "
-              "asked for it) is not shown for runs evaluated before then: their checkpoints are not kept, so it "
+              "asked for it) is not recorded for runs evaluated before then: their checkpoints are not kept, so it "
               "would need the runs trained again.", ""]
     if len(widths) > 1:
         beyond = _beyond_direction(summary, models, widths)
