@@ -235,14 +235,6 @@ def applicable_tasks(p: PlannedRun) -> list[str]:
     return [t for t in p.tasks if get_task(t).applies(spec)]
 
 
-def _made_by(run_dir: Path) -> str:
-    """Who made a reused run (revision, machine, date), from its config.json."""
-    try:
-        return made_by(read_json(run_dir / "config.json", keys=()))
-    except (OSError, ValueError):
-        return made_by({})
-
-
 def ensure_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callable[[str], None]) -> RunResult:
     """Train the run if needed, run its missing tasks, and return its numbers."""
     return start_run(p, opts, splits, log)()
@@ -300,7 +292,7 @@ def start_run(p: PlannedRun, opts: StudyOptions, splits: SplitCache, log: Callab
     missing = [t for t in tasks if opts.force or not task_done(run_dir, t, cfg.seed_list)]
     collect = functools.partial(_collect, p, run_dir, tasks)
     if has_metrics and not missing and not opts.force:
-        log(f"{tag} done already, reused: made by {_made_by(run_dir)} (--force redoes it)")
+        log(f"{tag} done already, reused: made by {made_by(run_dir)} (--force redoes it)")
         return collect
     legacy = None if opts.force else _legacy(p, run_dir, tasks)
     if legacy is not None and not has_final_checkpoint(cfg.train_config(), run_dir / "checkpoints"):

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..data import Data, Splits
-from ..io import METRICS_KEYS, DamagedFile, atomic_write_text, clean_json, read_json, write_json, write_npz
+from ..io import METRICS_KEYS, atomic_write_text, clean_json, read_json, write_json, write_npz
 from . import distributed
 from .config import ConfigError, ExperimentConfig
 from .loop import CKPT_EVERY, TrainOutput
@@ -169,11 +169,7 @@ class RunFolder:
             check_same_config(run_dir, self.cfg, splits)
             if (run_dir / "metrics.json").exists() and reuse_complete:
                 metrics = read_json(run_dir / "metrics.json", METRICS_KEYS)  # a damaged file stops here, first
-                try:
-                    record = read_json(run_dir / "config.json", keys=())
-                except DamagedFile:
-                    record = {}
-                origin = made_by(record)
+                origin = made_by(run_dir)
                 self.log(f"{run_dir} is already complete: reusing the run made by {origin} (--force retrains it)")
                 metrics[REUSED] = origin  # in memory only: what the caller says instead of "written to"
                 return metrics

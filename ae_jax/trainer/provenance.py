@@ -121,8 +121,13 @@ def check_same_config(run_dir: Path, cfg: ExperimentConfig, splits: Splits | Non
                           "pass --force to replace it or --out to write elsewhere")
 
 
-def made_by(record: dict) -> str:
-    """'revision 1a2b3c4d on host h, 2026-12-07 16:00 UTC' from a config.json: who made a run that is reused."""
+def made_by(run_dir: Path) -> str:
+    """'revision 1a2b3c4d on host h, 2026-12-07 16:00 UTC' from a run folder's config.json: who made a run that
+    is reused (what a missing or damaged record does not say is named as not recorded)."""
+    try:
+        record = read_json(Path(run_dir) / "config.json", keys=())
+    except (OSError, ValueError):  # DamagedFile is a ValueError
+        record = {}
     rev = record.get("revision")
     parts = [f"revision {rev[:12]}" if rev else "an unrecorded revision"]
     parts.append(f"on {record['host']}" if record.get("host") else "(machine not recorded)")
