@@ -1,6 +1,8 @@
-"""Label budgets: the sizes per dataset, and subsets that are nested, balanced and fixed."""
+"""Label budgets: the sizes per dataset, subsets that are nested, balanced and fixed, and one compiled program for
+every label count."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -82,3 +84,53 @@ def test_take_labelled_slices_images_labels_and_per_seed_encoder_outputs():
     (hs,) = lb.take_labelled(idx, h, axis=1)
     assert hs.shape == (3, 2, 4)
     np.testing.assert_array_equal(hs, h[:, [4, 1]])
+
+
+# ------------------------------------------------------------------ one program for every label count
+def _codes(rng, n_runs: int, n: int, y):
+    """A VAE's encoder outputs [R, n, 40] = [μ, log σ] whose μ carries the class (a class mean plus noise), σ 0.5."""
+    means = 4 * np.random.default_rng(0).normal(size=(10, 20)).astype(np.float32)
+    mu = means[y][None] + rng.normal(scale=1.0, size=(n_runs, n, 20)).astype(np.float32)
+    return np.concatenate([mu, np.full_like(mu, np.log(0.5))], axis=-1)
+
+
+def test_the_probe_pads_every_label_count_to_one_program_with_the_numbers_of_its_own(digits):
+    """Tolerance (ae_jax/tasks/probe.py): every accuracy within one test image of the unpadded program's, the
+    best epochs equal; the padded calls compile one probe program, the unpadded ones one per count."""
+    from ae_jax.models import MODELS
+    from ae_jax.tasks import probe
+    from ae_jax.trainer.program import spec_hparams
+    rng, seeds, counts = np.random.default_rng(7), [0, 1], (13, 45, 131)
+    val_n, test_n = 83, 89  # sizes no other test uses, so every program here is new
+    y_train, y_val, y_test = digits.y_train[:131], digits.y_val[:val_n], digits.y_test[:test_n]
+    h_train, h_val, h_test = (_codes(rng, 2, len(y), y) for y in (y_train, y_val, y_test))
+    spec = MODELS["vae"]
+    hps = [spec_hparams(spec)] * len(seeds)
+    layout = probe.LabelLayout(300, counts)
+    before = probe._MOMENTS_PROBE._cache_size()
+    padded = {n: probe.linear_probe(spec, 20, {}, seeds, hps, {"train": h_train[:, :n], "val": h_val, "test": h_test},
+                                    {"train": y_train[:n], "val": y_val, "test": y_test}, layout) for n in counts}
+    assert probe._MOMENTS_PROBE._cache_size() == before + 1
+    for n in counts:
+        own = probe.linear_probe(spec, 20, {}, seeds, hps, {"train": h_train[:, :n], "val": h_val, "test": h_test},
+                                 {"train": y_train[:n], "val": y_val, "test": y_test})
+        np.testing.assert_allclose(padded[n]["test_accuracy"], own["test_accuracy"], atol=1.01 / test_n, err_msg=n)
+        np.testing.assert_array_equal(padded[n]["best_epoch"], own["best_epoch"], err_msg=n)
+    assert probe._MOMENTS_PROBE._cache_size() == before + 1 + len(counts)
+    assert padded[131]["test_accuracy"].mean() > padded[13]["test_accuracy"].mean() + 0.1  # more labels, more right
+
+
+def test_the_baselines_pad_every_label_count_of_one_batch_size_to_one_program(digits):
+    """The same for the scratch baseline; counts under 32 batch all their images at once: a program of their own."""
+    from ae_jax.tasks import probe, scratch
+    d, keys, counts = digits, jax.random.split(jax.random.key(3), 2), (13, 40, 96)
+    layout = probe.LabelLayout(128, counts)
+    args = (d.x_val[:61], d.y_val[:61], d.x_test[:67], d.y_test[:67])
+    before = {b: scratch.baseline_program(b, False)._cache_size() for b in (13, 32)}
+    padded = {n: scratch.labelled_baseline(keys, d.x_train[:n], d.y_train[:n], *args, layout) for n in counts}
+    assert scratch.baseline_program(32, False)._cache_size() == before[32] + 1  # 40 and 96 labels
+    assert scratch.baseline_program(13, False)._cache_size() == before[13] + 1
+    for n in counts:
+        own = scratch.labelled_baseline(keys, d.x_train[:n], d.y_train[:n], *args)
+        np.testing.assert_allclose(padded[n]["test_accuracy"], own["test_accuracy"], atol=1.01 / 67, err_msg=n)
+        np.testing.assert_array_equal(padded[n]["best_epoch"], own["best_epoch"], err_msg=n)

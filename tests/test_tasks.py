@@ -604,8 +604,10 @@ def test_the_probe_shared_by_every_model_gives_the_numbers_of_the_models_own_bot
     assert np.any(moments[1] > 0) == spec.bottleneck.stochastic  # the VAE's codes are drawn, the others' not
 
     shared = linear_probe(spec, n, bparams, seeds, hps, h, y)
-    own = map_runs(probe._probe_program(spec), (probe.probe_keys(seeds), stack_hparams(hps), bparams,
-                                                 h["train"], h["val"], h["test"]), (y["train"], y["val"], y["test"]))
+    keys, n_train = probe.probe_keys(seeds), h["train"].shape[1]
+    orders, step_keys = probe.orders_for(probe._orders_program, keys, n_train, None)
+    own = map_runs(probe._probe_program(spec), (keys, orders, step_keys, stack_hparams(hps), bparams, h["train"],
+                                                 h["val"], h["test"]), (np.int32(n_train), y["train"], y["val"], y["test"]))
     assert shared.keys() == own.keys()
     for k in own:
         np.testing.assert_array_equal(shared[k], own[k], err_msg=k)

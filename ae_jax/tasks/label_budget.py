@@ -28,7 +28,7 @@ import numpy as np
 from . import label_subsets as lb
 from ..data import Data
 from .base import EvalContext, Task, TaskResult
-from .probe import linear_probe
+from .probe import label_layout, linear_probe
 from .random_encoder import random_encoder_baseline
 from .scratch import LabelledBaseline, scratch_baseline
 
@@ -66,7 +66,7 @@ class LabelBudget(Task):
             (y_tr,) = lb.take_labelled(idx, full.y_train)
             out = linear_probe(ctx.spec, ctx.cfg.latent, ctx.state.params, ctx.seeds, ctx.hps,
                                {"train": h_tr, "val": h_val, "test": h_test},
-                               {"train": y_tr, "val": full.y_val, "test": full.y_test})
+                               {"train": y_tr, "val": full.y_val, "test": full.y_test}, label_layout(ctx))
             metrics[budget_metric(k)] = out["test_accuracy"]
         return TaskResult(metrics, {}, _info(subsets, len(full.y_train)))
 
@@ -81,7 +81,8 @@ class BudgetBaseline(LabelledBaseline):
         for k, idx in subsets.items():
             ctx.log(f"[{self.name}] {self.what}, {k} labels")
             x_tr, y_tr = lb.take_labelled(idx, full.x_train, full.y_train)
-            r = self.baseline(ctx.seeds, x_tr, y_tr, full.x_val, full.y_val, full.x_test, full.y_test)
+            r = self.baseline(ctx.seeds, x_tr, y_tr, full.x_val, full.y_val, full.x_test, full.y_test,
+                              layout=label_layout(ctx))
             metrics[budget_metric(k)] = r["test_accuracy"]
         return TaskResult(metrics, {}, _info(subsets, len(full.y_train)))
 
@@ -91,8 +92,8 @@ class ScratchBudget(BudgetBaseline):
     name = "scratch_budget"
     what = "encoder + linear layer from scratch"
 
-    def baseline(self, seeds, *data):
-        return scratch_baseline(seeds, *data)
+    def baseline(self, seeds, *data, layout=None):
+        return scratch_baseline(seeds, *data, layout=layout)
 
 
 class RandomEncoderBudget(BudgetBaseline):
@@ -100,5 +101,5 @@ class RandomEncoderBudget(BudgetBaseline):
     name = "random_encoder_budget"
     what = "linear head on a random encoder"
 
-    def baseline(self, seeds, *data):
-        return random_encoder_baseline(seeds, *data)
+    def baseline(self, seeds, *data, layout=None):
+        return random_encoder_baseline(seeds, *data, layout=layout)

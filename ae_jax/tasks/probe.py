@@ -4,13 +4,26 @@ The probe trains every seed in one compiled program (vmapped, sharded over the
 devices like training). That program holds no model: it reads each image's
 code as a mean and a scale (``Bottleneck.code_moments``, computed once per
 split), so every model with the same code size shares it, and a study
-compiles it once per label count instead of once per model and label count.
-The helpers here (shuffled masked batches, early stopping inside a scan) also
-serve the from-scratch baseline.
+compiles it once per code size instead of once per model.
+
+Label counts share it too: the labelled images are padded to one row count
+(``n_max``: the full training split's, so the probe and every label budget
+read the same shapes), and the program takes the real count ``n`` as a value.
+Each epoch's shuffled order is the one ``jax.random.permutation`` draws for
+``n`` items (``epoch_order``), computed by a small program per count outside
+the large one, so a padded probe draws the batches, keys and codes of the
+unpadded one; its steps run in a loop of ``n``'s length, so the padding costs
+no training steps. Committed numbers are those of the unpadded programs to
+the suite's tolerance (tests/test_label_budget.py: every accuracy within one
+test image, the best epochs equal).
+
+The helpers here (shuffled orders, a loop over one epoch's real batches,
+early stopping inside a scan) also serve the baselines trained on labels.
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +35,49 @@ from ..models.losses import Hparams
 from ..models import ModelSpec
 from ..models.bottleneck import gaussian_code
 from ..trainer import map_runs, run_keys, stack_hparams
+from . import label_subsets
 from .base import EvalContext, Task, TaskResult
 
 PROBE_BATCH, PROBE_EPOCHS, PROBE_PATIENCE, PROBE_LR = 32, 20, 3, 1e-3
 
 
-def _batches(key, n: int, batch: int, drop_last: bool):
-    """Shuffled index batches [S, batch] and a validity mask [S, batch] (partial last batch masked)."""
-    perm = jax.random.permutation(key, n)
-    steps = n // batch if drop_last else -(-n // batch)
-    pad = steps * batch - n
-    if pad > 0:
-        perm = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)])
-    mask = (jnp.arange(steps * batch) < n).astype(jnp.float32)
-    return perm[: steps * batch].reshape(steps, batch), mask[: steps * batch].reshape(steps, batch)
+def n_steps(n: int, batch: int, drop_last: bool) -> int:
+    """Batches in one epoch of n items (a partial last batch kept, masked, unless drop_last)."""
+    return n // batch if drop_last else -(-n // batch)
+
+
+def epoch_order(perm_key, n: int, batch: int, drop_last: bool, n_max: int) -> jax.Array:
+    """One epoch's shuffled batches of n items, flat: jax.random.permutation(perm_key, n), padded with index 0
+    to the n_steps(n_max, ...) batches of n_max items ([that many × batch] int32). Only the first
+    n_steps(n, ...) batches are read (``epoch_steps``), so n_max changes no index that is."""
+    perm = jax.random.permutation(perm_key, n).astype(jnp.int32)
+    size = max(n_steps(n_max, batch, drop_last), n_steps(n, batch, drop_last)) * batch
+    return jnp.concatenate([perm, jnp.zeros(max(size - n, 0), jnp.int32)])[:size]
+
+
+def epoch_steps(step, carry, order, n, batch: int, drop_last: bool):
+    """carry after one epoch: step(carry, idx [batch], mask [batch], s) over the n_steps(n, ...) real batches of
+    order (``epoch_order``); n may be a traced count, so one program serves every count up to the padding.
+    The mask is 0 on the rows past n of a partial last batch."""
+    steps = n // batch if drop_last else (n + batch - 1) // batch
+
+    def body(s, c):
+        rows = s * batch + jnp.arange(batch)
+        return step(c, jax.lax.dynamic_slice_in_dim(order, s * batch, batch), (rows < n).astype(jnp.float32), s)
+    return jax.lax.fori_loop(0, steps, body, carry)
+
+
+def pad_rows(n_max: int, *arrays, axis: int = 0) -> tuple:
+    """Each array padded with zeros along `axis` to n_max rows (the rows the orders never read)."""
+    def pad(a):
+        a = np.asarray(a)
+        extra = n_max - a.shape[axis]
+        if extra < 0:
+            raise ValueError(f"{a.shape[axis]} rows do not fit the padding to {n_max}")
+        width = [(0, 0)] * a.ndim
+        width[axis] = (0, extra)
+        return np.pad(a, width) if extra else a
+    return tuple(pad(a) for a in arrays)
 
 
 def _early_stopping_scan(epoch_fn, init_carry, max_epochs: int, patience: int):
@@ -69,15 +111,74 @@ def _accuracy(logits, y):
     return (logits.argmax(-1) == y).mean()
 
 
-def _probe_one(codes, n_feat: int, key, tr, val, te, y_tr, y_val, y_te):
+def probe_epoch_keys(k_run, e):
+    """Epoch e's (permutation, steps, validation, test) keys of a probe whose key split to (k_init, k_run)."""
+    return jax.random.split(jax.random.fold_in(k_run, e), 4)
+
+
+def probe_orders(key, n: int, n_max: int):
+    """(orders [E, S_max × batch], step keys [E, S_max]) of a probe on n labelled items padded to n_max: each
+    epoch's ``epoch_order`` and its batches' keys (the first n_steps(n, ...) of them as
+    jax.random.split(k_steps, that many) gives them; the rest are never read)."""
+    _, k_run = jax.random.split(key)
+    steps, s_max = n_steps(n, PROBE_BATCH, False), n_steps(max(n, n_max), PROBE_BATCH, False)
+
+    def per_epoch(e):
+        k_perm, k_steps, _, _ = probe_epoch_keys(k_run, e)
+        keys = jax.random.split(k_steps, steps)
+        if s_max > steps:
+            keys = jnp.concatenate([keys, jax.random.split(k_steps, s_max - steps)])
+        return epoch_order(k_perm, n, PROBE_BATCH, False, n_max), keys
+    return jax.vmap(per_epoch)(jnp.arange(PROBE_EPOCHS))
+
+
+class LabelLayout(NamedTuple):
+    """How a study lays out its labelled sets for the shared programs: every set padded to ``n_max`` rows, and
+    the label ``counts`` it trains on, whose shuffled orders one small program computes together."""
+    n_max: int
+    counts: tuple[int, ...]
+
+
+def label_layout(ctx: EvalContext) -> LabelLayout:
+    """ctx's dataset: padded to the full training split (the largest label budget); counts: every budget and the
+    labelled split's size. So the probe, its budgets and each baseline compile one program for all of them."""
+    full = ctx.splits("full")
+    counts = set(label_subsets.budget_subsets(ctx.cfg.dataset, full.y_train)) | {len(ctx.splits("labelled").y_train)}
+    return LabelLayout(len(full.y_train), tuple(sorted(counts)))
+
+
+@functools.lru_cache(maxsize=8)
+def _orders_program(counts: tuple[int, ...], n_max: int):
+    """Every run's ``probe_orders`` for each count: one small program for all of a study's label counts."""
+    return jax.jit(jax.vmap(lambda key: tuple(probe_orders(key, n, n_max) for n in counts)))
+
+
+_ORDERS: dict = {}  # the last few orders computed, for the next model with the same keys and layout
+
+
+def orders_for(program_of, keys, n: int, layout: LabelLayout | None):
+    """program_of(counts, n_max)(keys)'s entry for count n, computed for every count of the layout at once and
+    kept for the next call with the same keys (every model of a study shares its probe's keys)."""
+    layout = layout or LabelLayout(n, (n,))
+    counts = tuple(sorted(set(layout.counts) | {n}))
+    tag = (program_of, counts, layout.n_max, np.asarray(jax.random.key_data(keys)).tobytes())
+    if tag not in _ORDERS:
+        while len(_ORDERS) >= 4:
+            _ORDERS.pop(next(iter(_ORDERS)))
+        _ORDERS[tag] = program_of(counts, layout.n_max)(keys)
+    return _ORDERS[tag][counts.index(n)]
+
+
+def _probe_one(codes, n_feat: int, key, orders, step_keys, n, tr, val, te, y_tr, y_val, y_te):
     """Linear layer n -> 10 on frozen codes: codes(rows, key) -> [B, n] turns per-image arrays into codes.
 
     tr, val, te: pytrees of per-image arrays [N, ...] (encoder outputs, or a
-    code's mean and scale). Codes are drawn per batch with fresh keys (the VAE
-    family samples z for training, validation and test alike). Adam lr 1e-3,
-    batch 32 (the last partial batch is kept, masked), <= 20 epochs, early
-    stopping on validation accuracy with patience 3; reports the test accuracy
-    of the best validation epoch.
+    code's mean and scale); tr's first n rows are the labelled ones, the rest
+    padding, read in ``probe_orders``' orders. Codes are drawn per batch with
+    fresh keys (the VAE family samples z for training, validation and test
+    alike). Adam lr 1e-3, batch 32 (the last partial batch is kept, masked),
+    <= 20 epochs, early stopping on validation accuracy with patience 3;
+    reports the test accuracy of the best validation epoch.
     """
     k_init, k_run = jax.random.split(key)
     lim = 1.0 / np.sqrt(n_feat)  # PyTorch's nn.Linear initialisation
@@ -85,23 +186,18 @@ def _probe_one(codes, n_feat: int, key, tr, val, te, y_tr, y_val, y_te):
     params = {"w": jax.random.uniform(kw, (n_feat, 10), minval=-lim, maxval=lim),
               "b": jax.random.uniform(kb, (10,), minval=-lim, maxval=lim)}
     opt = optax.adam(PROBE_LR)
-    n_train = jax.tree.leaves(tr)[0].shape[0]
 
     def epoch_fn(carry, e):
-        params, opt_state = carry
-        ke = jax.random.fold_in(k_run, e)
-        k_perm, k_steps, k_val, k_te = jax.random.split(ke, 4)
-        idx, mask = _batches(k_perm, n_train, PROBE_BATCH, drop_last=False)
+        _, _, k_val, k_te = probe_epoch_keys(k_run, e)
 
-        def step(c, inp):
+        def step(c, bi, m, s):
             p, o = c
-            bi, m, k = inp
             rows = jax.tree.map(lambda a: a[bi], tr)
-            loss_fn = lambda p: _xent(codes(rows, k) @ p["w"] + p["b"][None], y_tr[bi], m)
+            loss_fn = lambda p: _xent(codes(rows, step_keys[e, s]) @ p["w"] + p["b"][None], y_tr[bi], m)
             g = jax.grad(loss_fn)(p)
             u, o = opt.update(g, o)
-            return (optax.apply_updates(p, u), o), None
-        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), (idx, mask, jax.random.split(k_steps, len(idx))))
+            return optax.apply_updates(p, u), o
+        params, opt_state = epoch_steps(step, carry, orders[e], n, PROBE_BATCH, drop_last=False)
         va = _accuracy(codes(val, k_val) @ params["w"] + params["b"][None], y_val)
         te_ = _accuracy(codes(te, k_te) @ params["w"] + params["b"][None], y_te)
         return (params, opt_state), (va, te_)
@@ -109,12 +205,13 @@ def _probe_one(codes, n_feat: int, key, tr, val, te, y_tr, y_val, y_te):
     return _early_stopping_scan(epoch_fn, (params, opt.init(params)), PROBE_EPOCHS, PROBE_PATIENCE)
 
 
-def linear_probe_one(spec: ModelSpec, key, hp: Hparams, bparams, h_tr, h_val, h_te, y_tr, y_val, y_te):
+def linear_probe_one(spec: ModelSpec, key, orders, step_keys, hp: Hparams, bparams, h_tr, h_val, h_te, n, y_tr,
+                     y_val, y_te):
     """The probe on encoder outputs h [N, e], through the model's own bottleneck: one program per model
     (any bottleneck; ``linear_probe`` takes it for those whose ``code_moments`` is None)."""
     n_feat = spec.bottleneck(h_tr[:1], key, hp, bparams).z.shape[-1]
     codes = lambda h, k: spec.bottleneck(h, k, hp, bparams).z  # noqa: E731
-    return _probe_one(codes, n_feat, key, h_tr, h_val, h_te, y_tr, y_val, y_te)
+    return _probe_one(codes, n_feat, key, orders, step_keys, n, h_tr, h_val, h_te, y_tr, y_val, y_te)
 
 
 def code_of_moments(moments, key, noisy):
@@ -124,11 +221,11 @@ def code_of_moments(moments, key, noisy):
     return jax.lax.cond(noisy, lambda: gaussian_code(mean, scale, key), lambda: mean)
 
 
-def probe_on_moments_one(key, tr, val, te, noisy, y_tr, y_val, y_te):
+def probe_on_moments_one(key, orders, step_keys, tr, val, te, n, noisy, y_tr, y_val, y_te):
     """The probe on codes given as (mean, scale) [N, n] each (``code_of_moments``). No model in it, so every
     model with the same code size and split sizes shares its program."""
     codes = lambda c, k: code_of_moments(c, k, noisy)  # noqa: E731
-    return _probe_one(codes, tr[0].shape[-1], key, tr, val, te, y_tr, y_val, y_te)
+    return _probe_one(codes, tr[0].shape[-1], key, orders, step_keys, n, tr, val, te, y_tr, y_val, y_te)
 
 
 def bottleneck_params(spec: ModelSpec, params: dict, latent_dim: int) -> dict:
@@ -139,10 +236,10 @@ def bottleneck_params(spec: ModelSpec, params: dict, latent_dim: int) -> dict:
 @functools.lru_cache(maxsize=16)
 def _probe_program(spec: ModelSpec):
     fn = functools.partial(linear_probe_one, spec)
-    return jax.jit(jax.vmap(fn, in_axes=(0,) * 6 + (None,) * 3))
+    return jax.jit(jax.vmap(fn, in_axes=(0,) * 8 + (None,) * 4))
 
 
-_MOMENTS_PROBE = jax.jit(jax.vmap(probe_on_moments_one, in_axes=(0, 0, 0, 0) + (None,) * 4))
+_MOMENTS_PROBE = jax.jit(jax.vmap(probe_on_moments_one, in_axes=(0,) * 6 + (None,) * 5))
 
 
 @functools.lru_cache(maxsize=16)
@@ -169,24 +266,32 @@ def probe_keys(seeds) -> jax.Array:
 
 
 def linear_probe(spec: ModelSpec, latent_dim: int, params: dict, seeds, hparams, h: dict[str, np.ndarray],
-                 y: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                 y: dict[str, np.ndarray], layout: LabelLayout | None = None) -> dict[str, np.ndarray]:
     """All seeds in one program. params: the batched parameter tree; h[split]: [R, N, e]; y[split]: [N].
 
-    Where the bottleneck gives its code's moments (every built-in model), they are computed once per split
-    and the probe itself is one program for every such model: the same codes, keys and numbers as the
-    bottleneck drawing them batch by batch, compiled once per code size and split sizes instead of once
-    per model.
+    layout (``label_layout``): the rows the labelled images are padded to (default: their own) and the counts
+    whose orders are computed together; calls with the same padding and the same validation and test sizes
+    share one program whatever their label count. Where the bottleneck
+    gives its code's moments (every built-in model), they are computed once per split and the probe itself
+    is one program for every such model: the same codes, keys and numbers as the bottleneck drawing them
+    batch by batch, compiled once per code size and split sizes instead of once per model.
     """
     keys = probe_keys(seeds)
+    n = h["train"].shape[1]
+    n_max = n if layout is None else layout.n_max
+    orders, step_keys = orders_for(_orders_program, keys, n, layout)
+    (h_train,) = pad_rows(n_max, h["train"], axis=1)
+    ys = (np.int32(n), *pad_rows(n_max, y["train"]), y["val"], y["test"])
     bparams = bottleneck_params(spec, params, latent_dim)
-    ys = (y["train"], y["val"], y["test"])
     noisy = code_form(spec, latent_dim)
     if noisy is None:
-        per_run = (keys, stack_hparams(hparams), bparams, h["train"], h["val"], h["test"])
+        per_run = (keys, orders, step_keys, stack_hparams(hparams), bparams, h_train, h["val"], h["test"])
         return map_runs(_probe_program(spec.program), per_run, ys)
-    moments = {split: map_runs(_moments_program(spec.program), (bparams, h[split])) for split in ("train", "val", "test")}
-    per_run = (keys, moments["train"], moments["val"], moments["test"])
-    return map_runs(_MOMENTS_PROBE, per_run, (np.bool_(noisy), *ys))
+    moments = map_runs(_moments_program(spec.program), (bparams, np.concatenate([h_train, h["val"], h["test"]], 1)))
+    cut = np.cumsum([h_train.shape[1], h["val"].shape[1]])
+    train, val, test = (tuple(np.split(m, cut, axis=1)[i] for m in moments) for i in range(3))
+    per_run = (keys, orders, step_keys, train, val, test)
+    return map_runs(_MOMENTS_PROBE, per_run, (ys[0], np.bool_(noisy), *ys[1:]))
 
 
 class LinearProbe(Task):
@@ -199,5 +304,5 @@ class LinearProbe(Task):
         h = {"train": ctx.evaluate(Data(lab.x_train, lab.y_train))["h"],
              "val": ctx.evaluate(Data(lab.x_val, lab.y_val))["h"], "test": ctx.test["h"]}
         out = linear_probe(ctx.spec, ctx.cfg.latent, ctx.state.params, ctx.seeds, ctx.hps, h,
-                           {"train": lab.y_train, "val": lab.y_val, "test": lab.y_test})
+                           {"train": lab.y_train, "val": lab.y_val, "test": lab.y_test}, label_layout(ctx))
         return TaskResult({"probe_accuracy": out["test_accuracy"], "probe_best_epoch": out["best_epoch"]})

@@ -131,7 +131,7 @@ class RunAxis:
 def map_runs(program, per_run: tuple, shared: tuple = ()):
     """program(*per_run, *shared), a jitted vmap over runs, run on every device; host arrays [R, ...] back."""
     axis = RunAxis(len(jax.tree.leaves(per_run)[0]))
-    out = program(*axis.put(jax.tree.map(jnp.asarray, per_run)), *axis.share(jax.tree.map(jnp.asarray, shared)))
+    out = program(*axis.put(jax.device_put(per_run)), *axis.share(jax.device_put(shared)))
     return axis.host(out)
 
 
@@ -324,8 +324,8 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     keys = [run_keys(s) for s in seeds]
     init_keys = place_runs(jnp.stack([k["init"] for k in keys]))
     train_keys = place_runs(jnp.stack([k["train"] for k in keys]))
-    hp = place_runs(jax.tree.map(jnp.asarray, stack_hparams(hparams)))
-    dt_, dv = axis.share(jax.tree.map(jnp.asarray, train)), axis.share(jax.tree.map(jnp.asarray, val))
+    hp = place_runs(jax.device_put(stack_hparams(hparams)))
+    dt_, dv = axis.share(jax.device_put(train)), axis.share(jax.device_put(val))
 
     # Placed explicitly: leaves that do not depend on the key (biases, BN scales) would come out replicated,
     # and the compiled epoch would then disagree with its own run-sharded output from the second epoch on.
@@ -334,7 +334,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
     shared = (dt_, dv)
     if cfg.snapshots > 0:
         snap_shape = (E, R, snap.x.shape[0], make_model(spec, cfg).encoder_out)
-        shared = (dt_, dv, axis.share(jax.tree.map(jnp.asarray, snap)))
+        shared = (dt_, dv, axis.share(jax.device_put(snap)))
     # checkpoints hold the real runs only: resumable on any device count
     ckpt = _ckpt_tree(axis.unpad(state), E, R, snap_shape)
     manager = _checkpoint_manager(ckpt_dir) if ckpt_dir is not None else None
