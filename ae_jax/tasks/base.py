@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data import Data, Splits, test_data
@@ -135,19 +134,19 @@ class EvalContext:
 
     def decode(self, z, cond=None, index: int | None = None) -> np.ndarray:
         """z: [B, n] (labels [B] for a conditional model) -> images [B, 32, 32] in [0, 1], BatchNorm in eval mode."""
-        return np.asarray(self._run("decode", jnp.asarray(z), _cond(self.spec, cond), index=index))
+        return np.asarray(self._run("decode", z, _cond(self.spec, cond), index=index))
 
     def encode_h(self, x, cond=None, index: int | None = None) -> jax.Array:
         """x: [B, 32, 32] -> encoder outputs h [B, e] (before the bottleneck)."""
-        return self._run("encode", jnp.asarray(x), _cond(self.spec, cond), index=index)
+        return self._run("encode", x, _cond(self.spec, cond), index=index)
 
     def bottleneck(self, h, key, index: int | None = None) -> jax.Array:
         """h -> the code z, as training and evaluation form it (samples for the VAE family)."""
-        return self._run("bottleneck", jnp.asarray(h), key, self.hps[0], index=index)
+        return self._run("bottleneck", h, key, self.hps[0], index=index)
 
     def mean_code(self, h, index: int | None = None) -> np.ndarray:
         """h [B, e] -> the code without its noise [B, n] (the VAE's μ; z itself for a plain autoencoder)."""
-        return np.asarray(self._run("mean_code", jnp.asarray(h), index=index))
+        return np.asarray(self._run("mean_code", h, index=index))
 
 
 @functools.lru_cache(maxsize=64)
@@ -179,4 +178,4 @@ def _cond(spec: ModelSpec, cond):
         return None
     if cond is None:
         raise ValueError(f"{spec.name} is conditional: pass the labels")
-    return jnp.asarray(cond, jnp.int32)
+    return np.asarray(cond, np.int32)  # a host array: the program takes it without a copy program of its own

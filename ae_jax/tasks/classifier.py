@@ -134,7 +134,7 @@ def _forward_chunked(params, images) -> tuple[np.ndarray, np.ndarray]:
         m = part.shape[0]
         if m < CHUNK:
             part = np.concatenate([part, np.zeros((CHUNK - m,) + part.shape[1:], np.float32)])
-        f, lg = _forward(params, jnp.asarray(part))
+        f, lg = _forward(params, part)
         feats.append(np.asarray(f)[:m])
         logits.append(np.asarray(lg)[:m])
     if not feats:
@@ -212,13 +212,14 @@ def train_reference(splits: Splits, recipe: dict, log: Callable[[str], None] = p
     Returns (params, info) with info = {val_accuracy, test_accuracy, best_epoch,
     train_seconds}. Deterministic: keys derive from recipe["seed"] alone.
     """
-    x, y = jnp.asarray(splits.x_train), jnp.asarray(splits.y_train)
+    x, y = jax.device_put((splits.x_train, splits.y_train))
     n = x.shape[0]
     batch = min(int(recipe["batch_size"]), n)
     key = jax.random.key(int(recipe["seed"]))
     k_init, k_shuffle = jax.random.split(key)
-    params = MODEL.init(k_init, x[:2])["params"]
-    opt_state = optax.adam(float(recipe["lr"])).init(params)
+    # each one program instead of an operation dispatched (and compiled) per parameter; the same numbers
+    params = jax.jit(MODEL.init)(k_init, x[:2])["params"]
+    opt_state = jax.jit(optax.adam(float(recipe["lr"])).init)(params)
     epoch = _make_epoch(batch, n, float(recipe["lr"]))
     best, best_val, best_epoch = params, -1.0, 0
     t0 = time.perf_counter()
@@ -273,7 +274,7 @@ def _load_cached(cache_dir: Path, dataset: str, recipe: dict, digest: str) -> tu
         sep="/")
     if set(flat) != set(want) or any(flat[k].shape != want[k].shape for k in want):
         return None, f"{PARAMS_FILE} holds parameters of another architecture"
-    params = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat, sep="/"))
+    params = jax.device_put(traverse_util.unflatten_dict(flat, sep="/"))
     return RefClassifier(params, dataset, float(meta["test_accuracy"]), float(meta["val_accuracy"]), recipe,
                          meta["params_sha256"]), ""
 
@@ -313,5 +314,5 @@ def get_reference_classifier(dataset: str, splits: Splits, cache_dir: Path,
         **info, **provenance(command, splits)})
     log(f"[reference classifier] {dataset}: test accuracy {info['test_accuracy']:.4f} "
         f"(epoch {info['best_epoch']}, {info['train_seconds']:.0f} s); cached in {cache_dir}")
-    params = jax.tree.map(jnp.asarray, params)
+    params = jax.device_put(params)
     return RefClassifier(params, dataset, float(info["test_accuracy"]), float(info["val_accuracy"]), recipe, sha)

@@ -7,6 +7,8 @@ The GIFs' arrays (``interpolation.npz``): "seed" (the figure seed), "x"
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,15 +20,22 @@ from .base import EvalContext, Task, TaskResult
 N_FRAMES = 130
 
 
-def interpolate_h(h_a, h_b, n_frames: int = N_FRAMES) -> jax.Array:
-    """The straight line between encoder outputs: h_a, h_b [..., e] -> [..., n_frames, e].
+@functools.lru_cache(maxsize=4)
+def _weights(n_frames: int) -> np.ndarray:
+    """[n_frames] float32: jnp.linspace(0, 1, n_frames), the weights every frame has always used."""
+    return np.asarray(jnp.linspace(0.0, 1.0, n_frames))
+
+
+def interpolate_h(h_a, h_b, n_frames: int = N_FRAMES) -> np.ndarray:
+    """The straight line between encoder outputs: h_a, h_b [..., e] -> [..., n_frames, e] (float32, on the host).
 
     Frame k is (1 - w_k) h_a + w_k h_b with w_k = k / (n_frames - 1), so the
-    first frame is h_a and the last h_b.
+    first frame is h_a and the last h_b. Computed in numpy: the same numbers as
+    the operations dispatched one by one, without a compiled program for each.
     """
-    h_a, h_b = jnp.asarray(h_a)[..., None, :], jnp.asarray(h_b)[..., None, :]   # [..., 1, e]
-    w = jnp.linspace(0.0, 1.0, n_frames).reshape((1,) * (h_a.ndim - 2) + (n_frames, 1))  # [..., T, 1]
-    return (1 - w) * h_a + w * h_b
+    h_a, h_b = np.asarray(h_a, np.float32)[..., None, :], np.asarray(h_b, np.float32)[..., None, :]   # [..., 1, e]
+    w = _weights(n_frames).reshape((1,) * (h_a.ndim - 2) + (n_frames, 1))  # [..., T, 1]
+    return (np.float32(1) - w) * h_a + w * h_b
 
 
 def interpolation_frames(ctx: EvalContext, x_pair: np.ndarray, y_pair: np.ndarray, key,
