@@ -77,9 +77,14 @@ def folder_lock(folder: Path):
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):  # a folder made for nothing is not left behind
-            folder.rmdir()
+        release_lock(folder, remove_empty=created)  # a folder made for nothing is not left behind
+
+
+def release_lock(folder: Path, remove_empty: bool) -> None:
+    """Drop ``folder/.lock``; with remove_empty, remove the folder too when nothing is in it."""
+    (folder / LOCK_NAME).unlink(missing_ok=True)
+    if remove_empty and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 SNAPSHOTS_FILE = "snapshots.npz"
@@ -202,9 +207,7 @@ class RunFolder:
         unwinding (``distributed.Watch`` ends it from another thread when a peer is lost)."""
         if distributed.is_writer():
             _forget_unstarted(self.path)
-            (self.path / LOCK_NAME).unlink(missing_ok=True)
-            if self.path.is_dir() and not any(self.path.iterdir()):
-                self.path.rmdir()
+            release_lock(self.path, remove_empty=True)
 
     @writer_only
     def write_results(self, metrics: dict, result: TrainOutput, snap: Data | None, seeds: list[int],
