@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..io import atomic_write_text, clean_json
-from ..models import label as model_label
+from ..models import code_words, label as model_label
 from .export import ExportedModel, b64_float32, pack_model
 
 # How the page stores its larger layers (export.SMALL_LAYER: the others stay float32); it computes in float32. The
@@ -37,11 +37,6 @@ from .export import ExportedModel, b64_float32, pack_model
 # page's own inputs come with their codes (computed here in float32), so the page's encoder only ever reads drawings.
 WEIGHT_FORMAT = {"encoder": "int8", "decoder": "float16"}
 MAX_PAGE_BYTES = 8_000_000  # a page to open on a phone: the tests hold the default page to it
-# One line on what each model is, under its name on the page.
-MODEL_WHAT = {"vanilla": "plain autoencoder: the code is the encoder's output",
-              "vae": "variational autoencoder: the code is the encoder's mean \u03bc, pulled towards N(0, 1)",
-              "beta_vae_strict": "\u03b2-VAE with \u03b2 = 2: the code is the mean \u03bc",
-              "beta_vae_loose": "\u03b2-VAE with \u03b2 = 0.5: the code is the mean \u03bc"}
 # The value ranges the original article reports over the inputs it shows.
 ORIGINAL_RANGES = {"vanilla": (-22.59, 74.46), "vae": (-5.93, 5.98)}
 ASSETS = ("template.html", "explorer.css", "explorer.js")
@@ -102,7 +97,7 @@ def page_data(models: Sequence[PageModel], seeds: Sequence[int], inputs: Sequenc
         "seeds": [int(s) for s in seeds],
         "weight_format": weight_format,
         "models": [{"name": m.name, "label": m.label, "description": m.description,
-                    "what": MODEL_WHAT.get(m.name, m.description), "hidden": hidden_widths(m.exports[0]),
+                    "what": code_words(m.name, m.description), "hidden": hidden_widths(m.exports[0]),
                     "gaussian": m.exports[0].gaussian, "original_range": ORIGINAL_RANGES.get(m.name),
                     "seeds": [dict(pack_model(e, weight_format, pixels), **s,
                                    **({"codes": np.asarray(m.input_codes[i], np.float32).tolist()}

@@ -40,6 +40,7 @@ class ModelSpec:
     skip_tasks: tuple[str, ...] = ()  # tasks that would apply by the bottleneck's properties but make no sense here
     description: str = ""
     label: str = ""                 # the name figures and reports show (default: the registry name)
+    code_words: str = ""            # what its code is, in words a student reads (the latent explorer shows it)
     # The original study's single-run numbers on PUBLISHED_DATASET (docs/protocol.md), by metric name
     published: dict[str, float] = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
@@ -59,7 +60,7 @@ class ModelSpec:
         (vae, beta_vae_strict, beta_vae_loose, beta_vae: the Gaussian bottleneck with another beta), so they
         train in one program and share every compiled program of evaluation (the caches key on it)."""
         return dataclasses.replace(self, name="", beta=0.0, noise_std=0.0, sparsity=0.0, skip_tasks=(),
-                                   description="", label="", published={})
+                                   description="", label="", code_words="", published={})
 
     def module(self, latent_dim: int, width_latent: int | None = None) -> Autoencoder:
         """The Flax module of this model at latent size n."""
@@ -88,17 +89,19 @@ def _published(test_bce: float, probe_accuracy: float) -> dict[str, float]:
 _gauss = Gaussian()
 for _spec in (
     ModelSpec("shallow", shallow=True, description="one ReLU layer each way", published=_published(123.2, 0.4511)),
-    ModelSpec("vanilla", description="deep dense autoencoder", label="AE", published=_published(63.92, 0.7835)),
+    ModelSpec("vanilla", description="deep dense autoencoder", label="AE", published=_published(63.92, 0.7835),
+              code_words="plain autoencoder: the code is the encoder's output"),
     ModelSpec("stacked", stacked=True, description="greedy layer-wise, 3 phases", published=_published(87.87, 0.6107)),
     ModelSpec("sparse", Sparse(), beta=1.0, sparsity=0.25, description="sigmoid code, Bernoulli KL",
               published=_published(64.27, 0.2221)),
     ModelSpec("denoising", denoise=True, noise_std=0.5, description="Gaussian input noise std 0.5",
               published=_published(75.15, 0.8049)),
-    ModelSpec("vae", _gauss, beta=1.0, description="beta = 1", label="VAE", published=_published(76.12, 0.6016)),
+    ModelSpec("vae", _gauss, beta=1.0, description="beta = 1", label="VAE", published=_published(76.12, 0.6016),
+              code_words="variational autoencoder: the code is the encoder's mean \u03bc, pulled towards N(0, 1)"),
     ModelSpec("beta_vae_strict", _gauss, beta=2.0, description="beta = 2", label="\u03b2-VAE (\u03b2 = 2)",
-              published=_published(86.12, 0.4536)),
+              published=_published(86.12, 0.4536), code_words="\u03b2-VAE with \u03b2 = 2: the code is the mean \u03bc"),
     ModelSpec("beta_vae_loose", _gauss, beta=0.5, description="beta = 0.5", label="\u03b2-VAE (\u03b2 = 0.5)",
-              published=_published(69.51, 0.6311)),
+              published=_published(69.51, 0.6311), code_words="\u03b2-VAE with \u03b2 = 0.5: the code is the mean \u03bc"),
     ModelSpec("vq", VQ(CODEBOOK_SIZE), beta=1.0, description="per-dimension scalar codebook of 512",
               published=_published(64.49, 0.7717)),
     ModelSpec("beta_vae", _gauss, beta=1.0, description="VAE with any --beta"),
@@ -115,6 +118,11 @@ CONTESTANTS = ("shallow", "vanilla", "stacked", "sparse", "denoising", "vae",
 def label(name: str) -> str:
     """A model's display label; a name that is not registered shows as itself."""
     return MODELS[name].display if name in MODELS else name
+
+
+def code_words(name: str, default: str = "") -> str:
+    """What a model's code is, in words (``ModelSpec.code_words``); default for a model without them."""
+    return (MODELS[name].code_words if name in MODELS else "") or default
 
 
 def get_model(name: str) -> ModelSpec:

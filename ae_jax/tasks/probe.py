@@ -10,10 +10,10 @@ Label counts share it too: the labelled images are padded to one row count
 (``n_max``: the full training split's, so the probe and every label budget
 read the same shapes), and the program takes the real count ``n`` as a value.
 Each epoch's shuffled order is the one ``jax.random.permutation`` draws for
-``n`` items (``epoch_order``), computed by a small program per count outside
-the large one, so a padded probe draws the batches, keys and codes of the
-unpadded one; its steps run in a loop of ``n``'s length, so the padding costs
-no training steps. Committed numbers are those of the unpadded programs to
+``n`` items (``epoch_order``), computed outside the large program by one small
+program for all of a study's label counts (``LabelLayout``), so a padded probe
+draws the batches, keys and codes of the unpadded one; its steps run in a loop
+of ``n``'s length, so the padding costs no training steps. Committed numbers are those of the unpadded programs to
 the suite's tolerance (tests/test_label_budget.py: every accuracy within one
 test image, the best epochs equal).
 
