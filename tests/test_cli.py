@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 
 import flax
@@ -658,3 +660,33 @@ def test_out_of_memory_becomes_a_one_line_hint_and_other_errors_propagate(capsys
 
     with pytest.raises(jax.errors.JaxRuntimeError, match="a real bug"):
         guarded(bug, "rerun to resume")
+
+
+def test_sigterm_met_inside_a_garbage_collection_callback_still_stops_the_script():
+    """Python may run the handler inside a gc callback (jax registers one), where a raised exception is printed
+    and dropped: the handler sends the signal again instead, and the script still stops with Terminated."""
+    code = textwrap.dedent("""
+        import gc, os, signal, sys, time
+        from ae_jax.cli import Terminated, _terminate
+        signal.signal(signal.SIGTERM, _terminate)
+        def callback(phase, info):
+            if phase == "start" and not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the callback
+                for _ in range(1000):
+                    pass
+        sent = []
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            gc.callbacks.remove(callback)
+            time.sleep(10)
+        except Terminated:
+            print("stopped", len(sent))
+            sys.exit(143)
+        sys.exit(0)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (143, "stopped 1"), out.stderr[-2000:]
+    assert "Exception ignored" not in out.stderr

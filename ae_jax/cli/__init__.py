@@ -179,7 +179,28 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
+    """SIGTERM's handler: raise Terminated where the script will meet it. Python runs a handler between any two
+    bytecodes, also inside a garbage-collection callback (jax has one) or a ``__del__``, where an exception is
+    printed and dropped and the script would run on; there the signal is sent again a moment later instead."""
+    if _dropped_there(frame):
+        import signal
+        import threading
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
     raise Terminated()
+
+
+def _dropped_there(frame) -> bool:
+    """Whether an exception raised in this frame would be dropped: it runs inside a gc callback or a __del__."""
+    import gc
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 _abandoned = False  # work was left mid-way in other threads: see run_script
