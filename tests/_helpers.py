@@ -18,6 +18,7 @@ MNIST_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
 # One folder for the whole session: the first process to import this (pytest itself, or the controller of
 # pytest-xdist's workers) makes it and puts it in the environment, which the workers and subprocesses inherit.
 CACHE_DIR_ENV = "AE_JAX_TEST_XLA_CACHE"
+MADE_CACHE_DIR = not os.environ.get(CACHE_DIR_ENV)  # this process made it (and removes it at the end)
 CACHE_DIR = os.environ.get(CACHE_DIR_ENV) or tempfile.mkdtemp(prefix="ae_jax_test_xla_cache_")
 os.environ[CACHE_DIR_ENV] = CACHE_DIR
 # The suite's cache settings, as jax.config options (conftest sets them in this process) and, upper-cased, as the

@@ -43,7 +43,7 @@ import time
 import jax
 import pytest
 
-from _helpers import CACHE_CONFIG, CACHE_DIR, SUITE_XLA_FLAGS
+from _helpers import CACHE_CONFIG, CACHE_DIR, MADE_CACHE_DIR, SUITE_XLA_FLAGS
 
 # before any test starts a backend (which reads XLA_FLAGS once), beside any flags of the caller's; the workers
 # inherit it
@@ -109,7 +109,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
-    if not hasattr(config, "workerinput"):  # the process that made the folder, never one of xdist's workers
+    # Only the process that made the folder: never one of xdist's workers, nor a pytest that a test starts (it
+    # inherits the folder, and removing it would leave the suite's other processes storing into nothing).
+    if MADE_CACHE_DIR and not hasattr(config, "workerinput"):
         shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
