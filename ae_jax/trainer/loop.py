@@ -135,6 +135,10 @@ def map_runs(program, per_run: tuple, shared: tuple = ()):
     return axis.host(out)
 
 
+# Every run's optimiser state set back to Adam's start: one program, not a zeros operation per parameter's shape.
+_reset_optimizers = jax.jit(jax.vmap(reset_optimizer))
+
+
 def epoch_program(spec: ModelSpec, cfg: TrainConfig, phase: Phase, n_train: int, n_shared: int):
     """The jitted epoch of every run at once: vmapped over (state, key, hparams), the state donated."""
     fn = jax.vmap(make_epoch(spec, cfg, phase, n_train), in_axes=(0, 0, None, 0) + (None,) * n_shared)
@@ -367,7 +371,7 @@ def train_runs(spec: ModelSpec, cfg: TrainConfig, seeds: Sequence[int], hparams:
             log(f"  {how} {'phase %d of 3' % (pi + 1) if spec.stacked else 'the epoch program'} "
                 f"for {R} run(s) in {dt:.1f} s")
         if spec.stacked and pi > 0 and epoch == schedule[pi][1]:
-            state = axis.place(jax.vmap(reset_optimizer)(state))  # a fresh Adam each phase (already padded)
+            state = axis.place(_reset_optimizers(state))  # a fresh Adam each phase (already padded)
         t0 = time.perf_counter()
         state, tl, vl, *h = compiled[pi](state, train_keys, jnp.int32(epoch), hp, *shared)
         tl, vl = axis.host((tl, vl))  # waits for the epoch; padding runs dropped
