@@ -60,13 +60,13 @@ class LabelBudget(Task):
         h_train = ctx.evaluate(Data(full.x_train, full.y_train))["h"]            # [R, N, e]
         h_val = ctx.evaluate(Data(full.x_val, full.y_val))["h"]
         h_test = ctx.test["h"]                                                      # the same test images
-        metrics = {}
+        layout, metrics = label_layout(ctx), {}
         for k, idx in subsets.items():
             (h_tr,) = lb.take_labelled(idx, h_train, axis=1)
             (y_tr,) = lb.take_labelled(idx, full.y_train)
             out = linear_probe(ctx.spec, ctx.cfg.latent, ctx.state.params, ctx.seeds, ctx.hps,
                                {"train": h_tr, "val": h_val, "test": h_test},
-                               {"train": y_tr, "val": full.y_val, "test": full.y_test}, label_layout(ctx))
+                               {"train": y_tr, "val": full.y_val, "test": full.y_test}, layout)
             metrics[budget_metric(k)] = out["test_accuracy"]
         return TaskResult(metrics, {}, _info(subsets, len(full.y_train)))
 
@@ -77,12 +77,12 @@ class BudgetBaseline(LabelledBaseline):
     def run(self, ctx: EvalContext) -> TaskResult:
         full = ctx.splits("full")
         subsets = budgets_of(ctx)
-        metrics = {}
+        layout, metrics = label_layout(ctx), {}
         for k, idx in subsets.items():
             ctx.log(f"[{self.name}] {self.what}, {k} labels")
             x_tr, y_tr = lb.take_labelled(idx, full.x_train, full.y_train)
             r = self.baseline(ctx.seeds, x_tr, y_tr, full.x_val, full.y_val, full.x_test, full.y_test,
-                              layout=label_layout(ctx))
+                              layout=layout)
             metrics[budget_metric(k)] = r["test_accuracy"]
         return TaskResult(metrics, {}, _info(subsets, len(full.y_train)))
 

@@ -43,12 +43,12 @@ def random_encoder_train(key, x_tr, y_tr, epochs: int, latent_dim: int = 20) -> 
     return as_vars(init), as_vars(final)
 
 
-def random_encoder_baseline(seeds: Sequence[int], x_tr, y_tr, x_val, y_val, x_te, y_te,
+def random_encoder_baseline(seeds: Sequence[int], x_tr, y_tr, x_val, y_val, x_te, y_te, *,
                             layout: LabelLayout | None = None) -> dict[str, np.ndarray]:
     """All seeds in one program (``scratch.labelled_baseline``, head only): {"val_accuracy", "test_accuracy",
     "best_epoch"}, each [R]."""
     keys = jnp.stack([jax.random.fold_in(run_keys(s)["task"], TASK_STREAM) for s in seeds])
-    return labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout, head_only=True)
+    return labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout=layout, head_only=True)
 
 
 class RandomEncoder(LabelledBaseline):

@@ -107,7 +107,7 @@ def baseline_program(batch: int, head_only: bool, latent_dim: int = 20):
     return jax.jit(jax.vmap(fn, in_axes=(0, 0) + (None,) * 7))
 
 
-def labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout: LabelLayout | None = None,
+def labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, *, layout: LabelLayout | None = None,
                       head_only: bool = False) -> dict[str, np.ndarray]:
     """A labelled baseline for every key [R] in one program; the labelled images padded to the layout's rows
     (default: their own), so every label count up to them with the same batch size shares the program."""
@@ -118,12 +118,12 @@ def labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout: LabelL
                     (np.int32(n), *pad_rows(n_max, x_tr, y_tr), x_val, y_val, x_te, y_te))
 
 
-def scratch_baseline(seeds: Sequence[int], x_tr, y_tr, x_val, y_val, x_te, y_te,
+def scratch_baseline(seeds: Sequence[int], x_tr, y_tr, x_val, y_val, x_te, y_te, *,
                      layout: LabelLayout | None = None) -> dict[str, np.ndarray]:
     """Encoder + linear layer, every parameter trained, on the labelled images alone; every seed in one
     program."""
     keys = jnp.stack([jax.random.fold_in(run_keys(s)["task"], 2) for s in seeds])
-    return labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout)
+    return labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, layout=layout)
 
 
 class LabelledBaseline(Task):
