@@ -140,5 +140,5 @@ def test_the_baselines_pad_every_label_count_of_one_batch_size_to_one_program(di
 def test_a_label_count_larger_than_the_layout_is_refused_with_what_to_pass():
     from ae_jax.tasks import probe
     with pytest.raises(ValueError, match="do not fit the layout's 100 rows: pass a LabelLayout"):
-        probe.orders_for(probe._orders_program, jax.random.split(jax.random.key(0), 2), 150,
+        probe.orders_for(probe.probe_orders, jax.random.split(jax.random.key(0), 2), 150,
                          probe.LabelLayout(100, (50, 100)))

@@ -605,7 +605,7 @@ def test_the_probe_shared_by_every_model_gives_the_numbers_of_the_models_own_bot
 
     shared = linear_probe(spec, n, bparams, seeds, hps, h, y)
     keys, n_train = probe.probe_keys(seeds), h["train"].shape[1]
-    orders, step_keys = probe.orders_for(probe._orders_program, keys, n_train, None)
+    orders, step_keys = probe.orders_for(probe.probe_orders, keys, n_train, None)
     own = map_runs(probe._probe_program(spec), (keys, orders, step_keys, stack_hparams(hps), bparams, h["train"],
                                                  h["val"], h["test"]), (np.int32(n_train), y["train"], y["val"], y["test"]))
     assert shared.keys() == own.keys()

@@ -45,7 +45,7 @@ PROBE_BATCH, PROBE_EPOCHS, PROBE_PATIENCE, PROBE_LR = 32, 20, 3, 1e-3
 
 
 def n_steps(n: int, batch: int, drop_last: bool) -> int:
-    """Batches in one epoch of n items (a partial last batch kept, masked, unless drop_last)."""
+    """Batches in one epoch of n items (a partial last batch kept, masked, unless drop_last); n may be traced."""
     return n // batch if drop_last else -(-n // batch)
 
 
@@ -62,7 +62,7 @@ def epoch_steps(step, carry, order, n, batch: int, drop_last: bool):
     """carry after one epoch: step(carry, idx [batch], mask [batch], s) over the n_steps(n, ...) real batches of
     order (``epoch_order``); n may be a traced count, so one program serves every count up to the padding.
     The mask is 0 on the rows past n of a partial last batch."""
-    steps = n // batch if drop_last else (n + batch - 1) // batch
+    steps = n_steps(n, batch, drop_last)
 
     def body(s, c):
         rows = s * batch + jnp.arange(batch)
@@ -154,27 +154,27 @@ def label_layout(ctx: EvalContext) -> LabelLayout:
 
 
 @functools.lru_cache(maxsize=8)
-def _orders_program(counts: tuple[int, ...], n_max: int):
-    """Every run's ``probe_orders`` for each count: one small program for all of a study's label counts."""
-    return jax.jit(jax.vmap(lambda key: tuple(probe_orders(key, n, n_max) for n in counts)))
+def _orders_program(orders_of, counts: tuple[int, ...], n_max: int):
+    """Every run's orders_of(key, n, n_max) for each count: one small program for all of a study's label counts."""
+    return jax.jit(jax.vmap(lambda key: tuple(orders_of(key, n, n_max) for n in counts)))
 
 
 _ORDERS: dict = {}  # the last orders computed, for the next model with the same keys and layout
 
 
-def orders_for(program_of, keys, n: int, layout: LabelLayout | None):
-    """program_of(counts, n_max)(keys)'s entry for count n, computed for every count of the layout at once and
-    kept for the next call with the same keys (every model of a study shares its probe's keys; each baseline's
-    budgets share theirs)."""
+def orders_for(orders_of, keys, n: int, layout: LabelLayout | None):
+    """orders_of(key, n, n_max) for every key [R] (``probe_orders``, ``scratch.classifier_orders``), computed for
+    every count of the layout at once and kept for the next call with the same keys (every model of a study
+    shares its probe's keys; each baseline's budgets share theirs)."""
     layout = layout or LabelLayout(n, (n,))
     if n > layout.n_max:
         raise ValueError(f"{n} labelled images do not fit the layout's {layout.n_max} rows: pass a LabelLayout whose "
                          "n_max is at least the largest label count")
     counts = tuple(sorted(set(layout.counts) | {n}))
-    tag = (program_of, counts, layout.n_max, np.asarray(jax.random.key_data(keys)).tobytes())
+    tag = (orders_of, counts, layout.n_max, np.asarray(jax.random.key_data(keys)).tobytes())
     if tag not in _ORDERS:
         _ORDERS.clear()  # one at a time: a study's models ask for the same orders one after another
-        _ORDERS[tag] = program_of(counts, layout.n_max)(keys)
+        _ORDERS[tag] = _orders_program(orders_of, counts, layout.n_max)(keys)
     return _ORDERS[tag][counts.index(n)]
 
 
@@ -288,7 +288,7 @@ def linear_probe(spec: ModelSpec, latent_dim: int, params: dict, seeds, hparams,
     keys = probe_keys(seeds)
     n = h["train"].shape[1]
     n_max = n if layout is None else layout.n_max
-    orders, step_keys = orders_for(_orders_program, keys, n, layout)
+    orders, step_keys = orders_for(probe_orders, keys, n, layout)
     (h_train,) = pad_rows(n_max, h["train"], axis=1)
     ys = (np.int32(n), *pad_rows(n_max, y["train"]), y["val"], y["test"])
     bparams = bottleneck_params(spec, params, latent_dim)

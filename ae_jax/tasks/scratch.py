@@ -41,12 +41,6 @@ def classifier_orders(key, n: int, n_max: int, epochs: int = PROBE_EPOCHS) -> ja
         jnp.arange(epochs))
 
 
-@functools.lru_cache(maxsize=8)
-def orders_program(counts: tuple[int, ...], n_max: int):
-    """Every run's ``classifier_orders`` for each count: one small program for all of a study's label counts."""
-    return jax.jit(jax.vmap(lambda key: tuple(classifier_orders(key, n, n_max) for n in counts)))
-
-
 def classifier_program(key, orders, n, x_tr, y_tr, batch: int, latent_dim: int = 20, head_only: bool = False):
     """(model, initial carry, train_epoch) of a labelled baseline, for one key.
 
@@ -113,7 +107,7 @@ def labelled_baseline(keys, x_tr, y_tr, x_val, y_val, x_te, y_te, *, layout: Lab
     (default: their own), so every label count up to them with the same batch size shares the program."""
     n = len(x_tr)
     n_max = n if layout is None else layout.n_max
-    orders = orders_for(orders_program, keys, n, layout)
+    orders = orders_for(classifier_orders, keys, n, layout)
     return map_runs(baseline_program(batch_size(n), head_only), (keys, orders),
                     (np.int32(n), *pad_rows(n_max, x_tr, y_tr), x_val, y_val, x_te, y_te))
 
