@@ -44,6 +44,9 @@ import time
 # The status of a run ended because a process was lost or never joined: EX_TEMPFAIL of sysexits.h ("a temporary
 # failure; the user is invited to retry"): the run resumes from its last checkpoint when started again.
 EXIT_LOST = 75
+# A stop by signal, named and ended alike by every process (its status is the shell's 128 + the signal).
+STOPS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+STOP_STATUS = {name: 128 + int(sig) for sig, name in STOPS.items()}
 JOIN_TIMEOUT_S = 120.0  # default of --join-timeout: every process must have joined by then
 WORKER_FD_ENV = "AE_JAX_SUPERVISOR_FD"  # the worker's end of the pipe to its supervisor (file descriptor)
 FORWARD_GRACE_S = 30.0  # after a forwarded signal, for the worker to end itself before it is killed
@@ -203,9 +206,9 @@ def supervise(script_path: str, argv: list[str], *, explicit: bool, process: tup
     index, count = proc if proc is not None else (None, None)
     who = f"process {index} of {count}" if index is not None else "this process"
     if forwarded:
-        name = "interrupted" if forwarded[0] == signal.SIGINT else "terminated"
+        name = STOPS.get(forwarded[0], "terminated")
         print(f"{name}: {kept}; {resume}", file=sys.stderr, flush=True)
-        return 130 if forwarded[0] == signal.SIGINT else 143
+        return STOP_STATUS[name]
     if not joined:
         missing = ("process 1" if count == 2 and index == 0 else
                    "process 0 (the coordinator)" if count == 2 else "every process")

@@ -232,6 +232,7 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
 
     from ..data import DataError
     from ..io import DamagedFile
+    from ..supervisor import STOP_STATUS
     from ..trainer import ConfigError, distributed
     from ..trainer.memory import OutOfMemory, is_out_of_memory
     main_thread = threading.current_thread() is threading.main_thread()
@@ -254,9 +255,9 @@ def guarded(body: Callable[[], int], on_interrupt: str | Callable[[], str], comp
         fail(str(e))
     except KeyboardInterrupt as e:
         _abandoned = True
-        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: {_note(on_interrupt)}",
-              file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        name = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"\n{name}: {_note(on_interrupt)}", file=sys.stderr)
+        return STOP_STATUS[name]
     except MemoryError as e:  # the host's memory (numpy), not the device's
         fail(f"out of host memory ({type(e).__name__}: {e}): fewer or smaller runs, or a smaller dataset or "
              f"--n-train, need less; {_note(on_interrupt)}")

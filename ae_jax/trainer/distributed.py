@@ -569,8 +569,8 @@ class Watch:
         self._end("lost " + ",".join(map(str, processes)), supervisor.EXIT_LOST, line, lost=processes)
 
     def _signalled(self, signum: int) -> None:
-        why = "interrupted" if signum == signal.SIGINT else "terminated"
-        self._end(why, 130 if why == "interrupted" else 143, f"{why}: {_story['kept']}; {_story['resume']}")
+        why = supervisor.STOPS.get(signum, "terminated")
+        self._end(why, supervisor.STOP_STATUS[why], f"{why}: {_story['kept']}; {_story['resume']}")
 
     def _follow(self, who: int, why: str) -> None:
         """Another process ended: end the same way."""
@@ -587,7 +587,7 @@ class Watch:
         if why == "error":
             return self._end(why, 2, f"{_story['prog']}: error: process {who} of {self.count} stopped with an error "
                                       f"(its output says which); {_story['kept']}")
-        status = {"interrupted": 130, "terminated": 143}.get(why, supervisor.EXIT_LOST)
+        status = supervisor.STOP_STATUS.get(why, supervisor.EXIT_LOST)
         self._end(why, status, f"{why} (on process {who}): {_story['kept']}; {_story['resume']}")
 
     def _end(self, why: str, status: int, line: str, lost=()) -> None:
